@@ -1,0 +1,149 @@
+"""The `distill` command: one subcommand per stage, plus `validate` and `tiny-model`.
+
+    distill <stage> --config recipes/....yaml [dotted.key=value ...]
+    distill validate --config recipes/....yaml [dotted.key=value ...]
+    distill tiny-model DIR [--hidden-size 128 ...]
+
+Only argparse and the light config modules are imported here, so `distill --help` is instant; each stage
+imports its heavy libraries (torch, vLLM, TRL) when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import ConfigError, dump_yaml, from_dict, read_recipe, to_dict
+from pipeline.records import RecordError
+
+# stage name -> (config class, run function, one-line help). A stage is listed here once it works.
+STAGES: dict[str, tuple[str, str, str]] = {}
+
+
+def _resolve(target: str) -> Any:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def load_stage_config(stage: str, path: str | None, overrides: list[str]) -> Any:
+    """Load a recipe for `stage`; the recipe's own `stage:` key, when present, must agree."""
+    from pipeline.config import _Source, apply_override
+
+    data, lines = read_recipe(path) if path else ({}, {})
+    declared = data.pop("stage", None)
+    if declared is not None and declared != stage:
+        raise ConfigError(f"{path}: this recipe is for stage '{declared}', not '{stage}'")
+    for override in overrides:
+        apply_override(data, override)
+    source = _Source(path or "the command line", lines, {o.partition("=")[0] for o in overrides})
+    return from_dict(_resolve(STAGES[stage][0]), data, source)
+
+
+def recipe_stage(path: str) -> str:
+    """The stage a recipe declares with its top-level `stage:` key."""
+    data, _ = read_recipe(path)
+    stage = data.get("stage")
+    if stage not in STAGES:
+        known = ", ".join(STAGES)
+        if stage is None:
+            raise ConfigError(f"{path}: no top-level 'stage:' key; it names the stage the recipe is for ({known})")
+        raise ConfigError(f"{path}: unknown stage '{stage}'; known stages: {known}")
+    return stage
+
+
+def _split_overrides(values: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    for value in values:
+        if "=" not in value:
+            parser.error(f"unexpected argument {value!r}: overrides look like dotted.key=value")
+    return values
+
+
+def cmd_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    stage = args.stage or recipe_stage(args.config)
+    cfg = load_stage_config(stage, args.config, _split_overrides(args.overrides, parser))
+    check = getattr(cfg, "check_passthrough", None)
+    if check is not None and not args.shallow:
+        check()  # hands `trainer:` / `engine:` blocks to their own libraries for validation
+    print(f"# {args.config}: valid recipe for stage '{stage}'")
+    print(dump_yaml({"stage": stage, **to_dict(cfg)}), end="")
+    return 0
+
+
+def cmd_stage(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    cfg = load_stage_config(args.command, args.config, _split_overrides(args.overrides, parser))
+    run = _resolve(STAGES[args.command][1])
+    result = run(cfg, args)
+    return int(result) if isinstance(result, int) else 0
+
+
+def cmd_tiny_model(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from pipeline.tiny_model import TinyModelSpec, build_tiny_model, count_parameters
+
+    try:
+        spec = TinyModelSpec(
+            hidden_size=args.hidden_size, layers=args.layers, heads=args.heads, kv_heads=args.kv_heads,
+            intermediate_size=args.intermediate_size, vocab_size=args.vocab_size, seed=args.seed,
+            max_position_embeddings=args.max_position_embeddings,
+        )
+    except ValueError as e:
+        parser.error(str(e))
+    corpus = Path(args.corpus).read_text(encoding="utf-8") if args.corpus else None
+    out = build_tiny_model(args.dir, spec, corpus)
+    print(f"wrote {out} ({count_parameters(out):,} parameters, head_dim {spec.hidden_size // spec.heads})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distill", description="Distil a teacher's reasoning into students.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    for name, (_, _, help_text) in STAGES.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config", required=True, help="recipe YAML")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. sampling.n=4")
+        if name in ("generate",):
+            p.add_argument("--shard", help="i/N: process the i-th of N deterministic shards of the problems")
+
+    p = sub.add_parser("validate", help="check a recipe and print it resolved (loads no model)")
+    p.add_argument("--config", required=True, help="recipe YAML")
+    p.add_argument("--stage", choices=list(STAGES) or None, help="stage to validate for (default: the recipe's)")
+    p.add_argument("--shallow", action="store_true", help="skip validating trainer:/engine: with their libraries")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+
+    p = sub.add_parser("tiny-model", help="build a tiny Qwen2 model and BPE tokenizer offline (tests, demos)")
+    p.add_argument("dir", help="output folder")
+    p.add_argument("--hidden-size", type=int, default=128)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--heads", type=int, default=2)
+    p.add_argument("--kv-heads", type=int, default=1)
+    p.add_argument("--intermediate-size", type=int, default=None, help="default: 4 x hidden size")
+    p.add_argument("--vocab-size", type=int, default=1024)
+    p.add_argument("--max-position-embeddings", type=int, default=4096)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--corpus", help="text file to train the tokenizer on (default: a built-in sample)")
+    return parser
+
+
+COMMANDS = {"validate": cmd_validate, "tiny-model": cmd_tiny_model}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("DISTILL_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    handler = COMMANDS.get(args.command, cmd_stage)
+    try:
+        return handler(args, parser)
+    except (ConfigError, RecordError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""Recipes: YAML files loaded into frozen, typed dataclasses, with strict keys and types.
+
+    cfg = load_config(GenerateConfig, "recipes/teachers/qwq-32b.yaml", ["sampling.n=4"])
+
+Defaults live only in the dataclasses. An unknown key is an error naming its full dotted path, the file and
+line, and the closest valid key; a value of the wrong type is an error naming the same. Command-line overrides
+(`a.b=value`, the value read as YAML) go through the same checks. Fields typed `dict[str, Any]` (the
+`trainer:` block for `trl.SFTConfig`, the `engine:` block for vLLM) are passed on unchanged: their own
+libraries validate them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A recipe or override that does not fit its dataclass."""
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-5` as a float (YAML 1.1 wants `1.0e-5`, users write `1e-5`)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
+def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
+    """Dotted key path -> 1-based line number, read from the YAML node tree."""
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = f"{prefix}{key_node.value}"
+            lines[path] = key_node.start_mark.line + 1
+            lines.update(_key_lines(value_node, path + "."))
+    return lines
+
+
+def read_recipe(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """The mapping in a YAML file and the line of each key."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read recipe {path}: {e.strerror}") from None
+    try:
+        data = parse_yaml(text)
+        lines = _key_lines(yaml.compose(text, Loader=_Loader))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of keys to values, got {type(data).__name__}")
+    return data, lines
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Set `a.b.c=value` in a nested dict; the value is read as YAML (`0.7`, `true`, `[1, 2]`, `null`)."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {override!r} is not of the form dotted.key=value")
+    try:
+        value = parse_yaml(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    *parents, last = key.split(".")
+    for part in parents:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {override!r}: '{part}' is not a mapping")
+        node = child
+    node[last] = value
+
+
+def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> T:
+    """Load a recipe (or only overrides when `path` is None) into `cls`, checking keys and types."""
+    data, lines = read_recipe(path) if path is not None else ({}, {})
+    for override in overrides:
+        apply_override(data, override)
+    overridden = {o.partition("=")[0] for o in overrides}
+    return from_dict(cls, data, _Source(str(path or "the command line"), lines, overridden))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    """Where values came from, for error messages."""
+
+    name: str
+    lines: dict[str, int]
+    overridden: set[str]
+
+    def where(self, key: str) -> str:
+        if any(key == o or key.startswith(o + ".") for o in self.overridden):
+            return f"override '{key}=...'"
+        line = self.lines.get(key)
+        return f"{self.name}:{line}" if line else self.name
+
+
+def from_dict(cls: type[T], data: Any, source: _Source | str = "<dict>", prefix: str = "") -> T:
+    """Build dataclass `cls` from a mapping, recursively; raises ConfigError on unknown keys or bad types."""
+    if isinstance(source, str):
+        source = _Source(source, {}, set())
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source.where(prefix.rstrip('.'))}: '{prefix.rstrip('.') or '<root>'}' must be a mapping, "
+            f"got {type(data).__name__}"
+        )
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    for key in data:
+        if key not in fields:
+            full = f"{prefix}{key}"
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(fields)}"
+            raise ConfigError(f"unknown key '{full}' in {source.where(full)}{hint}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _convert(hints[name], value, source, f"{prefix}{name}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{source.where(prefix.rstrip('.'))}: {prefix.rstrip('.') or 'recipe'}: {e}") from None
+
+
+def _describe(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _convert(tp: Any, value: Any, source: _Source, key: str) -> Any:
+    """Check `value` against annotation `tp` and convert (nested dataclasses, int -> float, list -> tuple)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+
+    def bad(expected: str | None = None) -> ConfigError:
+        shown = repr(value) if len(repr(value)) < 60 else repr(value)[:57] + "..."
+        return ConfigError(
+            f"{source.where(key)}: '{key}' must be {expected or _describe(tp)}, got {type(value).__name__} {shown}"
+        )
+
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:
+            return _convert(options[0], value, source, key)
+        for arg in options:
+            try:
+                return _convert(arg, value, source, key)
+            except ConfigError:
+                continue
+        raise bad(" or ".join(_describe(a) for a in args)) from None
+    if origin is Literal:
+        if value in args:
+            return value
+        raise bad("one of " + ", ".join(repr(a) for a in args))
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value if value is not None else {}, source, key + ".")
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise bad()
+        item = args[0] if args else Any
+        items = [_convert(item, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple or tp is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise bad()
+        vt = args[1] if len(args) == 2 else Any
+        return {str(k): _convert(vt, v, source, f"{key}.{k}") for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise bad()
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad()
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad()
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)  # `model: 7` or a revision like `1234` read as a number by YAML
+        raise bad()
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise bad()
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A config as plain data (for printing and manifests); tuples become lists."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def dump_yaml(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)

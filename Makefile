@@ -6,7 +6,11 @@ PYTHON  := $(VENV)/bin/python
 DISTILL := $(VENV)/bin/distill
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup test test-fast lint format lock-cpu lock-gpu clean
+RECIPE  ?=
+ARGS    ?=
+DEMO_GENERATE := recipes/demo/generate.yaml
+
+.PHONY: setup test test-fast lint format lock-cpu lock-gpu clean demo generate bench bench-generate
 
 setup:
 	@bash scripts/setup.sh
@@ -24,6 +28,23 @@ lint: setup
 format: setup
 	$(VENV)/bin/ruff format pipeline tests bench
 	$(VENV)/bin/ruff check --fix pipeline tests bench
+
+demo: setup  ## the whole pipeline offline on CPU, on the shipped defaults
+	$(MAKE) --no-print-directory generate
+
+# `make generate` alone runs the shipped offline default; RECIPE=recipes/teachers/x.yaml runs a real teacher.
+generate: setup
+ifeq ($(RECIPE),)
+	@test -f runs/demo/tiny-model/config.json || $(DISTILL) tiny-model runs/demo/tiny-model
+	$(DISTILL) generate --config $(DEMO_GENERATE) $(ARGS)
+else
+	$(DISTILL) generate --config $(RECIPE) $(ARGS)
+endif
+
+bench: bench-generate
+
+bench-generate: setup
+	$(PYTHON) bench/generate.py
 
 lock-cpu:  ## re-resolve requirements/cpu.lock from pyproject.toml
 	bash scripts/lock.sh cpu

@@ -22,7 +22,13 @@ from pipeline.config import ConfigError, dump_yaml, from_dict, read_recipe, to_d
 from pipeline.records import RecordError
 
 # stage name -> (config class, run function, one-line help). A stage is listed here once it works.
-STAGES: dict[str, tuple[str, str, str]] = {}
+STAGES: dict[str, tuple[str, str, str]] = {
+    "generate": (
+        "pipeline.generate.config:GenerateConfig",
+        "pipeline.generate.stage:run",
+        "a teacher writes chain-of-thought samples (vLLM, OpenAI-compatible server or transformers)",
+    ),
+}
 
 
 def _resolve(target: str) -> Any:
@@ -30,8 +36,11 @@ def _resolve(target: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def load_stage_config(stage: str, path: str | None, overrides: list[str]) -> Any:
-    """Load a recipe for `stage`; the recipe's own `stage:` key, when present, must agree."""
+def load_stage_config(stage: str, path: str | None, overrides: list[str], deep: bool = True) -> Any:
+    """Load a recipe for `stage`; the recipe's own `stage:` key, when present, must agree.
+
+    With `deep`, blocks passed through to other libraries (`engine:`, `trainer:`) are checked by them too.
+    """
     from pipeline.config import _Source, apply_override
 
     data, lines = read_recipe(path) if path else ({}, {})
@@ -41,7 +50,11 @@ def load_stage_config(stage: str, path: str | None, overrides: list[str]) -> Any
     for override in overrides:
         apply_override(data, override)
     source = _Source(path or "the command line", lines, {o.partition("=")[0] for o in overrides})
-    return from_dict(_resolve(STAGES[stage][0]), data, source)
+    cfg = from_dict(_resolve(STAGES[stage][0]), data, source)
+    check = getattr(cfg, "check_passthrough", None)
+    if deep and check is not None:
+        check(source.where)
+    return cfg
 
 
 def recipe_stage(path: str) -> str:
@@ -51,7 +64,9 @@ def recipe_stage(path: str) -> str:
     if stage not in STAGES:
         known = ", ".join(STAGES)
         if stage is None:
-            raise ConfigError(f"{path}: no top-level 'stage:' key; it names the stage the recipe is for ({known})")
+            raise ConfigError(
+                f"{path}: no top-level 'stage:' key; it names the stage the recipe is for ({known})"
+            )
         raise ConfigError(f"{path}: unknown stage '{stage}'; known stages: {known}")
     return stage
 
@@ -65,10 +80,7 @@ def _split_overrides(values: list[str], parser: argparse.ArgumentParser) -> list
 
 def cmd_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     stage = args.stage or recipe_stage(args.config)
-    cfg = load_stage_config(stage, args.config, _split_overrides(args.overrides, parser))
-    check = getattr(cfg, "check_passthrough", None)
-    if check is not None and not args.shallow:
-        check()  # hands `trainer:` / `engine:` blocks to their own libraries for validation
+    cfg = load_stage_config(stage, args.config, _split_overrides(args.overrides, parser), deep=args.deep)
     print(f"# {args.config}: valid recipe for stage '{stage}'")
     print(dump_yaml({"stage": stage, **to_dict(cfg)}), end="")
     return 0
@@ -86,8 +98,13 @@ def cmd_tiny_model(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
 
     try:
         spec = TinyModelSpec(
-            hidden_size=args.hidden_size, layers=args.layers, heads=args.heads, kv_heads=args.kv_heads,
-            intermediate_size=args.intermediate_size, vocab_size=args.vocab_size, seed=args.seed,
+            hidden_size=args.hidden_size,
+            layers=args.layers,
+            heads=args.heads,
+            kv_heads=args.kv_heads,
+            intermediate_size=args.intermediate_size,
+            vocab_size=args.vocab_size,
+            seed=args.seed,
             max_position_embeddings=args.max_position_embeddings,
         )
     except ValueError as e:
@@ -99,20 +116,30 @@ def cmd_tiny_model(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="distill", description="Distil a teacher's reasoning into students.")
+    parser = argparse.ArgumentParser(
+        prog="distill", description="Distil a teacher's reasoning into students."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
     for name, (_, _, help_text) in STAGES.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--config", required=True, help="recipe YAML")
-        p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. sampling.n=4")
+        p.add_argument(
+            "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. sampling.n=4"
+        )
         if name in ("generate",):
             p.add_argument("--shard", help="i/N: process the i-th of N deterministic shards of the problems")
 
     p = sub.add_parser("validate", help="check a recipe and print it resolved (loads no model)")
     p.add_argument("--config", required=True, help="recipe YAML")
-    p.add_argument("--stage", choices=list(STAGES) or None, help="stage to validate for (default: the recipe's)")
-    p.add_argument("--shallow", action="store_true", help="skip validating trainer:/engine: with their libraries")
+    p.add_argument(
+        "--stage", choices=list(STAGES) or None, help="stage to validate for (default: the recipe's)"
+    )
+    p.add_argument(
+        "--deep",
+        action="store_true",
+        help="also hand the trainer:/engine: blocks to TRL/vLLM to check (imports them: slower)",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value")
 
     p = sub.add_parser("tiny-model", help="build a tiny Qwen2 model and BPE tokenizer offline (tests, demos)")
@@ -135,8 +162,11 @@ COMMANDS = {"validate": cmd_validate, "tiny-model": cmd_tiny_model}
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("DISTILL_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=os.environ.get("DISTILL_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     handler = COMMANDS.get(args.command, cmd_stage)
     try:
         return handler(args, parser)

@@ -25,7 +25,32 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A recipe or override that does not fit its dataclass."""
+    """A recipe or override that does not fit its dataclass; `key` is the dotted path it is about, if any."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+Where = typing.Callable[[str], str]
+
+
+def check_keys(
+    block: dict[str, Any],
+    valid: list[str] | set[str],
+    prefix: str,
+    owner: str,
+    where: Where = lambda key: "the recipe",
+) -> None:
+    """Refuse keys of a pass-through block (`engine:`, `trainer:`) that its library does not take."""
+    for key in block:
+        if key not in valid:
+            full = f"{prefix}.{key}"
+            close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
+            hint = f"; did you mean '{prefix}.{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"unknown key '{full}' in {where(full)}: not an argument of {owner}{hint}", key=full
+            )
 
 
 class _Loader(yaml.SafeLoader):
@@ -34,7 +59,9 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    re.compile(
+        r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"
+    ),
     list("-+0123456789."),
 )
 
@@ -137,6 +164,10 @@ def from_dict(cls: type[T], data: Any, source: _Source | str = "<dict>", prefix:
             close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(fields)}"
             raise ConfigError(f"unknown key '{full}' in {source.where(full)}{hint}")
+    for name, f in fields.items():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and name not in data:
+            raise ConfigError(f"missing required key '{prefix}{name}' in {source.name}")
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _convert(hints[name], value, source, f"{prefix}{name}")
@@ -145,7 +176,9 @@ def from_dict(cls: type[T], data: Any, source: _Source | str = "<dict>", prefix:
     except (TypeError, ValueError) as e:
         if isinstance(e, ConfigError):
             raise
-        raise ConfigError(f"{source.where(prefix.rstrip('.'))}: {prefix.rstrip('.') or 'recipe'}: {e}") from None
+        raise ConfigError(
+            f"{source.where(prefix.rstrip('.'))}: {prefix.rstrip('.') or 'recipe'}: {e}"
+        ) from None
 
 
 def _describe(tp: Any) -> str:

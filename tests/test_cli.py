@@ -9,8 +9,10 @@ from tests.conftest import REPO, run_distill
 
 
 def test_help_imports_no_heavy_library():
-    code = ("import sys; from pipeline.cli import build_parser; build_parser().format_help(); "
-            "print(sorted(m for m in ('torch', 'vllm', 'transformers', 'trl', 'datasets') if m in sys.modules))")
+    code = (
+        "import sys; from pipeline.cli import build_parser; build_parser().format_help(); "
+        "print(sorted(m for m in ('torch', 'vllm', 'transformers', 'trl', 'datasets') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "[]"
 

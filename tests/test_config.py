@@ -43,7 +43,9 @@ def test_unknown_key_names_full_path_file_line_and_closest_key(tmp_path):
     path = write(tmp_path, "model: qwq\nsampling:\n  n: 4\n  temprature: 0.7\n")
     with pytest.raises(ConfigError) as e:
         load_config(Recipe, path)
-    assert str(e.value) == (f"unknown key 'sampling.temprature' in {path}:4; did you mean 'sampling.temperature'?")
+    assert str(e.value) == (
+        f"unknown key 'sampling.temprature' in {path}:4; did you mean 'sampling.temperature'?"
+    )
 
 
 def test_unknown_key_without_close_match_lists_valid_keys(tmp_path):
@@ -77,12 +79,23 @@ def test_ints_widen_to_float_and_scientific_notation_is_a_float(tmp_path):
 
 def test_overrides_use_the_same_checks(tmp_path):
     path = write(tmp_path, "model: qwq\n")
-    cfg = load_config(Recipe, path, ["sampling.n=8", "engine.tensor_parallel_size=4", "limit=null",
-                                     "sampling.stop=['</s>', '<|im_end|>']"])
+    cfg = load_config(
+        Recipe,
+        path,
+        [
+            "sampling.n=8",
+            "engine.tensor_parallel_size=4",
+            "limit=null",
+            "sampling.stop=['</s>', '<|im_end|>']",
+        ],
+    )
     assert cfg.sampling.n == 8 and cfg.engine == {"tensor_parallel_size": 4} and cfg.limit is None
     assert cfg.sampling.stop == ["</s>", "<|im_end|>"]
-    with pytest.raises(ConfigError, match=r"unknown key 'sampling.temprature' in override 'sampling.temprature=\.\.\.'"
-                                          r"; did you mean 'sampling.temperature'\?"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown key 'sampling.temprature' in override 'sampling.temprature=\.\.\.'"
+        r"; did you mean 'sampling.temperature'\?",
+    ):
         load_config(Recipe, path, ["sampling.temprature=0.7"])
     with pytest.raises(ConfigError, match="'sampling.n' must be int"):
         load_config(Recipe, path, ["sampling.n=many"])
@@ -91,7 +104,9 @@ def test_overrides_use_the_same_checks(tmp_path):
 
 
 def test_passthrough_blocks_are_kept_verbatim(tmp_path):
-    cfg = load_config(Recipe, write(tmp_path, "engine:\n  tensor_parallel_size: 8\n  whatever_vllm_takes: [1]\n"))
+    cfg = load_config(
+        Recipe, write(tmp_path, "engine:\n  tensor_parallel_size: 8\n  whatever_vllm_takes: [1]\n")
+    )
     assert cfg.engine == {"tensor_parallel_size": 8, "whatever_vllm_takes": [1]}
 
 

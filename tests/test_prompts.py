@@ -8,20 +8,30 @@ import pytest
 
 from pipeline.prompts import PROMPTS_DIR, build_messages, load_prompt
 
+
 def test_r1_math_prompt_is_deepseeks_instruction_in_the_user_turn():
     messages = build_messages(load_prompt("math-r1-v1"), "What is $2+3$?")
-    assert messages == [{"role": "user", "content": "What is $2+3$?\nPlease reason step by step, and put your "
-                                                    "final answer within \\boxed{}."}]
+    assert messages == [
+        {
+            "role": "user",
+            "content": "What is $2+3$?\nPlease reason step by step, and put your "
+            "final answer within \\boxed{}.",
+        }
+    ]
 
 
 def test_system_prompt_is_optional_and_comes_first():
-    messages = build_messages(load_prompt("code-v1"), "Reverse a list.", system=load_prompt("system-reasoning-v1"))
+    messages = build_messages(
+        load_prompt("code-v1"), "Reverse a list.", system=load_prompt("system-reasoning-v1")
+    )
     assert [m["role"] for m in messages] == ["system", "user"] and "Reverse a list." in messages[1]["content"]
 
 
 def test_prompt_files_are_never_edited_in_place():
-    hashes = {p.stem: hashlib.sha256(p.read_text().rstrip("\n").encode()).hexdigest()
-              for p in sorted(PROMPTS_DIR.glob("*.txt"))}
+    hashes = {
+        p.stem: hashlib.sha256(p.read_text().rstrip("\n").encode()).hexdigest()
+        for p in sorted(PROMPTS_DIR.glob("*.txt"))
+    }
     assert hashes == PROMPT_HASHES, "a prompt changed: add a new versioned file instead of editing this one"
 
 

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -32,10 +31,19 @@ from pipeline.records import (
 
 def make_sample(i: int, pid: str = "p1") -> Sample:
     return Sample(
-        id=f"{pid}/{i}", problem_id=pid, sample_index=i, problem="What is 1+1?", answer="2",
-        prompt=[{"role": "user", "content": "What is 1+1?"}], completion="<think>\n1+1=2\n</think>\n\n\\boxed{2}",
-        finish_reason="stop", num_prompt_tokens=12, num_completion_tokens=20, teacher="tiny",
-        sampling={"temperature": 0.6}, source="toy",
+        id=f"{pid}/{i}",
+        problem_id=pid,
+        sample_index=i,
+        problem="What is 1+1?",
+        answer="2",
+        prompt=[{"role": "user", "content": "What is 1+1?"}],
+        completion="<think>\n1+1=2\n</think>\n\n\\boxed{2}",
+        finish_reason="stop",
+        num_prompt_tokens=12,
+        num_completion_tokens=20,
+        teacher="tiny",
+        sampling={"temperature": 0.6},
+        source="toy",
     )
 
 
@@ -48,7 +56,10 @@ def test_samples_round_trip_through_shards(tmp_path):
 
 
 def test_problems_with_field_mapping_from_jsonl_and_parquet(tmp_path):
-    rows = [{"question": "What is 2+3?", "solution": 5, "level": 1}, {"question": "Name 1.", "solution": None}]
+    rows = [
+        {"question": "What is 2+3?", "solution": 5, "level": 1},
+        {"question": "Name 1.", "solution": None},
+    ]
     (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n")
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "p.parquet")
     for name in ("p.jsonl", "p.parquet"):
@@ -57,8 +68,12 @@ def test_problems_with_field_mapping_from_jsonl_and_parquet(tmp_path):
         assert [p.problem for p in problems] == ["What is 2+3?", "Name 1."]
         assert problems[0].answer == "5" and problems[1].answer is None
         assert problems[0].id == problem_id("What is 2+3?") and problems[0].metadata == {"level": 1}
-    assert len(load_problems(DataSource(path=str(tmp_path / "p.jsonl"), limit=1,
-                                        fields={"question": "problem"}))) == 1
+    assert (
+        len(
+            load_problems(DataSource(path=str(tmp_path / "p.jsonl"), limit=1, fields={"question": "problem"}))
+        )
+        == 1
+    )
 
 
 @pytest.mark.parametrize(
@@ -67,8 +82,11 @@ def test_problems_with_field_mapping_from_jsonl_and_parquet(tmp_path):
         (['{"problem": "a"}', '{"problem": "b"'], r"p.jsonl:2: not valid JSON"),
         (['{"problem": "a"}', "", '{"answer": "1"}'], r"p.jsonl:3: field 'problem' is missing"),
         (['{"problem": 3}'], r"p.jsonl:1: field 'problem' must be str, got int"),
-        (['[1, 2]'], r"p.jsonl:1: expected a JSON object"),
-        (['{"id": "x", "problem": "a"}', '{"id": "x", "problem": "b"}'], r"p.jsonl:2: field 'id': duplicate id"),
+        (["[1, 2]"], r"p.jsonl:1: expected a JSON object"),
+        (
+            ['{"id": "x", "problem": "a"}', '{"id": "x", "problem": "b"}'],
+            r"p.jsonl:2: field 'id': duplicate id",
+        ),
     ],
 )
 def test_malformed_problem_lines_name_file_line_and_field(tmp_path, lines, message):
@@ -121,8 +139,9 @@ def test_writer_killed_mid_shard_leaves_no_torn_file_and_no_manifest(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     visible = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))
     assert visible == ["samples-00000.jsonl"]  # the complete first shard; the torn one never got its name
-    assert [json.loads(line)["id"] for line in (tmp_path / "samples-00000.jsonl").read_text().splitlines()] == [
-        "done/0", "done/1", "done/2"]
+    assert [
+        json.loads(line)["id"] for line in (tmp_path / "samples-00000.jsonl").read_text().splitlines()
+    ] == ["done/0", "done/1", "done/2"]
     assert read_manifest(tmp_path) is None
     assert any(p.name.endswith(".tmp") for p in tmp_path.iterdir())  # the partial write, hidden
     ShardWriter(tmp_path)  # a new writer removes it

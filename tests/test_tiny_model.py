@@ -20,8 +20,11 @@ CHAT = [
 def test_loads_offline_with_transformers_and_runs_forward(tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    assert model.config.model_type == "qwen2" and model.config.head_dim >= 32 if hasattr(
-        model.config, "head_dim") else model.config.hidden_size // model.config.num_attention_heads >= 32
+    assert (
+        model.config.model_type == "qwen2" and model.config.head_dim >= 32
+        if hasattr(model.config, "head_dim")
+        else model.config.hidden_size // model.config.num_attention_heads >= 32
+    )
     assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>"
     assert model.config.eos_token_id == tok.eos_token_id
     out = model(**tok("hello", return_tensors="pt"))
@@ -41,7 +44,9 @@ def test_token_ids_agree_between_tokenizers_and_auto_tokenizer(tiny_model_dir):
 def test_chat_template_keeps_think_content_in_the_assistant_turn_and_masks_the_rest(tiny_model_dir):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     rendered = tok.apply_chat_template(CHAT, tokenize=False)
-    assert "<|im_start|>assistant\n<think>\n2 + 5 = 7, 1 + 3 = 4\n</think>\n\n\\boxed{47}<|im_end|>" in rendered
+    assert (
+        "<|im_start|>assistant\n<think>\n2 + 5 = 7, 1 + 3 = 4\n</think>\n\n\\boxed{47}<|im_end|>" in rendered
+    )
     enc = tok.apply_chat_template(CHAT, return_assistant_tokens_mask=True, return_dict=True)
     supervised = [i for i, m in zip(enc["input_ids"], enc["assistant_masks"], strict=True) if m]
     assert tok.decode(supervised) == CHAT[1]["content"] + "<|im_end|>"
@@ -50,22 +55,39 @@ def test_chat_template_keeps_think_content_in_the_assistant_turn_and_masks_the_r
     assert rendered.startswith(prompt)
 
 
-def test_vllm_generates_from_the_tiny_model_with_the_same_token_ids(vllm_engine, tiny_model_dir):
-    from vllm import SamplingParams
+@pytest.mark.slow
+def test_vllm_generates_from_the_tiny_model_with_the_same_token_ids(tiny_model_dir):
+    from vllm import LLM, SamplingParams
 
+    llm = LLM(model=str(tiny_model_dir), seed=0, max_model_len=512, enforce_eager=True)
     auto = AutoTokenizer.from_pretrained(tiny_model_dir)
-    assert vllm_engine.get_tokenizer().encode(TEXT) == auto(TEXT)["input_ids"]
-    out = vllm_engine.generate(["What is 2+2?"], SamplingParams(max_tokens=8, temperature=0.6, n=2, logprobs=3))
+    assert llm.get_tokenizer().encode(TEXT) == auto(TEXT)["input_ids"]
+    out = llm.generate(["What is 2+2?"], SamplingParams(max_tokens=8, temperature=0.6, n=2, logprobs=3))
     assert len(out[0].outputs) == 2
     for completion in out[0].outputs:
         assert 1 <= len(completion.token_ids) <= 8 and len(completion.logprobs) == len(completion.token_ids)
+    del llm
 
 
 def test_distill_tiny_model_command_builds_a_model_with_the_given_shape(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("one two three four five six seven 1 2 3 <think> x </think>\n" * 20)
-    result = run_distill("tiny-model", str(tmp_path / "m"), "--hidden-size", "64", "--layers", "1", "--heads", "2",
-                         "--vocab-size", "512", "--seed", "3", "--corpus", str(corpus))
+    result = run_distill(
+        "tiny-model",
+        str(tmp_path / "m"),
+        "--hidden-size",
+        "64",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+        "--vocab-size",
+        "512",
+        "--seed",
+        "3",
+        "--corpus",
+        str(corpus),
+    )
     assert result.returncode == 0, result.stderr
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert (config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]) == (64, 1, 512)

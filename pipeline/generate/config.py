@@ -1,0 +1,152 @@
+"""Configuration of the generate stage (`distill generate --config recipes/teachers/<teacher>.yaml`)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pipeline.config import ConfigError, Where, check_keys
+from pipeline.records import DataSource
+
+Backend = Literal["vllm", "openai", "transformers"]
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Sampling for every completion; the defaults are DeepSeek-R1's (temperature 0.6, top-p 0.95, 32k tokens)."""
+
+    n: int = 1
+    """Samples per problem."""
+    temperature: float = 0.6
+    top_p: float = 0.95
+    top_k: int | None = None
+    """None: no top-k truncation."""
+    min_p: float = 0.0
+    max_tokens: int = 32768
+    """Completion token budget (clamped to the context left after the prompt)."""
+    seed: int = 0
+    """Each sample's own seed is derived from (seed, problem id, sample index), so a rerun reproduces it."""
+    stop: list[str] = field(default_factory=list)
+    """Stop strings; a matched stop string is kept in the completion so text and token ids stay aligned."""
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError("sampling.n must be >= 1")
+        if self.max_tokens < 1:
+            raise ValueError("sampling.max_tokens must be >= 1")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("sampling.top_p must be in (0, 1]")
+        if self.temperature < 0:
+            raise ValueError("sampling.temperature must be >= 0")
+
+    def sample_seed(self, problem_id: str, sample_index: int) -> int:
+        digest = hashlib.sha256(f"{self.seed}:{problem_id}:{sample_index}".encode()).digest()
+        return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    template: str = "math-r1-v1"
+    """A file under prompts/ by name (or a path to a .txt file); `{problem}` is replaced by the problem."""
+    system: str | None = None
+    """An optional system prompt (a prompts/ name or path). R1 recommends none."""
+    think_prefix: bool = False
+    """Start the assistant turn with `<think>\\n` (DeepSeek's advice for R1); the prefix stays in `completion`."""
+    chat_template: str | None = None
+    """A Jinja file that replaces the model's own chat template."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The `openai` backend: any OpenAI-compatible server (`vllm serve`, SGLang, a hosted API)."""
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str | None = None
+    """The served model name, when it differs from `model`."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key (never written to logs or outputs)."""
+    concurrency: int = 64
+    """Requests in flight at once."""
+    max_retries: int = 8
+    """Retries with exponential backoff on 429, 5xx, connection errors and timeouts (the openai client's own)."""
+    timeout: float = 3600.0
+    """Seconds per request; long reasoning traces take minutes."""
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    model: str
+    """Teacher: a local folder or a Hub id."""
+    problems: DataSource | None = None
+    """Problems to solve (`mode: generate`)."""
+    samples: str | None = None
+    """`mode: score`: Sample files (a generate output, or any file in the Sample schema) to score."""
+    mode: Literal["generate", "score"] = "generate"
+    """`score` runs the teacher over existing prompt + completion pairs to capture its top-k logprobs."""
+    output: str = "runs/generate"
+    backend: Backend = "vllm"
+    revision: str | None = None
+    tokenizer: str | None = None
+    engine: dict[str, Any] = field(default_factory=dict)
+    """vllm: arguments of `vllm.LLM` / `EngineArgs` (tensor_parallel_size, max_model_len, dtype,
+    distributed_executor_backend: ray, ...); transformers: arguments of `from_pretrained` (dtype, device_map)."""
+    server: ServerConfig = field(default_factory=ServerConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    logprobs: int = 0
+    """k > 0 stores the teacher's top-k logprobs for every completion token in a sidecar."""
+    flush_every: int = 256
+    """Samples per output shard: what a crash can lose, and the granularity of resuming."""
+    batch_size: int = 16
+    """transformers backend: sequences per `generate` call."""
+    shard: str | None = None
+    """`i/N`: this process takes a deterministic 1/N of the problems (also `--shard i/N`)."""
+
+    def __post_init__(self) -> None:
+        if self.mode == "generate" and self.problems is None:
+            raise ValueError("'problems' is required (mode: generate)")
+        if self.mode == "score" and self.samples is None:
+            raise ValueError("'samples' is required (mode: score)")
+        if self.mode == "score" and self.logprobs < 1:
+            raise ValueError("mode: score needs logprobs: k (k >= 1)")
+        if self.mode == "score" and self.backend == "openai":
+            raise ValueError("mode: score needs the teacher's logits: use backend vllm or transformers")
+        if self.logprobs < 0:
+            raise ValueError("'logprobs' must be >= 0")
+        if self.logprobs and self.backend == "openai":
+            raise ValueError(
+                "'logprobs' needs token ids from the engine: use backend vllm or transformers "
+                "(OpenAI-compatible APIs return top-k as strings)"
+            )
+        if self.flush_every < 1 or self.batch_size < 1:
+            raise ValueError("'flush_every' and 'batch_size' must be >= 1")
+        if self.shard is not None:
+            parse_shard(self.shard)
+
+    def check_passthrough(self, where: Where) -> None:
+        """Hand the `engine:` block to the library that takes it, before anything is loaded or written."""
+        if self.backend == "vllm":
+            import dataclasses
+
+            from vllm.engine.arg_utils import EngineArgs
+
+            valid = {f.name for f in dataclasses.fields(EngineArgs)} - {"model"}
+            check_keys(self.engine, valid, "engine", "vllm.EngineArgs", where)
+        elif self.backend == "openai" and self.engine:
+            raise ConfigError(
+                f"{where('engine')}: 'engine' has no meaning for backend openai "
+                "(the server was started with its own arguments)",
+                key="engine",
+            )
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`"2/8"` -> (2, 8); shards are numbered from 0."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"shard {text!r} is not of the form i/N (e.g. 0/8)") from None
+    if not 0 <= i < n:
+        raise ValueError(f"shard {text!r}: need 0 <= i < N")
+    return i, n

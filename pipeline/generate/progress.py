@@ -1,0 +1,109 @@
+"""Progress of a generate run: a live bar (samples, completion tokens/s, ETA) and the closing figures."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Stats:
+    total: int = 0
+    samples: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reasons: Counter = field(default_factory=Counter)
+    problems: int | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, completion: Any) -> None:
+        self.samples += 1
+        self.prompt_tokens += completion.num_prompt_tokens
+        self.completion_tokens += completion.num_completion_tokens
+        self.finish_reasons[completion.finish_reason] += 1
+
+    @classmethod
+    def from_records(cls, rows: list[dict[str, Any]]) -> Stats:
+        stats = cls(total=len(rows), samples=len(rows), problems=len({row["problem_id"] for row in rows}))
+        for row in rows:
+            stats.prompt_tokens += row["num_prompt_tokens"]
+            stats.completion_tokens += row["num_completion_tokens"]
+            stats.finish_reasons[row["finish_reason"]] += 1
+        return stats
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "problems": self.problems,
+            "finish_reasons": dict(sorted(self.finish_reasons.items())),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "mean_completion_tokens": round(self.completion_tokens / self.samples, 1)
+            if self.samples
+            else 0.0,
+        }
+
+    def throughput(self) -> dict[str, float]:
+        s = max(self.seconds, 1e-9)
+        return {
+            "seconds": round(s, 2),
+            "samples_per_s": round(self.samples / s, 3),
+            "completion_tokens_per_s": round(self.completion_tokens / s, 1),
+        }
+
+    def summary(self, timed: bool = True) -> str:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.finish_reasons.items()))
+        text = (
+            f"{self.samples} samples ({reasons}); {self.prompt_tokens:,} prompt + {self.completion_tokens:,} "
+            "completion tokens"
+        )
+        if timed:
+            t = self.throughput()
+            text += f"; {t['completion_tokens_per_s']:,.0f} completion tok/s over {t['seconds']:.1f} s"
+        return text
+
+
+@contextlib.contextmanager
+def progress_bar(stats: Stats) -> Iterator[Callable[[], None]]:
+    """A rich progress bar on a terminal; on a pipe, a log line every ~10% instead of redrawing."""
+    if not sys.stderr.isatty():
+        marks = {int(stats.total * f / 10) for f in range(1, 11)}
+
+        def update_plain() -> None:
+            if stats.samples in marks:
+                t = stats.throughput()
+                print(
+                    f"generate: {stats.samples}/{stats.total} samples, "
+                    f"{t['completion_tokens_per_s']:,.0f} completion tok/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        yield update_plain
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("generate"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[tps]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task("generate", total=stats.total, tps="")
+
+        def update() -> None:
+            tps = stats.completion_tokens / max(stats.seconds, 1e-9)
+            bar.update(task, completed=stats.samples, tps=f"{tps:,.0f} tok/s")
+
+        yield update

@@ -1,0 +1,144 @@
+"""The generate stage: a teacher writes chain-of-thought samples for problems, resumably, shard by shard.
+
+    distill generate --config recipes/teachers/qwq-32b.yaml [--shard 3/8] [sampling.n=4 ...]
+
+Reads problems, renders prompts, refuses to continue an output folder made with other settings, skips every
+sample already written, streams the rest through the engine and commits them `flush_every` at a time (a sidecar
+of top-k logprobs first, then the Sample shard, each atomically), and writes `manifest.json` last.
+In `mode: score` it runs the teacher over existing samples to capture top-k logprobs for them instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import to_dict
+from pipeline.generate.config import GenerateConfig, parse_shard
+from pipeline.generate.engines import Completion, Engine, build_engine
+from pipeline.generate.progress import Stats, progress_bar
+from pipeline.generate.work import (
+    Work,
+    check_fingerprint,
+    done_ids,
+    fingerprint,
+    load_work,
+    read_all_samples,
+    render_requests,
+)
+from pipeline.logprobs import sidecar_path, write_sidecar
+from pipeline.records import ShardWriter, atomic_write, read_manifest, write_manifest
+
+log = logging.getLogger("distill.generate")
+
+
+def output_folder(cfg: GenerateConfig, shard: tuple[int, int] | None) -> Path:
+    out = Path(cfg.output)
+    return out / f"shard-{shard[0]:05d}-of-{shard[1]:05d}" if shard else out
+
+
+def load_tokenizer(cfg: GenerateConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model, revision=cfg.revision)
+    if cfg.prompt.chat_template:
+        tokenizer.chat_template = Path(cfg.prompt.chat_template).read_text()
+    return tokenizer
+
+
+def run(cfg: GenerateConfig, args: Any = None, engine: Engine | None = None) -> int:
+    """Run the stage; `engine` lets a caller that already holds one (tests, notebooks) reuse it."""
+    shard_text = getattr(args, "shard", None) or cfg.shard
+    shard = parse_shard(shard_text) if shard_text else None
+    out = output_folder(cfg, shard)
+    work = load_work(cfg, shard)  # reads and validates every input record before anything is written
+    tokenizer = load_tokenizer(cfg) if cfg.backend != "openai" else None
+    fp = fingerprint(cfg, tokenizer)
+    check_fingerprint(out, fp)
+    done = done_ids(out)
+    todo = [w for w in work if w.id not in done]
+    log.info(
+        "%s: %d samples planned, %d already written, %d to go",
+        out,
+        len(work),
+        len(work) - len(todo),
+        len(todo),
+    )
+    run_stats = None
+    if todo:
+        (out / "manifest.json").unlink(missing_ok=True)  # the folder is incomplete again until we finish
+        run_stats = generate(cfg, todo, tokenizer, out, engine)
+    return finish(cfg, out, work, fp, run_stats)
+
+
+def generate(
+    cfg: GenerateConfig, todo: list[Work], tokenizer: Any, out: Path, engine: Engine | None
+) -> Stats:
+    owned = engine is None
+    engine = engine or build_engine(cfg, tokenizer)
+    try:
+        requests = render_requests(cfg, todo, tokenizer, getattr(engine, "max_model_len", None))
+        by_id = {w.id: w for w in todo}
+        writer = ShardWriter(out)
+        buffer: list[Completion] = []
+        stats = Stats(total=len(todo))
+        with progress_bar(stats) as update:
+            for completion in engine.run(cfg, requests):
+                buffer.append(completion)
+                stats.add(completion)
+                if len(buffer) >= cfg.flush_every:
+                    flush(cfg, writer, buffer, by_id)
+                    buffer = []
+                update()
+            if buffer:
+                flush(cfg, writer, buffer, by_id)
+        log.info("this run: %s", stats.summary())
+        return stats
+    finally:
+        if owned:
+            engine.close()
+
+
+def flush(
+    cfg: GenerateConfig, writer: ShardWriter, completions: list[Completion], by_id: dict[str, Work]
+) -> None:
+    """Commit a batch: the logprob sidecar first, then the Sample shard (its presence marks the batch done)."""
+    index = writer.next_index()
+    shard_path = writer.path(index)
+    records = [by_id[c.request.sample_id].to_sample(cfg, c) for c in completions]
+    if cfg.logprobs:
+        ids = [c.request.sample_id for c in completions]
+        atomic_write(
+            sidecar_path(shard_path), lambda tmp: write_sidecar(tmp, ids, [c.topk for c in completions])
+        )
+    writer.write(records, index)
+
+
+def finish(
+    cfg: GenerateConfig, out: Path, work: list[Work], fp: dict[str, Any], run_stats: Stats | None
+) -> int:
+    """Check the folder holds exactly the planned samples, once each; then write the manifest."""
+    samples = read_all_samples(out)
+    planned = {w.id for w in work}
+    ids = [s["id"] for s in samples]
+    duplicates = len(ids) - len(set(ids))
+    missing = planned - set(ids)
+    if duplicates or missing:
+        log.error(
+            "%s: %d duplicate and %d missing samples; not writing the manifest", out, duplicates, len(missing)
+        )
+        return 1
+    stats = Stats.from_records(samples)
+    if run_stats is not None or read_manifest(out) is None:
+        write_manifest(
+            out,
+            "generate",
+            to_dict(cfg),
+            inputs=[cfg.samples or cfg.problems.describe()],
+            counts=stats.counts(),
+            fingerprint=fp,
+            last_run=run_stats.throughput() | {"samples": run_stats.samples} if run_stats else None,
+        )
+    log.info("%s complete: %s", out, stats.summary(timed=False))
+    return 0

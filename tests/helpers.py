@@ -1,0 +1,74 @@
+"""Test helpers: a tiny teacher that has memorised a few worked arithmetic problems, trained in seconds.
+
+Its samples are canonical text (they re-tokenize to the ids it generated) and mostly correct, which real-engine
+tests of generate, filter, eval and kd need; a random model emits byte soup.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+PROBLEMS = [(a, b) for a, b in [(2, 3), (7, 4), (12, 30), (5, 8), (21, 13), (9, 9), (40, 2), (6, 15)]]
+
+
+def problem_rows() -> list[dict]:
+    return [
+        {"id": f"add-{a}-{b}", "problem": f"What is {a}+{b}?", "answer": str(a + b), "source": "toy"}
+        for a, b in PROBLEMS
+    ]
+
+
+def worked_solution(a: int, b: int) -> str:
+    return f"<think>\nI add {a} and {b}: {a} + {b} = {a + b}.\n</think>\n\nThe answer is \\boxed{{{a + b}}}."
+
+
+def write_problems(path: Path) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in problem_rows()))
+    return path
+
+
+def train_memoriser(base: Path, out: Path, steps: int = 200, seed: int = 0) -> Path:
+    """Fine-tune `base` (a tiny-model folder) on the worked solutions of PROBLEMS; save to `out`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipeline.prompts import build_messages, load_prompt
+
+    torch.manual_seed(seed)
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    template = load_prompt("math-r1-v1")
+    rows, masks = [], []
+    for a, b in PROBLEMS:
+        prompt = tok.apply_chat_template(
+            build_messages(template, f"What is {a}+{b}?"), tokenize=False, add_generation_prompt=True
+        )
+        p_ids = tok.encode(prompt, add_special_tokens=False)
+        c_ids = tok.encode(worked_solution(a, b), add_special_tokens=False) + [tok.eos_token_id]
+        rows.append(p_ids + c_ids)
+        masks.append([0] * len(p_ids) + [1] * len(c_ids))
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
+    labels = torch.tensor(
+        [
+            [t if m else -100 for t, m in zip(r, mk, strict=True)] + [-100] * (width - len(r))
+            for r, mk in zip(rows, masks, strict=True)
+        ]
+    )
+    attention = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        loss = model(input_ids=ids, attention_mask=attention, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    for f in base.iterdir():
+        if f.name.startswith("tokenizer") or f.suffix == ".jinja" or f.name == "tiny_model.json":
+            shutil.copy(f, out / f.name)
+    return out

@@ -1,0 +1,90 @@
+"""Generate-stage pieces that need no engine: config rules, shards, seeds, reasoning reassembly, sidecar I/O."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.config import ConfigError, load_config
+from pipeline.generate.config import GenerateConfig, SamplingConfig, parse_shard
+from pipeline.generate.engine_openai import join_reasoning
+from pipeline.logprobs import Sidecar, TopK, write_sidecar
+
+
+def cfg(*overrides: str) -> GenerateConfig:
+    return load_config(GenerateConfig, None, ["model=m", "problems.path=p.jsonl", *overrides])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["backend=openai", "logprobs=5"], "'logprobs' needs token ids from the engine"),
+        (["mode=score"], "'samples' is required"),
+        (["mode=score", "samples=x", "logprobs=0"], "mode: score needs logprobs"),
+        (["shard=3/3"], "need 0 <= i < N"),
+        (["shard=a/b"], "not of the form i/N"),
+        (["sampling.top_p=0"], "top_p must be in"),
+        (["problems=null"], "'problems' is required"),
+    ],
+)
+def test_inconsistent_settings_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        cfg(*overrides)
+
+
+def test_r1_sampling_defaults():
+    s = cfg().sampling
+    assert (s.temperature, s.top_p, s.max_tokens) == (0.6, 0.95, 32768)
+
+
+def test_sample_seeds_depend_on_seed_problem_and_index_only():
+    s = SamplingConfig()
+    seeds = {s.sample_seed(p, i) for p in ("a", "b") for i in range(50)}
+    assert len(seeds) == 100 and all(0 <= x < 2**31 for x in seeds)
+    assert s.sample_seed("a", 3) == SamplingConfig(n=9, temperature=1.0).sample_seed("a", 3)
+    assert s.sample_seed("a", 3) != SamplingConfig(seed=1).sample_seed("a", 3)
+
+
+def test_parse_shard():
+    assert parse_shard("0/8") == (0, 8) and parse_shard("7/8") == (7, 8)
+
+
+@pytest.mark.parametrize(
+    ("reasoning", "content", "expected"),
+    [
+        ("\nI add.\n", "\n\nThe answer is 5.", "<think>\nI add.\n</think>\n\nThe answer is 5."),  # vLLM: kept
+        ("I add.", "The answer is 5.", "<think>\nI add.\n</think>\n\nThe answer is 5."),  # hosted: stripped
+        ("I add.", "", "<think>\nI add.\n</think>"),  # no answer after the reasoning
+    ],
+)
+def test_reasoning_returned_separately_is_reassembled(reasoning, content, expected):
+    assert join_reasoning(reasoning, content) == expected
+
+
+def test_sidecar_round_trip_and_lazy_lookup(tmp_path):
+    rng = np.random.default_rng(0)
+
+    def entry(t: int) -> TopK:
+        return TopK(
+            rng.integers(0, 1000, t).astype(np.int32),
+            rng.normal(size=t).astype(np.float16),
+            rng.integers(0, 1000, (t, 4)).astype(np.int32),
+            -np.abs(rng.normal(size=(t, 4))).astype(np.float16),
+        )
+
+    entries = [entry(5), entry(0), entry(9)]
+    write_sidecar(tmp_path / "logprobs-00000.safetensors", ["a/0", "a/1", "b/0"], entries)
+    sidecar = Sidecar(tmp_path)
+    assert len(sidecar) == 3 and sidecar.k == 4 and "a/1" in sidecar
+    for sample_id, e in zip(["a/0", "a/1", "b/0"], entries, strict=True):
+        got = sidecar[sample_id]
+        assert np.array_equal(got.token_ids, e.token_ids) and np.array_equal(
+            got.topk_logprobs, e.topk_logprobs
+        )
+        assert got.topk_ids.dtype == np.int32 and got.topk_logprobs.dtype == np.float16
+    with pytest.raises(KeyError, match="no teacher logprobs stored for sample 'zzz'"):
+        sidecar["zzz"]
+    with pytest.raises(ValueError, match="not aligned"):
+        bad = entry(3)
+        bad.topk_ids = bad.topk_ids[:2]
+        write_sidecar(tmp_path / "x.safetensors", ["x"], [bad])

@@ -1,0 +1,46 @@
+"""Every recipe under recipes/ loads, validates, and hands its pass-through blocks to their libraries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import load_stage_config, recipe_stage
+from tests.conftest import REPO, run_distill
+
+RECIPES = sorted(p.relative_to(REPO) for p in (REPO / "recipes").rglob("*.yaml"))
+
+
+def test_there_are_recipes_for_every_stage_folder():
+    assert any(str(p).startswith("recipes/teachers/") for p in RECIPES)
+    assert any(str(p).startswith("recipes/demo/") for p in RECIPES)
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=str)
+def test_recipe_validates_deeply(recipe: Path):
+    stage = recipe_stage(str(REPO / recipe))
+    load_stage_config(stage, str(REPO / recipe), [], deep=True)
+    first = (REPO / recipe).read_text().splitlines()[0]
+    assert first.startswith("# "), (
+        "every recipe starts with a comment: what it does, on what, and the command"
+    )
+
+
+def test_validate_prints_the_resolved_recipe():
+    result = run_distill("validate", "--config", "recipes/demo/generate.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "temperature: 0.6" in result.stdout and "stage: generate" in result.stdout
+
+
+def test_validate_names_a_misspelt_key_and_exits_non_zero(tmp_path):
+    recipe = tmp_path / "x.yaml"
+    recipe.write_text(
+        (REPO / "recipes/demo/generate.yaml").read_text().replace("  n: 2", "  temprature: 0.7")
+    )
+    result = run_distill("validate", "--config", str(recipe))
+    assert result.returncode == 2
+    assert (
+        "unknown key 'sampling.temprature'" in result.stderr
+        and "did you mean 'sampling.temperature'" in result.stderr
+    )

@@ -3,6 +3,7 @@
     distill <stage> --config recipes/....yaml [dotted.key=value ...]
     distill validate --config recipes/....yaml [dotted.key=value ...]
     distill tiny-model DIR [--hidden-size 128 ...]
+    distill verify INPUT.jsonl -o OUT.jsonl [--kind math|code]
 
 Only argparse and the light config modules are imported here, so `distill --help` is instant; each stage
 imports its heavy libraries (torch, vLLM, TRL) when it runs.
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pipeline import verify
 from pipeline.config import ConfigError, dump_yaml, from_dict, read_recipe, to_dict
 from pipeline.records import RecordError
 
@@ -27,6 +29,16 @@ STAGES: dict[str, tuple[str, str, str]] = {
         "pipeline.generate.config:GenerateConfig",
         "pipeline.generate.stage:run",
         "a teacher writes chain-of-thought samples (vLLM, OpenAI-compatible server or transformers)",
+    ),
+    "filter": (
+        "pipeline.filter.config:FilterConfig",
+        "pipeline.filter.stage:run",
+        "verify, clean, deduplicate and decontaminate samples into a training dataset, with a report",
+    ),
+    "sft": (
+        "pipeline.train.config:SFTStageConfig",
+        "pipeline.train.sft:run",
+        "fine-tune a student on the filtered traces with TRL (full, LoRA, QLoRA; accelerate launch)",
     ),
 }
 
@@ -41,7 +53,7 @@ def load_stage_config(stage: str, path: str | None, overrides: list[str], deep: 
 
     With `deep`, blocks passed through to other libraries (`engine:`, `trainer:`) are checked by them too.
     """
-    from pipeline.config import _Source, apply_override
+    from pipeline.config import Source, apply_override
 
     data, lines = read_recipe(path) if path else ({}, {})
     declared = data.pop("stage", None)
@@ -49,11 +61,12 @@ def load_stage_config(stage: str, path: str | None, overrides: list[str], deep: 
         raise ConfigError(f"{path}: this recipe is for stage '{declared}', not '{stage}'")
     for override in overrides:
         apply_override(data, override)
-    source = _Source(path or "the command line", lines, {o.partition("=")[0] for o in overrides})
+    source = Source(path or "the command line", lines, {o.partition("=")[0] for o in overrides})
     cfg = from_dict(_resolve(STAGES[stage][0]), data, source)
-    check = getattr(cfg, "check_passthrough", None)
-    if deep and check is not None:
-        check(source.where)
+    if hasattr(cfg, "check"):
+        cfg.check(source)  # cheap cross-field checks that need to say where (e.g. the filter's steps)
+    if deep and hasattr(cfg, "check_passthrough"):
+        cfg.check_passthrough(source.where)
     return cfg
 
 
@@ -115,6 +128,10 @@ def cmd_tiny_model(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     return 0
 
 
+def cmd_verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    return verify.main_verify(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="distill", description="Distil a teacher's reasoning into students."
@@ -153,10 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-position-embeddings", type=int, default=4096)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--corpus", help="text file to train the tokenizer on (default: a built-in sample)")
+    p = sub.add_parser("verify", help=verify.HELP, description=verify.HELP)
+    verify.add_arguments(p)
     return parser
 
 
-COMMANDS = {"validate": cmd_validate, "tiny-model": cmd_tiny_model}
+COMMANDS = {"validate": cmd_validate, "tiny-model": cmd_tiny_model, "verify": cmd_verify}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,13 +71,17 @@ def parse_yaml(text: str) -> Any:
 
 
 def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
-    """Dotted key path -> 1-based line number, read from the YAML node tree."""
+    """Key path (`a.b`, `steps[2].timeout`) -> 1-based line number, read from the YAML node tree."""
     lines: dict[str, int] = {}
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
-            path = f"{prefix}{key_node.value}"
+            path = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
             lines[path] = key_node.start_mark.line + 1
-            lines.update(_key_lines(value_node, path + "."))
+            lines.update(_key_lines(value_node, path))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[f"{prefix}[{i}]"] = item.start_mark.line + 1
+            lines.update(_key_lines(item, f"{prefix}[{i}]"))
     return lines
 
 
@@ -129,12 +133,12 @@ def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | tu
     for override in overrides:
         apply_override(data, override)
     overridden = {o.partition("=")[0] for o in overrides}
-    return from_dict(cls, data, _Source(str(path or "the command line"), lines, overridden))
+    return from_dict(cls, data, Source(str(path or "the command line"), lines, overridden))
 
 
 @dataclasses.dataclass(frozen=True)
-class _Source:
-    """Where values came from, for error messages."""
+class Source:
+    """Where a config's values came from (file, line of each key, command-line overrides), for error messages."""
 
     name: str
     lines: dict[str, int]
@@ -147,10 +151,10 @@ class _Source:
         return f"{self.name}:{line}" if line else self.name
 
 
-def from_dict(cls: type[T], data: Any, source: _Source | str = "<dict>", prefix: str = "") -> T:
+def from_dict(cls: type[T], data: Any, source: Source | str = "<dict>", prefix: str = "") -> T:
     """Build dataclass `cls` from a mapping, recursively; raises ConfigError on unknown keys or bad types."""
     if isinstance(source, str):
-        source = _Source(source, {}, set())
+        source = Source(source, {}, set())
     if not isinstance(data, dict):
         raise ConfigError(
             f"{source.where(prefix.rstrip('.'))}: '{prefix.rstrip('.') or '<root>'}' must be a mapping, "
@@ -187,7 +191,7 @@ def _describe(tp: Any) -> str:
     return str(tp).replace("typing.", "")
 
 
-def _convert(tp: Any, value: Any, source: _Source, key: str) -> Any:
+def _convert(tp: Any, value: Any, source: Source, key: str) -> Any:
     """Check `value` against annotation `tp` and convert (nested dataclasses, int -> float, list -> tuple)."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)

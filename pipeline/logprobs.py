@@ -130,14 +130,18 @@ class SidecarFile:
 class Sidecar:
     """All sidecar files under a folder (a generate output, or a folder of shard outputs), keyed by sample id."""
 
-    def __init__(self, folder: str | Path) -> None:
-        folder = Path(folder)
-        files = (
-            [folder]
-            if folder.is_file()
-            else sorted(p for p in folder.rglob("logprobs-*.safetensors") if not p.name.startswith("."))
-        )
+    def __init__(self, path: str | Path) -> None:
+        """`path`: a folder (all sidecars under it), one sidecar file, or a Sample shard (its own sidecar)."""
+        path = Path(path)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("logprobs-*.safetensors") if not p.name.startswith("."))
+        elif path.suffix == ".safetensors":
+            files = [path]
+        else:
+            own = sidecar_path(path) if path.stem.startswith("samples-") else None
+            files = [own] if own is not None and own.exists() else []
         self.files = [SidecarFile(p) for p in files]
+
         self._where = {sample_id: f for f in self.files for sample_id in f.ids}
 
     def __len__(self) -> int:

@@ -254,7 +254,10 @@ def read_samples(path: str | Path) -> Iterator[Sample]:
 
 
 def to_row(record: Any) -> dict[str, Any]:
-    return dataclasses.asdict(record) if dataclasses.is_dataclass(record) else dict(record)
+    """A record as a dict for writing: shallow (no deep copy), since it is serialised right away."""
+    if dataclasses.is_dataclass(record):
+        return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+    return dict(record)
 
 
 # --- writing ------------------------------------------------------------------------------------------------

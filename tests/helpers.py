@@ -72,3 +72,29 @@ def train_memoriser(base: Path, out: Path, steps: int = 200, seed: int = 0) -> P
         if f.name.startswith("tokenizer") or f.suffix == ".jinja" or f.name == "tiny_model.json":
             shutil.copy(f, out / f.name)
     return out
+
+
+def sft_rows() -> list[dict]:
+    """Examples in the filter stage's dataset format (TRL conversational prompt/completion)."""
+    from pipeline.prompts import build_messages, load_prompt
+
+    template = load_prompt("math-r1-v1")
+    return [
+        {
+            "id": f"add-{a}-{b}/0",
+            "problem_id": f"add-{a}-{b}",
+            "source": "toy",
+            "prompt": build_messages(template, f"What is {a}+{b}?"),
+            "completion": [{"role": "assistant", "content": worked_solution(a, b)}],
+        }
+        for a, b in PROBLEMS
+    ]
+
+
+def write_sft_dataset(folder: Path, rows: list[dict] | None = None) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows or sft_rows()), folder / "data" / "train-00000.parquet")
+    return folder

@@ -9,12 +9,27 @@ import pytest
 from pipeline.cli import load_stage_config, recipe_stage
 from tests.conftest import REPO, run_distill
 
-RECIPES = sorted(p.relative_to(REPO) for p in (REPO / "recipes").rglob("*.yaml"))
+RECIPES = sorted(
+    p.relative_to(REPO) for p in (REPO / "recipes").rglob("*.yaml") if p.parent.name != "accelerate"
+)
+ACCELERATE = sorted((REPO / "recipes" / "accelerate").glob("*.yaml"))
 
 
 def test_there_are_recipes_for_every_stage_folder():
     assert any(str(p).startswith("recipes/teachers/") for p in RECIPES)
     assert any(str(p).startswith("recipes/demo/") for p in RECIPES)
+    students = {p.parent.name for p in RECIPES if str(p).startswith("recipes/students/")}
+    assert {
+        "qwen2.5-math-1.5b",
+        "qwen2.5-math-7b",
+        "qwen2.5-14b",
+        "qwen2.5-32b",
+        "llama-3.1-8b",
+        "llama-3.3-70b",
+        "qwen2.5-0.5b",
+        "qwen3-0.6b",
+        "qwen3-1.7b",
+    } <= students
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=str)
@@ -25,6 +40,15 @@ def test_recipe_validates_deeply(recipe: Path):
     assert first.startswith("# "), (
         "every recipe starts with a comment: what it does, on what, and the command"
     )
+
+
+@pytest.mark.parametrize("config", ACCELERATE, ids=lambda p: p.name)
+def test_accelerate_configs_load_with_accelerate(config: Path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    loaded = load_config_from_file(str(config))
+    assert loaded.num_processes >= 1 and loaded.mixed_precision in ("bf16", "no")
+    assert config.read_text().startswith("# ")
 
 
 def test_validate_prints_the_resolved_recipe():

@@ -1,0 +1,1 @@
+"""The filter stage: parse, verify (math, code), quality steps, dedup, decontamination, selection, report."""

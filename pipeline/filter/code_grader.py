@@ -1,0 +1,241 @@
+"""Grading code answers: the answer's final Python code block, run against the problem's tests in the sandbox.
+
+    verdict = grade_code(gradable_text(sample.completion), sample.tests)
+    verdict.correct, verdict.extracted_answer, verdict.reason  # True, "def f(x): ...", "passed"
+    verdicts = grade_code_many([(text, tests), ...], workers=2)  # same verdicts, in input order
+
+A problem's `tests`, normalised (`normalize_tests` builds it from raw HumanEval, MBPP and APPS-style records):
+
+    {"kind": "humaneval", "test": "def check(candidate): ...", "entry_point": "f", "prelude": "<the prompt>"}
+    {"kind": "asserts", "asserts": ["assert f(1) == 2", ...], "setup": "tree = Node(1)"}
+    {"kind": "stdio", "cases": [{"input": "1 2\\n", "output": "3\\n"}, ...]}
+
+Two optional pieces of code (default "") in the first two kinds: `prelude` runs before the answer's code
+(HumanEval's prompt, whose imports and helper functions the answer may rely on; the answer's own definitions
+come after, so they win) and `setup` after it, before the tests (MBPP's `test_setup_code`, which may use the
+answer's classes). Such a program is prelude + code + setup + tests (`check(entry_point)` or the asserts), and
+passes when it exits 0 having printed a random token put after the tests, so an answer that exits early
+(`sys.exit(0)`, `exit()`) does not pass by skipping them. A stdio program is the code alone, run once per case
+(stopping at the first failure), its output compared with the expected one line by line, each line's runs of
+whitespace collapsed and blank lines at either end ignored.
+
+Verdicts: `correct` True: passed; False: failed (an assertion or any other error), wrong_output (stdio),
+syntax_error, timeout, no_code; None: no_tests (nothing to run it against).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import textwrap
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.filter.sandbox import RunResult, Sandbox, cores
+
+PYTHON_TAGS = ("python", "python3", "py", "py3")
+_SYNTAX_ERRORS = ("SyntaxError", "IndentationError", "TabError")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    correct: bool | None
+    """True / False, or None when it cannot be told (the problem has no tests)."""
+    extracted_answer: str | None
+    """The code that was run."""
+    reason: str
+    """passed, failed, wrong_output, syntax_error, timeout, no_code or no_tests."""
+    detail: str = ""
+    """What went wrong: the error's last line, or the stdio case, expected and actual output (cut short)."""
+
+
+# --- the code -----------------------------------------------------------------------------------------------
+
+
+def _opening_tag(line: str) -> str | None:
+    """The language tag of an opening fence line ("" when bare), or None when the line opens no fence."""
+    rest = line.lstrip("`")
+    if len(line) - len(rest) < 3 or "`" in rest:  # not a fence, or ```inline code```
+        return None
+    return (rest.split() or [""])[0].lower()
+
+
+def _code_blocks(text: str) -> list[tuple[str, str]]:
+    """(language tag, code) of each closed ``` fence, in order; an unclosed last fence is not a block."""
+    blocks: list[tuple[str, str]] = []
+    tag, lines = None, []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if tag is None:
+            tag, lines = _opening_tag(stripped), []
+        elif stripped.startswith("```") and not stripped.strip("`"):
+            blocks.append((tag, textwrap.dedent("\n".join(lines))))  # fences inside a list are indented
+            tag = None
+        else:
+            lines.append(line)
+    return blocks
+
+
+def extract_code(text: str) -> str | None:
+    """The last ```python block of the answer, else its last bare ``` block, else None.
+
+    A python-tagged block wins over a later bare one: text after the code is mostly sample output.
+    """
+    blocks = [(tag, code) for tag, code in _code_blocks(text) if code.strip()]
+    for wanted in (PYTHON_TAGS, ("",)):
+        chosen = [code for tag, code in blocks if tag in wanted]
+        if chosen:
+            return chosen[-1]
+    return None
+
+
+# --- the tests ----------------------------------------------------------------------------------------------
+
+
+def normalize_tests(record: dict[str, Any] | list[dict[str, str]]) -> dict[str, Any]:
+    """The normalised `tests` of a raw record: HumanEval (`test`, `entry_point`, `prompt`), MBPP (`test_list`,
+    `test_setup_code`), APPS-style stdio (`input_output`: JSON of `inputs` and `outputs`), a list of
+    {"input", "output"} cases, or a record already normalised (`kind`)."""
+    if isinstance(record, list):
+        return check_tests({"kind": "stdio", "cases": record})
+    if "kind" in record:
+        return check_tests(record)
+    if "entry_point" in record and "test" in record:
+        tests = {
+            "test": record["test"],
+            "entry_point": record["entry_point"],
+            "prelude": record.get("prompt", ""),
+        }
+        return check_tests({"kind": "humaneval", **tests})
+    if "test_list" in record:
+        setup = record.get("test_setup_code") or ""
+        return check_tests({"kind": "asserts", "asserts": list(record["test_list"]), "setup": setup})
+    if "input_output" in record:
+        io = record["input_output"]
+        io = json.loads(io) if isinstance(io, str) else io
+        if io.get("fn_name"):
+            raise ValueError("call-based tests (`fn_name`) are not supported; only stdin/stdout cases")
+        cases = [
+            {"input": _text(i), "output": _text(o)} for i, o in zip(io["inputs"], io["outputs"], strict=True)
+        ]
+        return check_tests({"kind": "stdio", "cases": cases})
+    raise ValueError(f"unrecognised tests record with keys {sorted(record)}")
+
+
+def _text(value: Any) -> str:
+    """APPS stores some inputs and outputs as lists of lines."""
+    return "\n".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+_FIELDS = {
+    "humaneval": {"test": str, "entry_point": str},
+    "asserts": {"asserts": list},
+    "stdio": {"cases": list},
+}
+
+
+def check_tests(tests: dict[str, Any]) -> dict[str, Any]:
+    """`tests` itself when it is a well-formed normalised record, else ValueError naming the field."""
+    kind = tests.get("kind")
+    if kind not in _FIELDS:
+        raise ValueError(f"tests: field 'kind' must be one of {sorted(_FIELDS)}, got {kind!r}")
+    optional = {"prelude": "", "setup": ""}
+    for name, expected in {**_FIELDS[kind], "prelude": str, "setup": str}.items():
+        if not isinstance(tests.get(name, optional.get(name)), expected):
+            raise ValueError(f"tests ({kind}): field '{name}' must be a {expected.__name__}")
+    if kind == "asserts" and not all(isinstance(line, str) for line in tests["asserts"]):
+        raise ValueError("tests (asserts): field 'asserts' must be a list of strings")
+    if kind == "stdio" and not all(_is_case(case) for case in tests["cases"]):
+        raise ValueError('tests (stdio): each of field \'cases\' must be {"input": str, "output": str}')
+    return tests
+
+
+def _is_case(case: Any) -> bool:
+    return (
+        isinstance(case, dict) and isinstance(case.get("input"), str) and isinstance(case.get("output"), str)
+    )
+
+
+def _has_tests(tests: dict[str, Any]) -> bool:
+    return tests["kind"] == "humaneval" or bool(tests.get("asserts") or tests.get("cases"))
+
+
+# --- grading ------------------------------------------------------------------------------------------------
+
+
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1][:300] if lines else ""
+
+
+def _failure(code: str, result: RunResult, timeout: float) -> Verdict:
+    if result.timed_out:
+        return Verdict(False, code, "timeout", f"still running after {timeout} s")
+    error = _last_line(result.stderr)
+    reason = "syntax_error" if error.startswith(_SYNTAX_ERRORS) else "failed"
+    return Verdict(False, code, reason, error or f"exit status {result.returncode}")
+
+
+def _run_tests(code: str, tests: dict[str, Any], timeout: float, sandbox: Sandbox) -> Verdict:
+    """humaneval and asserts: one program, the answer, then the tests, then a token only a full run prints."""
+    token = secrets.token_hex(8)
+    if tests["kind"] == "humaneval":
+        test = f"{tests['test']}\n\ncheck({tests['entry_point']})"
+    else:
+        test = "\n".join(tests["asserts"])
+    pieces = [tests.get("prelude", ""), code, tests.get("setup", ""), test, f"print({token!r})"]
+    program = "\n\n".join(piece for piece in pieces if piece) + "\n"
+    result = sandbox.run(program, timeout=timeout)
+    if not result.ok:
+        return _failure(code, result, timeout)
+    if result.stdout.rstrip().endswith(token):
+        return Verdict(True, code, "passed")
+    return Verdict(False, code, "failed", "exited before the tests finished")
+
+
+def _lines(text: str) -> list[str]:
+    return [" ".join(line.split()) for line in text.strip().splitlines()]
+
+
+def _run_cases(code: str, cases: list[dict[str, str]], timeout: float, sandbox: Sandbox) -> Verdict:
+    for number, case in enumerate(cases):
+        result = sandbox.run(code, stdin=case["input"], timeout=timeout)
+        if not result.ok:
+            verdict = _failure(code, result, timeout)
+            return Verdict(False, code, verdict.reason, f"case {number}: {verdict.detail}")
+        if _lines(result.stdout) != _lines(case["output"]):
+            expected, got = case["output"].strip()[:100], result.stdout.strip()[:100]
+            return Verdict(False, code, "wrong_output", f"case {number}: expected {expected!r}, got {got!r}")
+    return Verdict(True, code, "passed")
+
+
+def grade_code(
+    text: str | None, tests: dict[str, Any] | None, timeout: float = 10.0, sandbox: Sandbox | None = None
+) -> Verdict:
+    """Grade the answer `text` (after `</think>`; None when there is none) against normalised `tests`.
+
+    `timeout` holds for each run: the whole program, or each stdio case.
+    """
+    code = extract_code(text) if text is not None else None
+    if not tests or not _has_tests(check_tests(tests)):
+        return Verdict(None, code, "no_tests")
+    if code is None:
+        return Verdict(False, None, "no_code")
+    sandbox = sandbox or Sandbox()
+    if tests["kind"] == "stdio":
+        return _run_cases(code, tests["cases"], timeout, sandbox)
+    return _run_tests(code, tests, timeout, sandbox)
+
+
+def grade_code_many(
+    items: Iterable[tuple[str | None, dict[str, Any] | None]],
+    timeout: float = 10.0,
+    workers: int | None = None,
+    sandbox: Sandbox | None = None,
+) -> list[Verdict]:
+    """`grade_code` for each (text, tests), `workers` at a time (default: one per core); verdicts in order."""
+    sandbox = sandbox or Sandbox()
+    with ThreadPoolExecutor(max_workers=workers or cores(), thread_name_prefix="grade-code") as pool:
+        return list(pool.map(lambda item: grade_code(item[0], item[1], timeout, sandbox), items))

@@ -1,0 +1,209 @@
+"""The model card of a pushed student (and the short card of each checkpoint branch), from lineage facts.
+
+    text = model_card(read_model_facts(Path("runs/sft")), "me/student-1.5b", prompt_text)
+
+The prose is pipeline/templates/model_card.md; this module turns an sft / kd manifest and what it leads to (the
+filter report, the teacher, eval results) into the text each placeholder takes, missing pieces put in words.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from pipeline.cards import (
+    MISSING,
+    filter_table,
+    num,
+    pct,
+    provenance,
+    render,
+    table,
+    teacher_lines,
+    yaml_block,
+)
+from pipeline.lineage import EvalResults, ModelFacts
+
+R1_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+EXAMPLE_PROBLEM = "What is the sum of the first 10 positive odd numbers?"
+METHODS = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA (4-bit base weights)"}
+STAGES = {
+    "sft": "supervised fine-tuning on the teacher's traces (TRL `SFTTrainer`)",
+    "kd": "knowledge distillation from the teacher's top-k token probabilities",
+}
+MERGED = {"adapter": " (a merged copy was saved too)", "merged": ", merged into the base", "full": ""}
+KINDS = {"adapter": "A LoRA adapter for", "merged": "A LoRA fine-tune merged into", "full": "A fine-tune of"}
+RESULTS = {
+    "final_loss": "final loss",
+    "train_loss": "mean train loss",
+    "global_step": "steps",
+    "epochs": "epochs",
+    "supervised_tokens": "supervised tokens",
+    "supervised_tokens_per_s": "tokens/s",
+}
+
+
+def model_front_matter(facts: ModelFacts, dataset_ids: list[str]) -> str:
+    method = ((facts.manifest.get("config") or {}).get("peft") or {}).get("method", "full")
+    relation = "adapter" if facts.flavor == "adapter" else "finetune"
+    return yaml_block(
+        {
+            "library_name": "peft" if facts.flavor == "adapter" else "transformers",
+            "base_model": facts.base_id,
+            "base_model_relation": relation if facts.base_id else None,
+            "license": facts.license,
+            "datasets": list(dict.fromkeys([d.hub_id for d in facts.data if d.hub_id] + dataset_ids)),
+            "tags": ["distillation", "reasoning", facts.manifest.get("stage", "sft"), "trl"]
+            + (["lora"] if method != "full" else []),
+            "pipeline_tag": "text-generation",
+        }
+    )
+
+
+def data_paragraphs(facts: ModelFacts) -> list[str]:
+    paragraphs = []
+    for data in facts.data:
+        if data.manifest is None:
+            where = "on the Hub" if data.hub_id else "no filter manifest on disk"
+            paragraphs.append(f"Dataset `{data.name}` ({where}): its filter figures are not recorded.")
+        else:
+            paragraphs.append(
+                f"Dataset `{data.name}`: {num(data.kept)} of {num(data.total)} teacher samples "
+                f"kept (pass rate {pct(data.pass_rate)}), {num(data.examples)} rows.\n\n" + filter_table(data)
+            )
+    return paragraphs
+
+
+def recipe_table(facts: ModelFacts) -> str:
+    config = facts.manifest.get("config") or {}
+    peft, trainer = config.get("peft") or {}, config.get("trainer") or {}
+    method = peft.get("method", "full")
+    rows = [
+        ["stage", STAGES.get(facts.manifest.get("stage", ""), MISSING)],
+        ["method", METHODS.get(method, method) + MERGED[facts.flavor] * bool(peft.get("merge"))],
+    ]
+    if method != "full":
+        rows += [[f"lora.{k}", num(v)] for k, v in (peft.get("lora") or {}).items()]
+    rows += [[f"`{k}`", num(v)] for k, v in trainer.items()]
+    if "per_device_train_batch_size" in trainer:
+        world = (facts.manifest.get("counts") or {}).get("world_size") or 1
+        per, accum = trainer["per_device_train_batch_size"], trainer.get("gradient_accumulation_steps", 1)
+        rows.append(
+            [
+                "sequences per step",
+                f"{per} per device x {accum} accumulated x {world} "
+                f"process{'es' if world > 1 else ''} = {per * accum * world}",
+            ]
+        )
+    return table(["setting", "value"], rows)
+
+
+def eval_table(results: EvalResults) -> str:
+    rows = []
+    for entry in results.models:
+        cells = []
+        for bench in results.benchmarks:
+            m = entry["metrics"].get(bench) or {}
+            score, err = m.get("pass@1"), m.get("pass@1_stderr")
+            cells.append(
+                "-" if score is None else f"{100 * score:.1f}" + (f" ± {100 * err:.1f}" if err else "")
+            )
+        rows.append([str(entry.get("label") or MISSING), f"`{entry.get('model') or MISSING}`", *cells])
+    return table(["model", "id", *results.benchmarks], rows)
+
+
+def summary_values(facts: ModelFacts, repo_id: str) -> dict[str, Any]:
+    local = f"a local base model (`{facts.base or MISSING}`, no Hub id)"
+    teacher = (
+        f"`{facts.teacher.model}`" if facts.teacher else "a teacher not recorded in the data's manifests"
+    )
+    return {
+        "name": repo_id.split("/")[-1],
+        "repo_id": repo_id,
+        "kind": KINDS[facts.flavor],
+        "base": f"`{facts.base_id}`" if facts.base_id else local,
+        "adapter": facts.flavor == "adapter",
+        "teacher": teacher,
+        "teacher_lines": teacher_lines(facts.teacher),
+        "datasets": data_paragraphs(facts),
+    }
+
+
+def training_values(facts: ModelFacts) -> dict[str, Any]:
+    m, counts = facts.manifest, facts.manifest.get("counts") or {}
+    stop = (m.get("template_check") or {}).get("stop_token")
+    launch = ((m.get("config") or {}).get("launch") or {}).get("accelerate_config")
+    runtime = counts.get("train_runtime_s")
+    return {
+        "recipe_table": recipe_table(facts),
+        "trl": num((m.get("packages") or {}).get("trl")),
+        "results_table": table(list(RESULTS.values()), [[num(counts.get(k)) for k in RESULTS]]),
+        "template_check": f"passed, supervision ends on `{stop}`" if stop else MISSING,
+        "processes": num(counts.get("world_size")) + (f" (accelerate config `{launch}`)" if launch else ""),
+        "runtime": f"{num(runtime)} s" if runtime else MISSING,
+        **provenance(m),
+    }
+
+
+def eval_values(results: EvalResults | None) -> dict[str, str]:
+    settings = ", ".join(f"{k} {num(v)}" for k, v in (results.settings if results else {}).items())
+    return {"eval_table": eval_table(results) if results else "", "eval_settings": settings or MISSING}
+
+
+def usage_values(facts: ModelFacts, prompt_text: str) -> dict[str, Any]:
+    t = facts.teacher
+    cap = (t.sampling if t else {}).get("max_tokens")
+    message = prompt_text.replace("{problem}", EXAMPLE_PROBLEM)
+    return {
+        "prompt": prompt_text,
+        "messages": repr([{"role": "user", "content": message}]),
+        "max_tokens": cap or 32768,
+        "think_prefix": bool(t and t.think_prefix),
+        "budget": f"the teacher wrote up to {cap:,} tokens" if cap else "R1 allows up to 32,768 tokens",
+        "base_name": facts.base_id or facts.base or "BASE_MODEL",
+    }
+
+
+def limits_values(facts: ModelFacts) -> dict[str, str]:
+    sources: Counter[str] = Counter()
+    for data in facts.data:
+        sources.update(data.sources)
+    examples = (facts.manifest.get("counts") or {}).get("examples")
+    cap = facts.teacher.sampling.get("max_tokens") if facts.teacher else None
+    max_length = ((facts.manifest.get("config") or {}).get("trainer") or {}).get("max_length")
+    teacher = (
+        f"teacher traces capped at {cap:,} tokens" if cap else "the teacher's length cap is not recorded"
+    )
+    training = (
+        f"training sequences at {max_length:,} tokens"
+        if max_length
+        else "training sequences at TRL's default `max_length`"
+    )
+    return {
+        "examples": f"{examples:,} examples" if examples else "an unrecorded number of examples",
+        "sources": ", ".join(f"`{k}` ({v:,})" for k, v in sources.items()) or "sources not recorded",
+        "length_cap": f"{teacher}, {training}",
+    }
+
+
+def model_card(
+    facts: ModelFacts, repo_id: str, prompt_text: str, dataset_ids: list[str] | None = None
+) -> str:
+    return render(
+        "model_card.md",
+        front_matter=model_front_matter(facts, dataset_ids or []),
+        **summary_values(facts, repo_id),
+        **training_values(facts),
+        **eval_values(facts.eval),
+        **usage_values(facts, prompt_text),
+        **limits_values(facts),
+    )
+
+
+def checkpoint_card(facts: ModelFacts, repo_id: str, name: str, step: int | None, loss: float | None) -> str:
+    total = (facts.manifest.get("counts") or {}).get("global_step")
+    return (
+        f"{model_front_matter(facts, [])}\n# {repo_id.split('/')[-1]} @ {name}\n\nAn intermediate checkpoint "
+        f"of `{repo_id}`: training step {num(step)} of {num(total)}, training loss {num(loss)}. Load it with "
+        f'`revision="{name}"`. How the model was made and how it scores: the card on `main`.\n'
+    )

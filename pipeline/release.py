@@ -1,0 +1,233 @@
+"""What a push publishes: the files chosen from a stage output, staged per revision with a generated card.
+
+    revisions = stage_model(args, Path("runs/sft"), root)    # root/main, root/checkpoint-6, ... each a folder
+
+A revision folder is what `upload_folder` sends as one commit: symlinks to the files worth publishing plus a
+README.md written from the manifests (pipeline/cards.py). Left out unless `--include PATTERN`: `checkpoint-*`
+(branches of their own with `--checkpoints`), `runs/` (tensorboard), `training_args.bin` (a pickle the Hub's
+scanner flags; the recipe is in manifest.json and the card), an adapter's `merged/` (push it as its own model),
+optimizer / scheduler / RNG state in checkpoints, hidden files and `*.tmp`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+from pipeline.records import read_manifest
+
+if TYPE_CHECKING:
+    from pipeline.lineage import Teacher
+
+JUNK = ("*.tmp", "*/__pycache__/*", "__pycache__/*")
+SKIP = {
+    "model": ("checkpoint-*", "runs/*", "*training_args.bin", "README.md"),
+    "checkpoint": (
+        "optimizer.pt",
+        "scheduler.pt",
+        "scaler.pt",
+        "rng_state*.pth",
+        "global_step*",
+        "*training_args.bin",
+        "README.md",
+    ),
+    "dataset": ("README.md",),
+}
+TEXT_SUFFIXES = (".json", ".jsonl", ".md", ".txt", ".yaml", ".yml", ".jinja")
+
+
+class PushError(Exception):
+    """A push that cannot go ahead as asked; the message says why and what to do."""
+
+
+@dataclass
+class Revision:
+    name: str
+    folder: Path
+    files: list[tuple[str, int]] = field(default_factory=list)
+
+
+def select(folder: Path, skip: tuple[str, ...], include: list[str]) -> list[str]:
+    """Relative paths of the files to publish: not hidden, not junk, not skipped unless explicitly included."""
+    chosen = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        if any(part.startswith(".") for part in PurePosixPath(rel).parts) or any(
+            fnmatch(rel, j) for j in JUNK
+        ):
+            continue
+        if not any(fnmatch(rel, s) for s in skip) or any(fnmatch(rel, i) for i in include):
+            chosen.append(rel)
+    return chosen
+
+
+def link(src: Path, dst: Path, rels: list[str]) -> None:
+    """Symlink the files into the stage: weights can be many GB, and the upload reads through the link."""
+    for rel in rels:
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dst / rel).symlink_to((src / rel).resolve())
+
+
+def write_text(path: Path, text: str) -> None:
+    path.unlink(missing_ok=True)  # replaces a link to the source, never the source itself
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def point_adapter_at(stage: Path, base_id: str) -> None:
+    """PEFT loads an adapter's base from `base_model_name_or_path`: a local path there is useless on the Hub."""
+    config = json.loads((stage / "adapter_config.json").read_text())
+    write_text(
+        stage / "adapter_config.json", json.dumps({**config, "base_model_name_or_path": base_id}, indent=2)
+    )
+
+
+def prompt_text(teacher: Teacher | None) -> str:
+    """The user turn the student was trained on: the teacher's prompt template, else R1's instruction."""
+    from pipeline.model_card import R1_INSTRUCTION
+    from pipeline.prompts import load_prompt
+
+    if teacher is not None and teacher.prompt_template:
+        with contextlib.suppress(FileNotFoundError):
+            return load_prompt(teacher.prompt_template).text
+    return f"{{problem}}\n{R1_INSTRUCTION}"
+
+
+def checkpoint_step(path: Path) -> int:
+    suffix = path.name.rpartition("-")[2]
+    return int(suffix) if suffix.isdigit() else -1
+
+
+def stage_model(args: argparse.Namespace, folder: Path, root: Path) -> list[Revision]:
+    from pipeline.lineage import checkpoint_loss, read_model_facts
+    from pipeline.model_card import checkpoint_card, model_card
+
+    facts = read_model_facts(folder, args.base_model, args.eval, args.license)
+    if facts.flavor == "adapter" and not facts.base_id:
+        message = f"the adapter's base is a local folder ({facts.base}): pass --base-model owner/name"
+        if not args.dry_run:
+            raise PushError(message)
+        print(f"warning: {message}", file=sys.stderr)
+    skip = SKIP["model"] + (("merged/*",) if facts.flavor == "adapter" else ())
+    revisions = [Revision("main", root / "main")]
+    link(folder, revisions[0].folder, select(folder, skip, args.include))
+    write_text(
+        revisions[0].folder / "README.md",
+        model_card(facts, args.repo_id, prompt_text(facts.teacher), args.dataset_id),
+    )
+    if facts.eval and not (revisions[0].folder / "eval" / "results.json").exists():  # --eval from elsewhere
+        link(Path(facts.eval.path).parent, revisions[0].folder / "eval", [Path(facts.eval.path).name])
+        (revisions[0].folder / "eval" / Path(facts.eval.path).name).rename(revisions[0].folder / "eval/results.json")
+    checkpoints = sorted(folder.glob("checkpoint-*"), key=checkpoint_step) if args.checkpoints else []
+    for path in (p for p in checkpoints if p.is_dir()):
+        rev = Revision(path.name, root / path.name)
+        link(path, rev.folder, select(path, SKIP["checkpoint"], args.include))
+        write_text(
+            rev.folder / "README.md", checkpoint_card(facts, args.repo_id, path.name, *checkpoint_loss(path))
+        )
+        revisions.append(rev)
+    if facts.flavor == "adapter" and facts.base_id:
+        for rev in revisions:
+            point_adapter_at(rev.folder, facts.base_id)
+    return revisions
+
+
+def stage_dataset(args: argparse.Namespace, folder: Path, root: Path) -> list[Revision]:
+    from pipeline.cards import dataset_card
+    from pipeline.lineage import read_dataset_facts
+
+    rels = select(folder, SKIP["dataset"], args.include)
+    parquet = [PurePosixPath(r) for r in rels if r.endswith(".parquet")]
+    if not parquet:
+        raise PushError(f"{folder}: no .parquet files to publish (is this a filter output?)")
+    data_files = (
+        "data/*.parquet" if all(p.parent == PurePosixPath("data") for p in parquet) else "**/*.parquet"
+    )
+    rev = Revision("main", root / "main")
+    link(folder, rev.folder, rels)
+    card = dataset_card(
+        read_dataset_facts(folder),
+        args.repo_id,
+        args.license,
+        data_files,
+        picture="report.png" in rels,
+        rejected="rejected.jsonl" in rels,
+    )
+    write_text(rev.folder / "README.md", card)
+    return [rev]
+
+
+def detect_kind(folder: Path, requested: str | None) -> str:
+    if requested:
+        return requested
+    stage = (read_manifest(folder) or {}).get("stage")
+    if stage in ("sft", "kd") or (stage is None and (folder / "config.json").is_file()):
+        return "model"  # a merged/ folder has weights and its manifest in the parent
+    if stage == "filter":
+        return "dataset"
+    raise PushError(
+        f"{folder}: cannot tell a model from a dataset (manifest stage: {stage or 'none'}); "
+        "push an sft / kd output or a filter output, or pass --kind"
+    )
+
+
+@contextlib.contextmanager
+def stage_root(args: argparse.Namespace) -> Iterator[Path]:
+    """`--stage-dir` (cleared if we staged there before), a kept temp folder for a dry run, else a temp folder."""
+    if args.stage_dir:
+        root = Path(args.stage_dir)
+        if root.exists() and any(root.iterdir()) and not (root / ".distill-push").exists():
+            raise PushError(f"{root}: --stage-dir must be empty or a folder staged by distill push before")
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        (root / ".distill-push").touch()
+        yield root
+    elif args.dry_run:
+        yield Path(tempfile.mkdtemp(prefix="distill-push-"))
+    else:
+        with tempfile.TemporaryDirectory(prefix="distill-push-") as tmp:
+            yield Path(tmp)
+
+
+def size_text(n: int) -> str:
+    units = iter(("B", "kB", "MB", "GB", "TB"))
+    value, unit = float(n), next(units)
+    while value >= 1000:
+        value, unit = value / 1000, next(units)
+    return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+
+
+def print_listing(revisions: list[Revision]) -> None:
+    """Each revision's files with their sizes (what `upload_folder` will send), recorded on the revision."""
+    for rev in revisions:
+        rev.files = [
+            (p.relative_to(rev.folder).as_posix(), p.stat().st_size)
+            for p in sorted(rev.folder.rglob("*"))
+            if p.is_file()
+        ]
+        print(f"{rev.name}: {len(rev.files)} files, {size_text(sum(s for _, s in rev.files))} ({rev.folder})")
+        for rel, size in rev.files:
+            print(f"  {size:>12,}  {rel}")
+
+
+def refuse_secret(revisions: list[Revision], token: str | None) -> None:
+    """Stop before a staged text file (a manifest's command line, a config) would publish the token."""
+    for rev in revisions:
+        for rel, size in rev.files:
+            path = rev.folder / rel
+            if (
+                token
+                and path.suffix in TEXT_SUFFIXES
+                and size < 50_000_000
+                and token in path.read_text(errors="replace")
+            ):
+                raise PushError(f"{path.resolve()}: holds your Hub token; remove it before pushing")

@@ -1,0 +1,81 @@
+"""Training data: the filter stage's dataset (or any prompt/completion or messages dataset), as a mixture.
+
+    dataset = load_mixture(cfg.data, seed=42)
+
+Local folders are read as parquet / JSONL files (a filter output folder holds `data/*.parquet` beside its
+report); Hub datasets load by name. Only the columns TRL trains on are kept (`prompt` + `completion`, or
+`messages`), plus `id` for tracing; teacher logprob columns are left to the kd stage.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from pipeline.records import RecordError
+from pipeline.train.config import DatasetEntry
+
+TRAIN_COLUMNS = ("prompt", "completion", "messages", "id")
+
+
+def data_files(path: Path) -> tuple[str, list[str]]:
+    """The loader name and files of a local dataset: a file, or a folder of parquet (preferred) / JSONL files."""
+    if path.is_file():
+        return ("parquet" if path.suffix == ".parquet" else "json"), [str(path)]
+    if not path.is_dir():
+        raise RecordError(f"{path}: no such dataset file or folder")
+    for kind, pattern in (("parquet", "*.parquet"), ("json", "*.jsonl")):
+        files = sorted(
+            str(p) for p in path.rglob(pattern) if not p.name.startswith(".") and p.name != "rejected.jsonl"
+        )
+        if files:
+            return kind, files
+    raise RecordError(f"{path}: no .parquet or .jsonl files in this folder")
+
+
+def load_entry(entry: DatasetEntry) -> Any:
+    import datasets
+
+    if entry.hub is not None:
+        ds = datasets.load_dataset(entry.hub, entry.config, split=entry.split)
+    else:
+        kind, files = data_files(Path(entry.path))
+        ds = datasets.load_dataset(kind, data_files=files, split="train")
+    columns = set(ds.column_names)
+    if not ({"prompt", "completion"} <= columns or "messages" in columns):
+        raise RecordError(
+            f"{entry.describe()}: expected 'prompt' and 'completion' columns (TRL prompt/completion "
+            f"format) or 'messages'; found {sorted(columns)}"
+        )
+    ds = ds.select_columns([c for c in TRAIN_COLUMNS if c in columns])
+    return ds.select(range(min(entry.limit, len(ds)))) if entry.limit is not None else ds
+
+
+def weighted(ds: Any, weight: float, seed: int) -> Any:
+    """`weight` < 1 keeps a seeded random fraction; > 1 repeats the dataset (whole copies plus a fraction)."""
+    import datasets
+
+    whole, frac = divmod(weight, 1.0)
+    parts = [ds] * int(whole)
+    if frac > 1e-9:
+        keep = math.floor(len(ds) * frac)
+        parts.append(ds.shuffle(seed=seed).select(range(keep)))
+    return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+
+
+def load_mixture(entries: list[DatasetEntry], seed: int) -> Any:
+    import datasets
+
+    parts = [weighted(load_entry(e), e.weight, seed + i) for i, e in enumerate(entries)]
+    if len({tuple(sorted(p.column_names)) for p in parts}) > 1:
+        raise RecordError(
+            "the datasets of a mixture must share a format: "
+            + "; ".join(
+                f"{e.describe()}: {sorted(p.column_names)}" for e, p in zip(entries, parts, strict=True)
+            )
+        )
+    mixed = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    if len(mixed) == 0:
+        raise RecordError("the training mixture is empty")
+    return mixed

@@ -1,0 +1,130 @@
+"""The sft stage: R1's distillation method, supervised fine-tuning of a student on the teacher's traces.
+
+    distill sft --config recipes/students/qwen2.5-math-7b/sft.yaml [trainer.learning_rate=1e-5 ...]
+
+Loads the data mixture, builds TRL's SFTTrainer (full, LoRA or QLoRA), checks the chat template and EOS on one
+example exactly as TRL renders it, trains (resuming from the latest checkpoint), saves the student (or its
+adapter, and with `merge: true` a merged model under `merged/`), and writes `manifest.json` last with the
+final loss and the trained supervised tokens/s. With `launch.accelerate_config` it relaunches itself under
+`accelerate launch` (DDP, DeepSpeed ZeRO-2/3, FSDP).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import to_dict
+from pipeline.records import write_manifest
+from pipeline.train.config import SFTStageConfig
+
+log = logging.getLogger("distill.sft")
+LAUNCHED = "DISTILL_LAUNCHED"
+
+
+def run(cfg: SFTStageConfig, args: Any = None, trainer_cls: Any = None, stage: str = "sft") -> int:
+    if cfg.launch.accelerate_config and not os.environ.get(LAUNCHED):
+        return relaunch(cfg, args, stage)
+    trainer, dataset = build_trainer(cfg, trainer_cls)
+    return train_and_save(cfg, trainer, dataset, stage)
+
+
+def relaunch(cfg: SFTStageConfig, args: Any, stage: str) -> int:
+    """Run this same command again under `accelerate launch`, which starts one process per device."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", cfg.launch.accelerate_config]
+    if cfg.launch.num_processes:
+        cmd += ["--num_processes", str(cfg.launch.num_processes)]
+    cmd += ["-m", "pipeline.cli", stage, "--config", args.config, *args.overrides]
+    log.info("relaunching: %s", " ".join(cmd))
+    return subprocess.call(cmd, env={**os.environ, LAUNCHED: "1"})
+
+
+def build_trainer(cfg: SFTStageConfig, trainer_cls: Any = None, **extra: Any) -> tuple[Any, Any]:
+    """The trainer, and the raw dataset it was built from (for the template check)."""
+    from trl import SFTConfig, SFTTrainer
+
+    from pipeline.train.data import load_mixture
+    from pipeline.train.models import load_student, load_tokenizer, lora_config, quantization_config
+
+    args = (extra.pop("args_cls", None) or SFTConfig)(**cfg.sft_config_kwargs())
+    dataset = load_mixture(cfg.data, seed=args.seed)
+    model = load_student(cfg, args.seed, args.model_init_kwargs or {})
+    (Path(cfg.output) / "manifest.json").unlink(missing_ok=True)  # incomplete until this run finishes
+    trainer = (trainer_cls or SFTTrainer)(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=load_tokenizer(cfg),
+        peft_config=lora_config(cfg),
+        quantization_config=quantization_config(cfg),
+        **extra,
+    )
+    return trainer, dataset
+
+
+def supervised_tokens(dataset: Any) -> int:
+    """Tokens with a loss in one epoch of the prepared (tokenized, maybe packed) training set."""
+    import pyarrow.compute as pc
+
+    labels = dataset.data.column("labels")
+    return int(pc.sum(pc.not_equal(pc.list_flatten(labels), -100)).as_py() or 0)
+
+
+def train_and_save(
+    cfg: SFTStageConfig, trainer: Any, dataset: Any, stage: str, extra_counts: dict | None = None
+) -> int:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from pipeline.train.template_check import check_template, pick_example
+
+    checked = check_template(trainer, pick_example(dataset)) if cfg.check_template else None
+    last = get_last_checkpoint(cfg.output) if cfg.resume and Path(cfg.output).is_dir() else None
+    start_epoch = 0.0
+    if last:
+        start_epoch = json.loads((Path(last) / "trainer_state.json").read_text()).get("epoch") or 0.0
+        log.info("resuming from %s (epoch %.2f)", last, start_epoch)
+    result = trainer.train(resume_from_checkpoint=last)
+    trainer.save_model(cfg.output)
+    if not trainer.is_world_process_zero():
+        return 0
+    merged = None
+    if cfg.peft.merge and cfg.peft.method != "full":
+        from pipeline.train.models import merge_adapter
+
+        merged = str(
+            merge_adapter(cfg, Path(cfg.output), Path(cfg.output) / "merged", trainer.processing_class)
+        )
+    tokens = supervised_tokens(trainer.train_dataset) * (trainer.state.epoch - start_epoch)
+    runtime = result.metrics.get("train_runtime") or 1e-9
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    counts = {
+        "examples": len(trainer.train_dataset),
+        "world_size": trainer.args.world_size,
+        "global_step": trainer.state.global_step,
+        "epochs": round(trainer.state.epoch, 4),
+        "supervised_tokens": int(tokens),
+        "supervised_tokens_per_s": round(tokens / runtime, 1),
+        "train_runtime_s": round(runtime, 2),
+        "final_loss": losses[-1] if losses else result.metrics.get("train_loss"),
+        "train_loss": result.metrics.get("train_loss"),
+        **(extra_counts or {}),
+    }
+    write_manifest(
+        cfg.output,
+        stage,
+        to_dict(cfg),
+        inputs=[d.describe() for d in cfg.data],
+        counts=counts,
+        resumed_from=last,
+        template_check=checked,
+        merged=merged,
+        method=cfg.peft.method,
+        log_history=trainer.state.log_history,
+    )
+    log.info("%s done: %s", stage, counts)
+    return 0

@@ -1,0 +1,322 @@
+"""The filter stage: each step on literal cases, then whole runs over real files with every sample accounted for."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import ConfigError, load_config
+from pipeline.filter.config import FilterConfig
+from pipeline.filter.dedup import Decontaminate, Dedup
+from pipeline.filter.select import Select
+from pipeline.filter.stage import run
+from pipeline.filter.steps import Context, Format, Item, Language, Length, Repetition, repeated_ngram_ratio
+from pipeline.logprobs import TopK, write_sidecar
+from pipeline.records import RecordError, Sample, read_manifest
+from tests.conftest import SHARED_DATA, run_distill
+
+BENCH = SHARED_DATA / "benchmarks"
+
+
+def sample(
+    pid: str,
+    i: int,
+    completion: str,
+    answer: str | None = "5",
+    problem: str = "What is 2+3?",
+    finish: str = "stop",
+    source: str = "toy",
+) -> Sample:
+    return Sample(
+        id=f"{pid}/{i}",
+        problem_id=pid,
+        sample_index=i,
+        problem=problem,
+        answer=answer,
+        prompt=[{"role": "user", "content": problem}],
+        completion=completion,
+        finish_reason=finish,
+        num_prompt_tokens=10,
+        num_completion_tokens=len(completion.split()),
+        teacher="t",
+        sampling={},
+        source=source,
+    )
+
+
+def item(completion: str, problem: str = "What is 2+3?") -> Item:
+    from pipeline.filter.parse import split_completion
+
+    parsed = split_completion(completion)
+    return Item(sample("p", 0, completion, problem=problem), parsed.reasoning, parsed.answer)
+
+
+GOOD = "<think>\nI add 2 and 3 to get 5.\n</think>\n\nThe answer is \\boxed{5}."
+LOOP = "<think>\n" + "Let me check the sum again and again. " * 40 + "\n</think>\n\n\\boxed{5}"
+
+
+@pytest.mark.parametrize(
+    ("completion", "problem", "reason"),
+    [
+        (GOOD, "What is 2+3?", None),
+        (
+            "<think>\n我们先把二和三相加得到五，然后再检查一遍结果是否正确。\n</think>\n\n\\boxed{5}",
+            "What is 2+3?",
+            "language_mixing",
+        ),
+        (
+            "<think>\n我们先把二和三相加得到五，然后再检查一遍结果是否正确。\n</think>\n\n\\boxed{5}",
+            "二加三等于几？",
+            None,
+        ),
+        (
+            "<think>\nFirst $\\frac{a}{b} + \\sqrt{x}$ then 二 and three plus some more words here.\n</think>\n\n5",
+            "What is 2+3?",
+            None,
+        ),  # LaTeX is notation; one stray character is under 5%
+        (
+            "<think>\nРешим: два плюс три будет пять, проверим ещё раз внимательно.\n</think>\n\n5",
+            "What is 2+3?",
+            "language_mixing",
+        ),
+    ],
+)
+def test_language_mixing(completion, problem, reason):
+    drop = Language(Language.Options()).check(item(completion, problem))
+    assert (drop.reason if drop else None) == reason
+
+
+@pytest.mark.parametrize(
+    ("completion", "reason"),
+    [
+        (GOOD, None),
+        ("<think>\n" + "word " * 800 + "\n</think>\n\n5", "long_paragraph"),
+        ("<think>\n" + ("word " * 100 + "\n\n") * 8 + "\n</think>\n\n5", None),  # long but in paragraphs
+        ("<think>\nLet me compute:\n```python\nprint(2+3)\n```\n</think>\n\n5", "code_block_in_reasoning"),
+    ],
+)
+def test_format_rules(completion, reason):
+    drop = Format(Format.Options()).check(item(completion))
+    assert (drop.reason if drop else None) == reason
+
+
+def test_repetition_catches_loops_not_ordinary_reasoning():
+    assert repeated_ngram_ratio(["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"], 3) == 0.0
+    assert repeated_ngram_ratio(("x y z " * 10).split(), 3) == 1.0
+    step = Repetition(Repetition.Options())
+    assert step.check(item(LOOP)).reason == "repetitive"
+    varied = "<think>\n" + " ".join(
+        f"step {i}: add {i} to the total, giving {i * (i + 1) // 2}." for i in range(60)
+    )
+    assert step.check(item(varied + "\n</think>\n\n5")) is None
+
+
+def test_length_bounds_on_reasoning_and_answer():
+    it = item(GOOD)
+    it.reasoning_tokens, it.answer_tokens = 50, 3
+    assert Length(Length.Options(max_reasoning_tokens=40)).check(it).reason == "reasoning_too_long"
+    assert Length(Length.Options(min_answer_tokens=5)).check(it).reason == "answer_too_short"
+    assert Length(Length.Options(max_reasoning_tokens=50, max_answer_tokens=3)).check(it) is None
+
+
+def test_dedup_exact_and_near_duplicates_keep_the_first():
+    base = "<think>\n" + " ".join(f"consider case {i} and its consequence {i * 3}" for i in range(40))
+    near = base.replace("case 7 ", "case seven ")
+    items = [
+        item(base + "\n</think>\n\n5"),
+        item(base.upper() + "\n</think>\n\n5"),
+        item(near + "\n</think>\n\n5"),
+        item(GOOD),
+    ]
+    for i, it in enumerate(items):
+        it.sample.id = f"p/{i}"
+    drops = Dedup(Dedup.Options()).run(items, Context())
+    assert {i: d.reason for i, d in drops.items()} == {1: "exact_duplicate", 2: "near_duplicate"}
+    assert drops[1].detail == "of p/0"
+    assert Dedup(Dedup.Options(method="exact")).run(items, Context()).keys() == {1}
+
+
+def test_decontamination_names_the_benchmark_and_the_ngram():
+    planted = json.loads((BENCH / "math500.jsonl").read_text().splitlines()[7])["problem"]
+    items = [item(GOOD, problem="Reformulated: " + planted), item(GOOD)]
+    items[1].sample.problem_id = "clean"
+    step = Decontaminate(Decontaminate.Options(benchmarks=["math500", "gsm8k"], data_dir=str(BENCH)))
+    drops = step.run(items, Context())
+    assert list(drops) == [0]
+    assert drops[0].reason == "contaminated" and drops[0].detail.startswith("math500 (math500/")
+    from pipeline.benchmarks import words
+
+    assert drops[0].detail.split("'")[1] in " ".join(words(planted))  # the matching 8-gram, quoted
+
+
+def test_select_applies_the_pass_rate_window_and_keeps_the_shortest():
+    items = [item(GOOD + " " * i) for i in range(4)] + [item(GOOD)]
+    for i, it in enumerate(items):
+        it.sample.problem_id = "easy" if i < 4 else "hard"
+        it.sample.id = f"{it.sample.problem_id}/{i}"
+    context = Context(verdicts={"easy": Counter(correct=4), "hard": Counter(correct=1, wrong=7)})
+    drops = Select(Select.Options(min_pass_rate=0.2, per_problem=2)).run(items, context)
+    assert {i: d.reason for i, d in drops.items()} == {
+        2: "not_selected",
+        3: "not_selected",
+        4: "pass_rate_too_low",
+    }
+    assert drops[4].detail == "1/8 correct"
+
+
+def write_samples(path: Path, samples: list[Sample]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(_asdict(s)) + "\n" for s in samples))
+    return path
+
+
+def _asdict(s: Sample) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(s)
+
+
+MIXED = [
+    ("ok", GOOD, "stop", "keep"),
+    ("wrong", "<think>\nI add them: 6.\n</think>\n\nThe answer is \\boxed{6}.", "stop", "math/wrong"),
+    ("cut", "<think>\nI add 2 and 3 to get", "length", "parse/unterminated_think"),
+    ("long", "<think>\nI add 2 and 3 to get 5.\n</think>\n\n\\boxed{5}", "length", "finished/truncated"),
+    ("noans", "<think>\nI add 2 and 3 to get 5.\n</think>\n\nI am not sure.", "stop", "math/no_answer"),
+    ("loop", LOOP, "stop", "repetition/repetitive"),
+    (
+        "mixed",
+        "<think>\n我们先把二和三相加得到五，然后再检查一遍结果是否正确。\n</think>\n\n\\boxed{5}",
+        "stop",
+        "language/language_mixing",
+    ),
+    ("dup", GOOD, "stop", "dedup/exact_duplicate"),
+]
+
+
+def test_whole_stage_accounts_for_every_sample_once(tmp_path):
+    samples = [sample(f"p{i}", 0, text, finish=finish) for i, (_, text, finish, _) in enumerate(MIXED)]
+    samples.append(sample("nogold", 0, GOOD, answer=None))
+    planted = json.loads((BENCH / "math500.jsonl").read_text().splitlines()[3])
+    samples.append(
+        sample(
+            "leak",
+            0,
+            f"<think>\nwork\n</think>\n\n\\boxed{{{planted['answer']}}}",
+            answer=planted["answer"],
+            problem=planted["problem"],
+        )
+    )
+    src = write_samples(tmp_path / "in" / "samples-00000.jsonl", samples)
+    ids = [s.id for s in samples]
+    topk = [
+        TopK(
+            np.arange(5, dtype=np.int32),
+            np.zeros(5, np.float16),
+            np.tile(np.arange(3, dtype=np.int32), (5, 1)),
+            np.full((5, 3), -1.0, np.float16),
+        )
+        for _ in ids
+    ]
+    write_sidecar(src.parent / "logprobs-00000.safetensors", ids, topk)
+    recipe = tmp_path / "f.yaml"
+    recipe.write_text(
+        f"stage: filter\ninput: {src.parent}\noutput: {tmp_path / 'out'}\ntokenizer: null\nsteps:\n"
+        "  - name: parse\n  - name: finished\n  - name: math\n  - name: language\n  - name: repetition\n"
+        f"  - name: dedup\n  - name: decontaminate\n    benchmarks: [math500]\n    data_dir: {BENCH}\n"
+    )
+    result = run_distill("filter", "--config", str(recipe), "tokenizer=" + str(_tokenizer_dir(tmp_path)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "out"
+    rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
+    table = pq.read_table(next((out / "data").glob("*.parquet"))).to_pylist()
+    kept_ids = [r["id"] for r in table]
+    assert sorted(kept_ids + [r["id"] for r in rejected]) == sorted(ids)  # each exactly once
+    fates = {r["id"]: f"{r['step']}/{r['reason']}" for r in rejected} | {i: "keep" for i in kept_ids}
+    for i, (_, _, _, expected) in enumerate(MIXED):
+        assert fates[f"p{i}/0"] == expected, i
+    assert fates["nogold/0"] == "math/cannot_tell_no_gold"
+    assert fates["leak/0"] == "decontaminate/contaminated"
+    assert "math500" in next(r["detail"] for r in rejected if r["id"] == "leak/0")
+    row = table[0]
+    assert row["prompt"] == [{"role": "user", "content": "What is 2+3?"}]
+    assert row["completion"] == [{"role": "assistant", "content": GOOD}]
+    assert row["teacher_token_ids"] == list(range(5)) and len(row["teacher_topk_ids"]) == 5
+    report = json.loads((out / "report.json").read_text())
+    assert report["input"] == len(samples) and report["kept"] == 1
+    assert sum(s["dropped"] for s in report["steps"]) == len(samples) - 1
+    assert report["verdicts"] == {"correct": 5, "wrong": 2, "cannot_tell": 1}  # graded before later steps
+    assert (out / "report.png").stat().st_size > 10_000 and read_manifest(out)["counts"]["kept"] == 1
+    import datasets
+
+    ds = datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train")
+    assert ds[0]["completion"][0]["role"] == "assistant"
+
+
+def _tokenizer_dir(tmp_path: Path) -> Path:
+    from transformers import PreTrainedTokenizerFast
+
+    from pipeline.tiny_model import train_tokenizer
+
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=train_tokenizer("some text 123", 300), eos_token="<|im_end|>"
+    )
+    tok.save_pretrained(tmp_path / "tok")
+    return tmp_path / "tok"
+
+
+def test_filter_agrees_with_real_graded_answers(tmp_path):
+    """800 real Qwen2.5-Math answers as samples: the math step keeps exactly the ones graded correct."""
+    rows = [
+        json.loads(line)
+        for line in (SHARED_DATA / "grading" / "qwen25math_graded_math_100x8.jsonl").read_text().splitlines()
+    ]
+    samples, labels = [], {}
+    for r in rows:
+        for j, (code, score) in enumerate(zip(r["code"], r["score"], strict=True)):
+            s = sample(f"q{r['idx']}", j, code, answer=r["answer"], problem=r["question"])
+            samples.append(s)
+            labels[s.id] = score
+    src = write_samples(tmp_path / "in.jsonl", samples)
+    cfg = load_config(
+        FilterConfig,
+        None,
+        [
+            f"input={src}",
+            f"output={tmp_path / 'out'}",
+            f"tokenizer={_tokenizer_dir(tmp_path)}",
+            "steps=[{name: parse, allow_missing_think: true}, {name: math}]",
+        ],
+    )
+    assert run(cfg) == 0
+    kept = {r["id"] for r in pq.read_table(tmp_path / "out" / "data").to_pylist()}
+    agree = sum((sid in kept) == label for sid, label in labels.items())
+    assert agree / len(labels) >= 0.995
+
+
+def test_bad_input_names_file_line_and_publishes_nothing(tmp_path):
+    src = tmp_path / "s.jsonl"
+    good = json.dumps(_asdict(sample("a", 0, GOOD)))
+    bad = json.loads(good)
+    del bad["completion"]
+    src.write_text(good + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(RecordError, match=r"s.jsonl:2: field 'completion' is missing"):
+        run(load_config(FilterConfig, None, [f"input={src}", f"output={tmp_path / 'out'}"]))
+    assert not (tmp_path / "out").exists()
+    recipe = tmp_path / "f.yaml"
+    recipe.write_text(f"stage: filter\ninput: {src}\nsteps:\n  - name: math\n    timout: 3\n")
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown key 'steps\[0\].timout' in .*f.yaml:5; did you mean "
+        r"'steps\[0\].timeout'\?",
+    ):
+        from pipeline.cli import load_stage_config
+
+        load_stage_config("filter", str(recipe), [])
+    recipe.write_text(f"stage: filter\ninput: {src}\nsteps:\n  - name: maths\n")
+    result = run_distill("validate", "--config", str(recipe))
+    assert result.returncode == 2 and "f.yaml:4: 'steps[0].name' must be one of parse" in result.stderr

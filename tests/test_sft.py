@@ -1,0 +1,218 @@
+"""The sft stage with a real TRL SFTTrainer on a tiny model and data in the filter stage's format."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from pipeline.config import load_config
+from pipeline.records import read_manifest
+from pipeline.train.config import SFTStageConfig
+from pipeline.train.sft import build_trainer, run
+from pipeline.train.template_check import TemplateError
+from tests.conftest import REPO
+from tests.helpers import PROBLEMS, sft_rows, worked_solution, write_sft_dataset
+
+pytestmark = pytest.mark.slow
+
+
+def sft_config(model: Path, tmp_path: Path, *overrides: str) -> SFTStageConfig:
+    data = tmp_path / "data"
+    if not data.exists():
+        write_sft_dataset(data)
+    base = [
+        f"model={model}",
+        f"data=[{{path: {data}}}]",
+        f"output={tmp_path / 'out'}",
+        "trainer.max_steps=12",
+        "trainer.per_device_train_batch_size=4",
+        "trainer.learning_rate=3.0e-3",
+        "trainer.logging_steps=2",
+        "trainer.save_steps=6",
+        "trainer.gradient_checkpointing=false",
+        "trainer.report_to=none",
+        "trainer.max_length=256",
+        "trainer.seed=0",
+    ]
+    return load_config(SFTStageConfig, None, base + list(overrides))
+
+
+def logged_losses(output: str) -> list[float]:
+    return [e["loss"] for e in read_manifest(output)["log_history"] if "loss" in e]
+
+
+def test_full_sft_trains_and_saves_a_student_that_loads(tiny_model_dir, tmp_path):
+    cfg = sft_config(tiny_model_dir, tmp_path)
+    assert run(cfg) == 0
+    manifest = read_manifest(cfg.output)
+    counts = manifest["counts"]
+    assert (
+        counts["global_step"] == 12
+        and counts["supervised_tokens"] > 0
+        and counts["supervised_tokens_per_s"] > 0
+    )
+    losses = logged_losses(cfg.output)
+    assert losses[-1] < losses[0] * 0.8 and counts["final_loss"] == losses[-1]
+    assert manifest["template_check"]["stop_token"] == "<|im_end|>"
+    model = AutoModelForCausalLM.from_pretrained(cfg.output)
+    assert model.config.model_type == "qwen2"
+
+
+def test_label_mask_supervises_think_answer_and_eos_only(tiny_model_dir, tmp_path):
+    cfg = sft_config(tiny_model_dir, tmp_path)
+    trainer, _ = build_trainer(cfg)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = {r["id"]: r for r in sft_rows()}
+    prepared = trainer.train_dataset
+    assert len(prepared) == len(PROBLEMS)
+    for example, raw in zip(prepared, (rows[f"add-{a}-{b}/0"] for a, b in PROBLEMS), strict=True):
+        prompt_ids = tok.apply_chat_template(
+            raw["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
+        completion_ids = tok.encode(raw["completion"][0]["content"], add_special_tokens=False) + [
+            tok.eos_token_id
+        ]
+        assert example["input_ids"] == prompt_ids + completion_ids
+        assert example["labels"] == [-100] * len(prompt_ids) + completion_ids  # token by token
+
+
+def token_loss_sums(trainer) -> tuple[float, int]:
+    """Sum of per-token cross-entropy over every supervised token of the training set, and their count."""
+    total, count = 0.0, 0
+    model = trainer.model.eval()
+    with torch.no_grad():
+        for batch in trainer.get_train_dataloader():
+            labels = batch.pop("labels")
+            logits = model(**batch, use_cache=False).logits[:, :-1].double()
+            target = labels[:, 1:]
+            total += torch.nn.functional.cross_entropy(
+                logits.transpose(1, 2), target, ignore_index=-100, reduction="sum"
+            ).item()
+            count += int((target != -100).sum())
+    return total, count
+
+
+def test_packed_batches_give_the_same_loss_as_padded_ones(tiny_model_dir, tmp_path):
+    rows = sft_rows()
+    rows[1]["completion"][0]["content"] = (
+        worked_solution(7, 4) * 3
+    )  # lengths differ, so padding and packing matter
+    write_sft_dataset(tmp_path / "data", rows)
+    padded, _ = build_trainer(sft_config(tiny_model_dir, tmp_path, "trainer.per_device_train_batch_size=3"))
+    write_sft_dataset(tmp_path / "p" / "data", rows)
+    packed, _ = build_trainer(
+        sft_config(
+            tiny_model_dir,
+            tmp_path / "p",
+            "trainer.packing=true",
+            "trainer.per_device_train_batch_size=2",
+            "trainer.max_length=512",
+        )
+    )
+    packed.model.load_state_dict(padded.model.state_dict())
+    assert "position_ids" in next(iter(packed.get_train_dataloader()))  # sequences share rows
+    (a, n_a), (b, n_b) = token_loss_sums(padded), token_loss_sums(packed)
+    assert n_a == n_b
+    assert a / n_a == pytest.approx(b / n_b, rel=1e-5)
+
+
+def test_resume_continues_the_step_count(tiny_model_dir, tmp_path):
+    first = sft_config(tiny_model_dir, tmp_path, "trainer.max_steps=6", "trainer.save_steps=3")
+    assert run(first) == 0
+    assert (Path(first.output) / "checkpoint-6").is_dir()
+    second = sft_config(tiny_model_dir, tmp_path, "trainer.max_steps=10", "trainer.save_steps=3")
+    assert run(second) == 0
+    manifest = read_manifest(second.output)
+    assert manifest["resumed_from"].endswith("checkpoint-6") and manifest["counts"]["global_step"] == 10
+    steps = [e["step"] for e in manifest["log_history"] if "loss" in e]
+    assert steps == sorted(steps) and steps[-1] == 10
+
+
+def test_lora_saves_an_adapter_and_a_merged_model_that_loads_alone(tiny_model_dir, tmp_path):
+    from peft import PeftModel
+
+    cfg = sft_config(
+        tiny_model_dir,
+        tmp_path,
+        "peft.method=lora",
+        "peft.merge=true",
+        "peft.lora={r: 8, lora_alpha: 16, lora_dropout: 0.0, target_modules: all-linear}",
+    )
+    assert run(cfg) == 0
+    out = Path(cfg.output)
+    assert (out / "adapter_config.json").exists() and not (out / "model.safetensors").exists()
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged").eval()
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out).eval()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    ids = AutoTokenizer.from_pretrained(out / "merged")("What is 2+3?", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        m, a, b = (x(ids).logits for x in (merged, adapted, base))
+    assert torch.allclose(m, a, atol=1e-5) and not torch.allclose(m, b, atol=1e-3)
+    assert read_manifest(out)["merged"].endswith("merged")
+
+
+def test_qlora_without_a_gpu_is_a_clear_error(tiny_model_dir, tmp_path):
+    cfg = sft_config(tiny_model_dir, tmp_path, "peft.method=qlora")
+    with pytest.raises(RuntimeError, match="qlora .* needs a CUDA GPU"):
+        run(cfg)
+
+
+DROPS_THINK = (  # R1-Distill's inference template: everything up to </think> is cut from assistant turns
+    "{%- for m in messages %}{%- if m['role'] == 'assistant' %}{% set c = m['content'].split('</think>')[-1] %}"
+    "{{- '<|im_start|>assistant\\n' + c + '<|im_end|>' }}{%- else %}"
+    "{{- '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+NO_EOS = (  # a base-model template that never closes the assistant turn
+    "{%- for m in messages %}{%- if m['role'] == 'assistant' %}{{- 'Assistant: ' + m['content'] }}"
+    "{%- else %}{{- 'User: ' + m['content'] + '\\n' }}{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- 'Assistant: ' }}{%- endif %}"
+)
+
+
+@pytest.mark.parametrize(
+    ("template", "message"), [(DROPS_THINK, "drops the <think> content"), (NO_EOS, "would never stop")]
+)
+def test_preflight_refuses_templates_that_would_break_the_student(
+    tiny_model_dir, tmp_path, template, message
+):
+    path = tmp_path / "t.jinja"
+    path.write_text(template)
+    cfg = sft_config(tiny_model_dir, tmp_path, f"trainer.chat_template_path={path}")
+    with pytest.raises(TemplateError, match=message):
+        run(cfg)
+    assert not (Path(cfg.output) / "manifest.json").exists()
+
+
+def test_two_processes_under_accelerate_launch_train_and_save(tiny_model_dir, tmp_path):
+    write_sft_dataset(tmp_path / "data")
+    recipe = tmp_path / "sft.yaml"
+    recipe.write_text(
+        f"stage: sft\nmodel: {tiny_model_dir}\ndata:\n  - path: {tmp_path / 'data'}\n"
+        f"output: {tmp_path / 'out'}\nlaunch:\n  accelerate_config: "
+        f"{REPO / 'recipes/accelerate/cpu-2proc.yaml'}\ntrainer:\n  max_steps: 4\n"
+        "  per_device_train_batch_size: 2\n  gradient_checkpointing: false\n  report_to: none\n"
+        "  max_length: 256\n  save_steps: 4\n"
+    )
+    exe = Path(sys.executable).with_name("distill")
+    result = subprocess.run(
+        [str(exe), "sft", "--config", str(recipe)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = read_manifest(tmp_path / "out")
+    assert manifest["counts"]["world_size"] == 2 and manifest["counts"]["global_step"] == 4
+    # 2 processes x 2 sequences per step: 4 steps see 16 sequences, i.e. two epochs of the 8 examples.
+    assert manifest["counts"]["epochs"] == pytest.approx(2.0)
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "out") is not None
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["model_type"] == "qwen2"

@@ -1,0 +1,150 @@
+"""`distill verify` end to end, run as `python -m pipeline.verify` in a subprocess on real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+
+RECORDS = [
+    # think block closed: only the text after </think> is graded (the box inside the reasoning is not)
+    {
+        "id": "p1/0",
+        "completion": "<think>\ntry \\boxed{3}\n</think>\n\n\\boxed{\\frac{1}{2}}",
+        "answer": "\\dfrac12",
+    },
+    {"id": "p1/1", "completion": "<think>\nwork\n</think>\n\nThe answer is 3.", "answer": "\\dfrac12"},
+    # no think block: plain chain-of-thought, the whole completion is graded
+    {
+        "id": "p2/0",
+        "completion": "2 + 2 = 4, so the answer is $4$.",
+        "answer": "4",
+        "metadata": {"k": [1, 2]},
+    },
+    # unterminated think block: no final answer, wrong whatever the box inside says
+    {"id": "p3/0", "completion": "<think>\nit must be \\boxed{7}, but", "answer": "7"},
+    {"id": "p4/0", "completion": "\\boxed{27}", "answer": 27.0},  # AMC golds are JSON numbers
+    {"id": "p5/0", "completion": "\\boxed{5}", "answer": None},
+]
+
+
+def run_verify(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.verify", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def test_verify_grades_every_record_in_order_keeping_all_fields(tmp_path):
+    source = write_lines(tmp_path / "samples.jsonl", [json.dumps(r) for r in RECORDS])
+    result = run_verify(str(source), "-o", str(tmp_path / "graded.jsonl"))
+    assert result.returncode == 0, result.stderr
+    out = [json.loads(line) for line in (tmp_path / "graded.jsonl").read_text().splitlines()]
+    added = {"correct", "extracted_answer", "verdict_reason"}
+    assert [set(r) for r in out] == [set(original) | added for original in RECORDS]
+    assert [{k: r[k] for k in original} for r, original in zip(out, RECORDS, strict=True)] == RECORDS
+    verdicts = [(r["correct"], r["extracted_answer"], r["verdict_reason"]) for r in out]
+    assert verdicts == [
+        (True, "\\frac{1}{2}", "correct"),
+        (False, "3", "wrong"),
+        (True, "4", "correct"),
+        (False, None, "no_answer"),
+        (True, "27", "correct"),
+        (None, "5", "no_gold"),
+    ]
+    assert "6 records: 3 correct, 2 wrong, 1 cannot tell" in result.stderr
+
+
+def test_verify_reads_other_field_names(tmp_path):
+    rows = [{"id": "a", "response": "\\boxed{9}", "gold": "9"}]
+    source = write_lines(tmp_path / "in.jsonl", [json.dumps(r) for r in rows])
+    out = tmp_path / "out.jsonl"
+    result = run_verify(
+        str(source), "-o", str(out), "--completion-field", "response", "--answer-field", "gold"
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(out.read_text())["correct"] is True
+
+
+def test_verify_rejects_a_malformed_line_naming_file_and_line_and_writes_nothing(tmp_path):
+    source = write_lines(tmp_path / "in.jsonl", [json.dumps(RECORDS[0]), '{"id": "p1/1", "completion": '])
+    out = tmp_path / "out.jsonl"
+    result = run_verify(str(source), "-o", str(out))
+    assert result.returncode == 2
+    assert f"{source}:2: not valid JSON" in result.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == [source]
+
+
+def test_verify_rejects_a_missing_completion_naming_the_field(tmp_path):
+    source = write_lines(
+        tmp_path / "in.jsonl", [json.dumps(RECORDS[0]), json.dumps({"id": "x", "answer": "1"})]
+    )
+    out = tmp_path / "out.jsonl"
+    result = run_verify(str(source), "-o", str(out))
+    assert result.returncode == 2
+    assert f"{source}:2: field 'completion' is missing" in result.stderr
+    assert not out.exists()
+
+
+def test_verify_rejects_a_gold_of_the_wrong_type(tmp_path):
+    source = write_lines(
+        tmp_path / "in.jsonl", [json.dumps({"id": "x", "completion": "\\boxed{1}", "answer": [1]})]
+    )
+    result = run_verify(str(source), "-o", str(tmp_path / "out.jsonl"))
+    assert result.returncode == 2
+    assert f"{source}:1: field 'answer' must be a string, got list" in result.stderr
+
+
+def test_verify_refuses_an_unknown_kind(tmp_path):
+    source = write_lines(tmp_path / "in.jsonl", [json.dumps(RECORDS[0])])
+    result = run_verify(str(source), "-o", str(tmp_path / "out.jsonl"), "--kind", "sql")
+    assert result.returncode == 2  # argparse: invalid choice
+    assert "invalid choice: 'sql'" in result.stderr and not (tmp_path / "out.jsonl").exists()
+
+
+
+def test_distill_verify_grades_code_answers_against_their_tests(tmp_path):
+    from tests.conftest import SHARED_DATA, run_distill
+
+    problem = json.loads((SHARED_DATA / "benchmarks" / "humaneval.jsonl").read_text().splitlines()[0])
+    solution = problem["prompt"] + problem["canonical_solution"]
+    rows = [
+        {
+            "id": "he0/0",
+            "completion": f"<think>\nloop over pairs\n</think>\n\n```python\n{solution}\n```",
+            "tests": problem,
+        },
+        {
+            "id": "he0/1",
+            "completion": "<think>\nguess\n</think>\n\n```python\ndef has_close_elements(n, t):\n"
+            "    return False\n```",
+            "tests": problem,
+        },
+        {"id": "he0/2", "completion": "<think>\nno code\n</think>\n\nSorry.", "tests": problem},
+        {
+            "id": "x/0",
+            "completion": "```python\nprint(int(input()) * 2)\n```",
+            "tests": [{"input": "21\n", "output": "42\n"}],
+        },
+        {"id": "y/0", "completion": "```python\nprint(1)\n```", "tests": None},
+    ]
+    src = tmp_path / "code.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = run_distill("verify", str(src), "-o", str(tmp_path / "out.jsonl"), "--kind", "code")
+    assert result.returncode == 0, result.stderr
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in out] == [r["id"] for r in rows]
+    assert [r["correct"] for r in out] == [True, False, False, True, None]
+    assert [r["verdict_reason"] for r in out] == ["passed", "failed", "no_code", "passed", "no_tests"]
+    assert out[0]["tests"] == problem  # every input field kept

@@ -8,9 +8,18 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 
 RECIPE  ?=
 ARGS    ?=
-DEMO_GENERATE := recipes/demo/generate.yaml
+STUDENT ?= demo
+SFT     ?= sft
+KD      ?= kd
+SUITE   ?= math
+MODEL   ?=
+ACCELERATE ?=
+LAUNCH  := $(if $(ACCELERATE),launch.accelerate_config=$(ACCELERATE),)
+# demo students use recipes/demo/; the others recipes/students/<student>/<sft|sft-lora|kd>.yaml
+STUDENT_RECIPE = $(if $(filter demo,$(STUDENT)),recipes/demo/$(1).yaml,recipes/students/$(STUDENT)/$(2).yaml)
 
-.PHONY: setup test test-fast lint format lock-cpu lock-gpu clean demo generate bench bench-generate
+.PHONY: setup test test-fast lint format lock-cpu lock-gpu clean demo demo-quick generate filter sft kd eval \
+        push toy-data toy-teacher bench bench-generate bench-filter bench-sft bench-kd
 
 setup:
 	@bash scripts/setup.sh
@@ -29,22 +38,58 @@ format: setup
 	$(VENV)/bin/ruff format pipeline tests bench
 	$(VENV)/bin/ruff check --fix pipeline tests bench
 
-demo: setup  ## the whole pipeline offline on CPU, on the shipped defaults
-	$(MAKE) --no-print-directory generate
+demo: setup  ## the whole pipeline offline on CPU: toy teacher -> filter -> SFT and KD students -> eval
+	$(DISTILL) demo
 
-# `make generate` alone runs the shipped offline default; RECIPE=recipes/teachers/x.yaml runs a real teacher.
+demo-quick: setup  ## the same, shortened: checks every stage end to end in a minute or two
+	$(DISTILL) demo --quick
+
+# Each stage: the shipped offline default with no arguments; RECIPE=... (or STUDENT=...) for a real run.
 generate: setup
-ifeq ($(RECIPE),)
-	@test -f runs/demo/tiny-model/config.json || $(DISTILL) tiny-model runs/demo/tiny-model
-	$(DISTILL) generate --config $(DEMO_GENERATE) $(ARGS)
-else
-	$(DISTILL) generate --config $(RECIPE) $(ARGS)
-endif
+	$(DISTILL) generate --config $(or $(RECIPE),recipes/demo/generate.yaml) $(ARGS)
 
-bench: bench-generate
+filter: setup
+	$(DISTILL) filter --config $(or $(RECIPE),recipes/demo/filter.yaml) $(ARGS)
+
+sft: setup  ## STUDENT=qwen2.5-math-7b [SFT=sft-lora] [ACCELERATE=recipes/accelerate/zero3.yaml]
+	@test "$(STUDENT)" != demo -o -f runs/demo/student-init/config.json || $(DISTILL) tiny-model runs/demo/student-init \
+		--tokenizer-from data/toy-teacher --layers 2 --vocab-size 512 --max-position-embeddings 1024 --seed 1
+	$(DISTILL) sft --config $(or $(RECIPE),$(call STUDENT_RECIPE,sft,$(SFT))) $(LAUNCH) $(ARGS)
+
+kd: setup  ## STUDENT=qwen2.5-math-1.5b [KD=kd-online] [ACCELERATE=recipes/accelerate/zero2.yaml]
+	@test "$(STUDENT)" != demo -o -f runs/demo/student-init/config.json || $(DISTILL) tiny-model runs/demo/student-init \
+		--tokenizer-from data/toy-teacher --layers 2 --vocab-size 512 --max-position-embeddings 1024 --seed 1
+	$(DISTILL) kd --config $(or $(RECIPE),$(call STUDENT_RECIPE,kd,$(KD))) $(LAUNCH) $(ARGS)
+
+eval: setup  ## MODEL=path-or-hub-id [SUITE=math|code|reasoning]; no MODEL: the demo's four models
+	$(DISTILL) eval --config $(if $(MODEL),recipes/eval/$(SUITE).yaml model=$(MODEL),$(or $(RECIPE),recipes/demo/eval.yaml)) $(ARGS)
+
+push: setup  ## FOLDER=runs/sft/x REPO=owner/name [ARGS="--private --checkpoints"]; DRY=1 builds cards only
+	$(DISTILL) push $(FOLDER) --repo-id $(REPO) $(if $(DRY),--dry-run,) $(ARGS)
+
+toy-data: setup  ## the toy task's problems (data/toy/), regenerated from its seed
+	$(DISTILL) toy-data data/toy --train 4000 --heldout 300 --teacher-examples 20000 --seed 0
+
+toy-teacher: toy-data  ## retrain the toy teacher from its seed (~30 min on 2 cores) into data/toy-teacher
+	rm -rf runs/toy/teacher-init runs/toy/teacher
+	$(DISTILL) tiny-model runs/toy/teacher-init --corpus data/toy/corpus.txt --layers 4 --vocab-size 512 \
+		--max-position-embeddings 1024 --seed 0
+	$(DISTILL) sft --config recipes/toy/teacher.yaml
+	$(PYTHON) -m pipeline.toy.publish runs/toy/teacher data/toy-teacher
+
+bench: bench-generate bench-filter bench-sft bench-kd
 
 bench-generate: setup
 	$(PYTHON) bench/generate.py
+
+bench-filter: setup
+	$(PYTHON) bench/filter.py
+
+bench-sft: setup
+	$(PYTHON) bench/sft.py
+
+bench-kd: setup
+	$(PYTHON) bench/kd.py
 
 lock-cpu:  ## re-resolve requirements/cpu.lock from pyproject.toml
 	bash scripts/lock.sh cpu

@@ -27,12 +27,14 @@ Kind = Literal["math", "code", "choice"]
 @dataclass(frozen=True)
 class Benchmark:
     name: str
-    hub: str
+    hub: str | None
+    """None: a benchmark of this project's own, read from `local` (the toy task's held-out split)."""
     config: str | None
     split: str
     kind: Kind
     convert: Callable[[dict[str, Any], int], Problem]
     gated: bool = False
+    local: str | None = None
 
 
 def _text(row: dict[str, Any], *names: str) -> str:
@@ -79,7 +81,13 @@ def _gpqa(row: dict[str, Any], i: int) -> Problem:
     return Problem(f"gpqa-diamond/{i}", text, gold, "gpqa-diamond")
 
 
+def _toy(row: dict[str, Any], i: int) -> Problem:
+    """The toy task's held-out split (pipeline/toy), as written by `distill toy-data`."""
+    return Problem(row["id"], row["problem"], _answer(row["answer"]), row.get("source") or "toy")
+
+
 def _humaneval(row: dict[str, Any], i: int) -> Problem:
+
     from pipeline.filter.code_grader import normalize_tests
 
     text = f"Complete the following Python function.\n\n```python\n{row['prompt']}```"
@@ -123,6 +131,15 @@ BENCHMARKS: dict[str, Benchmark] = {
             "code",
             _livecodebench,
         ),
+        Benchmark(
+            "toy",
+            None,
+            None,
+            "heldout",
+            "math",
+            _toy,
+            local=str(Path(__file__).resolve().parent.parent / "data" / "toy" / "heldout.jsonl"),
+        ),
     ]
 }
 
@@ -132,11 +149,11 @@ def load_benchmark(name: str, path: str | None = None) -> list[Problem]:
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark '{name}'; known: {', '.join(BENCHMARKS)}")
     b = BENCHMARKS[name]
+    path = path or b.local
     source = DataSource(path=path) if path else DataSource(hub=b.hub, config=b.config, split=b.split)
-    if not path and b.gated:
-        source_note = " (gated on the Hub: accept its terms and log in, or pass a local file)"
-    else:
-        source_note = ""
+    gated = not path and b.gated
+    source_note = " (gated on the Hub: accept its terms and log in, or pass a local file)" if gated else ""
+
     problems = []
     try:
         for i, (where, row) in enumerate(read_rows(source)):

@@ -4,6 +4,8 @@
     distill validate --config recipes/....yaml [dotted.key=value ...]
     distill tiny-model DIR [--hidden-size 128 ...]
     distill verify INPUT.jsonl -o OUT.jsonl [--kind math|code]
+    distill push FOLDER --repo-id OWNER/NAME [--private] [--checkpoints] [--dry-run]
+
 
 Only argparse and the light config modules are imported here, so `distill --help` is instant; each stage
 imports its heavy libraries (torch, vLLM, TRL) when it runs.
@@ -19,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline import verify
+from pipeline import hub, verify
 from pipeline.config import ConfigError, dump_yaml, from_dict, read_recipe, to_dict
 from pipeline.records import RecordError
 
@@ -39,6 +41,16 @@ STAGES: dict[str, tuple[str, str, str]] = {
         "pipeline.train.config:SFTStageConfig",
         "pipeline.train.sft:run",
         "fine-tune a student on the filtered traces with TRL (full, LoRA, QLoRA; accelerate launch)",
+    ),
+    "eval": (
+        "pipeline.evaluate:EvalConfig",
+        "pipeline.evaluate:run",
+        "pass@k of models on named benchmarks, generated and graded the same way, in one table",
+    ),
+    "kd": (
+        "pipeline.train.kd_config:KDStageConfig",
+        "pipeline.train.kd:run",
+        "distil the teacher's logits into a student: stored top-k logprobs or a live teacher",
     ),
 }
 
@@ -123,13 +135,30 @@ def cmd_tiny_model(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     except ValueError as e:
         parser.error(str(e))
     corpus = Path(args.corpus).read_text(encoding="utf-8") if args.corpus else None
-    out = build_tiny_model(args.dir, spec, corpus)
+    out = build_tiny_model(args.dir, spec, corpus, args.tokenizer_from)
+
     print(f"wrote {out} ({count_parameters(out):,} parameters, head_dim {spec.hidden_size // spec.heads})")
     return 0
 
 
 def cmd_verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return verify.main_verify(args)
+
+
+def cmd_push(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    return hub.run_push(args)
+
+
+def cmd_toy_data(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from pipeline.toy.data import main_toy_data
+
+    return main_toy_data(args)
+
+
+def cmd_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from pipeline.toy.demo import main_demo
+
+    return main_demo(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,12 +199,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-position-embeddings", type=int, default=4096)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--corpus", help="text file to train the tokenizer on (default: a built-in sample)")
+    p.add_argument(
+        "--tokenizer-from", help="reuse the tokenizer of this tiny-model folder instead of training one"
+    )
+
     p = sub.add_parser("verify", help=verify.HELP, description=verify.HELP)
     verify.add_arguments(p)
+    p = sub.add_parser("push", help=hub.HELP, description=hub.HELP)
+    hub.add_arguments(p)
+    from pipeline.toy import data as toy_data
+
+    p = sub.add_parser("toy-data", help=toy_data.HELP, description=toy_data.HELP)
+    toy_data.add_arguments(p)
+    from pipeline.toy import demo
+
+    p = sub.add_parser("demo", help=demo.HELP, description=demo.HELP)
+    demo.add_arguments(p)
     return parser
 
 
-COMMANDS = {"validate": cmd_validate, "tiny-model": cmd_tiny_model, "verify": cmd_verify}
+COMMANDS = {
+    "validate": cmd_validate,
+    "tiny-model": cmd_tiny_model,
+    "verify": cmd_verify,
+    "push": cmd_push,
+    "toy-data": cmd_toy_data,
+    "demo": cmd_demo,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -128,8 +128,13 @@ def apply_override(data: dict[str, Any], override: str) -> None:
 
 
 def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> T:
-    """Load a recipe (or only overrides when `path` is None) into `cls`, checking keys and types."""
+    """Load a recipe (or only overrides when `path` is None) into `cls`, checking keys and types.
+
+    A top-level `stage:` key (which stage a recipe is for; see cli.load_stage_config) is not a config field.
+    """
     data, lines = read_recipe(path) if path is not None else ({}, {})
+    data.pop("stage", None)
+
     for override in overrides:
         apply_override(data, override)
     overridden = {o.partition("=")[0] for o in overrides}

@@ -1,15 +1,15 @@
 """Where a stage output came from: the manifests, reports and eval results it points back to, read from disk.
 
-    data = read_dataset_facts("runs/filter")          # counts, filter report, teacher, token lengths
-    results = read_eval(Path("runs/sft/eval/results.json"))
+    data = read_dataset_facts("runs/filter")     # the filter report, its teacher, the parquet columns
+    facts = read_model_facts(Path("runs/sft"))   # the sft / kd manifest, its datasets, eval results
 
-The model and dataset cards are written from these facts. Anything that cannot be found (a dataset on the Hub,
-a folder that has moved, no eval yet) is `None` or empty, never an error: a card says what is missing.
+The cards are written from these facts. Anything that cannot be found (a dataset on the Hub, a folder that has
+moved, no eval yet) is `None` or empty, never an error: a card says what is missing.
 
-The filter stage's files are read in this shape (it writes them; the names below are the contract):
-  manifest.json  `stage: filter`, `inputs`: the generate output folder(s), `counts`: {samples, kept, rejected}
-  report.json    {total, kept, pass_rate, steps: [{step, in, kept, dropped: {reason: n}}]}
-and the eval stage's results.json in this one (pass@1 etc. as fractions in [0, 1]):
+Read: the filter stage's manifest.json (`inputs`: the generate folder) and report.json (pipeline/filter/
+report.py: input, kept, steps [{step, in, dropped, reasons}], verdicts, pass_rate, tokens.kept, sources); the
+generate manifest (teacher, sampling, prompt); the sft / kd manifest; and the eval stage's results.json, not
+written yet, assumed to be (pass@1 etc. as fractions in [0, 1]):
   {models: [{model, label, metrics: {<benchmark>: {pass@1, pass@1_stderr, cons@k, n, mean_output_tokens,
   truncation_rate}}}], settings: {...}}
 """
@@ -25,7 +25,6 @@ from typing import Any, Literal
 
 from pipeline.records import RecordError, read_manifest
 
-TOKEN_COLUMNS = ("num_completion_tokens", "completion_tokens")
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -56,13 +55,6 @@ class TokenStats:
     p90: float
     max: int
 
-    @classmethod
-    def of(cls, lengths: list[int]) -> TokenStats:
-        import numpy as np
-
-        x = np.asarray(lengths, dtype=np.float64)
-        return cls(len(x), float(x.mean()), float(np.percentile(x, 50)), float(np.percentile(x, 90)), int(x.max()))
-
 
 @dataclass(frozen=True)
 class DatasetFacts:
@@ -79,7 +71,11 @@ class DatasetFacts:
     examples: int | None = None
     """Rows in the dataset's parquet files."""
     sources: dict[str, int] = field(default_factory=dict)
-    tokens: TokenStats | None = None
+    tokens: dict[str, TokenStats] = field(default_factory=dict)
+    """Lengths of the kept samples: `reasoning`, `answer`, `completion`."""
+    teacher_pass: dict[str, Any] = field(default_factory=dict)
+    """The teacher's per-problem pass rate: graded_problems, mean, solved_by_none, solved_by_all."""
+    verdicts: dict[str, int] = field(default_factory=dict)
     columns: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -87,7 +83,7 @@ class DatasetFacts:
         return self.total - self.kept if self.total is not None and self.kept is not None else None
 
     @property
-    def pass_rate(self) -> float | None:
+    def kept_fraction(self) -> float | None:
         return self.kept / self.total if self.kept is not None and self.total else None
 
 
@@ -139,31 +135,35 @@ def input_paths(manifest: dict[str, Any]) -> list[Path]:
 def read_steps(report: dict[str, Any]) -> list[FilterStep]:
     steps = []
     for entry in report.get("steps") or []:
-        if isinstance(entry, dict) and entry.get("step"):
-            dropped = {str(k): int(v) for k, v in (entry.get("dropped") or {}).items()}
-            steps.append(FilterStep(str(entry["step"]), entry.get("in"), entry.get("kept"), dropped))
+        seen, dropped = entry.get("in"), entry.get("dropped")
+        kept = seen - dropped if isinstance(seen, int) and isinstance(dropped, int) else None
+        steps.append(FilterStep(str(entry.get("step")), seen, kept, dict(entry.get("reasons") or {})))
     return steps
 
 
+def read_tokens(report: dict[str, Any]) -> dict[str, TokenStats]:
+    kept = (report.get("tokens") or {}).get("kept") or {}
+    fields = ("count", "mean", "p50", "p90", "max")
+    return {
+        k: TokenStats(*(v[f] for f in fields)) for k, v in kept.items() if v and all(f in v for f in fields)
+    }
+
+
 def parquet_facts(folder: Path) -> dict[str, Any]:
-    """Rows, sources, completion-token statistics and column types of a folder's parquet files."""
+    """Rows, column types and sources of a folder's parquet files (what `load_dataset` will see)."""
     import pyarrow.parquet as pq
 
     files = sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith("."))
     if not files:
         return {}
     schema = pq.read_schema(files[0])
-    wanted = [c for c in ("source", *TOKEN_COLUMNS) if c in schema.names]
-    table = pq.ParquetDataset(files).read(columns=wanted) if wanted else None
     facts: dict[str, Any] = {
         "examples": sum(pq.ParquetFile(f).metadata.num_rows for f in files),
         "columns": [(f.name, str(f.type)) for f in schema],
     }
-    if table is not None and "source" in wanted:
-        facts["sources"] = dict(Counter(table.column("source").to_pylist()).most_common())
-    token_column = next((c for c in TOKEN_COLUMNS if c in wanted), None)
-    if table is not None and token_column and table.num_rows:
-        facts["tokens"] = TokenStats.of(table.column(token_column).to_pylist())
+    if "source" in schema.names:
+        sources = pq.ParquetDataset(files).read(columns=["source"]).column("source").to_pylist()
+        facts["sources"] = dict(Counter(sources).most_common())
     return facts
 
 
@@ -181,10 +181,13 @@ def read_dataset_facts(path: str | Path, hub_id: str | None = None) -> DatasetFa
         name=str(path),
         hub_id=hub_id,
         manifest=manifest,
-        total=report.get("total", counts.get("samples")),
+        total=report.get("input", counts.get("input")),
         kept=report.get("kept", counts.get("kept")),
         steps=read_steps(report),
         teacher=next((t for t in teachers if t), None),
+        tokens=read_tokens(report),
+        teacher_pass=report.get("pass_rate") or {},
+        verdicts=report.get("verdicts") or counts.get("verdicts") or {},
         **parquet_facts(folder),
     )
 

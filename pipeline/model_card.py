@@ -14,6 +14,7 @@ from typing import Any
 from pipeline.cards import (
     MISSING,
     filter_table,
+    grading_line,
     num,
     pct,
     provenance,
@@ -68,8 +69,9 @@ def data_paragraphs(facts: ModelFacts) -> list[str]:
             paragraphs.append(f"Dataset `{data.name}` ({where}): its filter figures are not recorded.")
         else:
             paragraphs.append(
-                f"Dataset `{data.name}`: {num(data.kept)} of {num(data.total)} teacher samples "
-                f"kept (pass rate {pct(data.pass_rate)}), {num(data.examples)} rows.\n\n" + filter_table(data)
+                f"Dataset `{data.name}`: {num(data.kept)} of {num(data.total)} teacher samples kept "
+                f"({pct(data.kept_fraction)}), {num(data.examples)} rows.\n\n{grading_line(data)}\n\n"
+                + filter_table(data)
             )
     return paragraphs
 
@@ -84,6 +86,7 @@ def recipe_table(facts: ModelFacts) -> str:
     ]
     if method != "full":
         rows += [[f"lora.{k}", num(v)] for k, v in (peft.get("lora") or {}).items()]
+    rows += [[f"kd.{k}", num(v)] for k, v in (config.get("kd") or {}).items() if v is not None]
     rows += [[f"`{k}`", num(v)] for k, v in trainer.items()]
     if "per_device_train_batch_size" in trainer:
         world = (facts.manifest.get("counts") or {}).get("world_size") or 1

@@ -109,6 +109,8 @@ def problem_id(text: str) -> str:
 
 
 def _data_files(path: Path) -> list[Path]:
+    """The data files of a file or folder; a folder holding generate shards (`samples-*.jsonl`) is read as those
+    shards only, so files written beside them (graded.jsonl, problems) are not taken for samples."""
     if path.is_dir():
         files = [
             p
@@ -118,6 +120,8 @@ def _data_files(path: Path) -> list[Path]:
             and not any(part.startswith(".") for part in p.relative_to(path).parts)
             and p.name not in ("rejected.jsonl",)
         ]
+        shards = [p for p in files if p.name.startswith("samples-") and p.suffix == ".jsonl"]
+        files = shards or files
         if not files:
             raise RecordError(f"{path}: no .jsonl or .parquet files in this folder")
         return files

@@ -3,10 +3,11 @@
     revisions = stage_model(args, Path("runs/sft"), root)    # root/main, root/checkpoint-6, ... each a folder
 
 A revision folder is what `upload_folder` sends as one commit: symlinks to the files worth publishing plus a
-README.md written from the manifests (pipeline/cards.py). Left out unless `--include PATTERN`: `checkpoint-*`
-(branches of their own with `--checkpoints`), `runs/` (tensorboard), `training_args.bin` (a pickle the Hub's
-scanner flags; the recipe is in manifest.json and the card), an adapter's `merged/` (push it as its own model),
-optimizer / scheduler / RNG state in checkpoints, hidden files and `*.tmp`.
+README.md written from the manifests (pipeline/model_card.py, pipeline/cards.py) in place of the folder's own
+(TRL writes a generic one). Left out unless `--include PATTERN`: `checkpoint-*` (branches of their own with
+`--checkpoints`), `runs/` (tensorboard), `training_args.bin` (a pickle the Hub's scanner flags; the recipe is
+in manifest.json and the card), an adapter's `merged/` (push it as its own model), optimizer / scheduler / RNG
+state in checkpoints (resuming needs them, readers do not); never: hidden files and `*.tmp`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING
 from pipeline.records import read_manifest
 
 if TYPE_CHECKING:
-    from pipeline.lineage import Teacher
+    from pipeline.lineage import ModelFacts, Teacher
 
 JUNK = ("*.tmp", "*/__pycache__/*", "__pycache__/*")
 SKIP = {
@@ -108,8 +109,8 @@ def checkpoint_step(path: Path) -> int:
 
 
 def stage_model(args: argparse.Namespace, folder: Path, root: Path) -> list[Revision]:
-    from pipeline.lineage import checkpoint_loss, read_model_facts
-    from pipeline.model_card import checkpoint_card, model_card
+    """`main` (the model, its card and eval results) and, with --checkpoints, one revision per checkpoint."""
+    from pipeline.lineage import read_model_facts
 
     facts = read_model_facts(folder, args.base_model, args.eval, args.license)
     if facts.flavor == "adapter" and not facts.base_id:
@@ -117,28 +118,39 @@ def stage_model(args: argparse.Namespace, folder: Path, root: Path) -> list[Revi
         if not args.dry_run:
             raise PushError(message)
         print(f"warning: {message}", file=sys.stderr)
-    skip = SKIP["model"] + (("merged/*",) if facts.flavor == "adapter" else ())
-    revisions = [Revision("main", root / "main")]
-    link(folder, revisions[0].folder, select(folder, skip, args.include))
-    write_text(
-        revisions[0].folder / "README.md",
-        model_card(facts, args.repo_id, prompt_text(facts.teacher), args.dataset_id),
-    )
-    if facts.eval and not (revisions[0].folder / "eval" / "results.json").exists():  # --eval from elsewhere
-        link(Path(facts.eval.path).parent, revisions[0].folder / "eval", [Path(facts.eval.path).name])
-        (revisions[0].folder / "eval" / Path(facts.eval.path).name).rename(revisions[0].folder / "eval/results.json")
-    checkpoints = sorted(folder.glob("checkpoint-*"), key=checkpoint_step) if args.checkpoints else []
-    for path in (p for p in checkpoints if p.is_dir()):
-        rev = Revision(path.name, root / path.name)
-        link(path, rev.folder, select(path, SKIP["checkpoint"], args.include))
-        write_text(
-            rev.folder / "README.md", checkpoint_card(facts, args.repo_id, path.name, *checkpoint_loss(path))
-        )
-        revisions.append(rev)
+    revisions = [stage_main(args, facts, folder, root / "main")]
+    if args.checkpoints:
+        checkpoints = sorted((p for p in folder.glob("checkpoint-*") if p.is_dir()), key=checkpoint_step)
+        revisions += [stage_checkpoint(args, facts, path, root / path.name) for path in checkpoints]
     if facts.flavor == "adapter" and facts.base_id:
         for rev in revisions:
             point_adapter_at(rev.folder, facts.base_id)
     return revisions
+
+
+def stage_main(args: argparse.Namespace, facts: ModelFacts, folder: Path, stage: Path) -> Revision:
+    from pipeline.model_card import model_card
+
+    skip = SKIP["model"] + (("merged/*",) if facts.flavor == "adapter" else ())
+    link(folder, stage, select(folder, skip, args.include))
+    write_text(
+        stage / "README.md", model_card(facts, args.repo_id, prompt_text(facts.teacher), args.dataset_id)
+    )
+    if facts.eval:  # publish the results file the card quotes, wherever --eval found it
+        results = stage / "eval" / "results.json"
+        results.unlink(missing_ok=True)
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.symlink_to(Path(facts.eval.path).resolve())
+    return Revision("main", stage)
+
+
+def stage_checkpoint(args: argparse.Namespace, facts: ModelFacts, path: Path, stage: Path) -> Revision:
+    from pipeline.lineage import checkpoint_loss
+    from pipeline.model_card import checkpoint_card
+
+    link(path, stage, select(path, SKIP["checkpoint"], args.include))
+    write_text(stage / "README.md", checkpoint_card(facts, args.repo_id, path.name, *checkpoint_loss(path)))
+    return Revision(path.name, stage)
 
 
 def stage_dataset(args: argparse.Namespace, folder: Path, root: Path) -> list[Revision]:

@@ -121,16 +121,28 @@ def train_tokenizer(corpus: str, vocab_size: int):
 
 
 def build_tiny_model(
-    out_dir: str | Path, spec: TinyModelSpec | None = None, corpus: str | None = None
+    out_dir: str | Path,
+    spec: TinyModelSpec | None = None,
+    corpus: str | None = None,
+    tokenizer_from: str | Path | None = None,
 ) -> Path:
-    """Write config, random-initialised weights (seeded), tokenizer and chat template to `out_dir`."""
+    """Write config, random-initialised weights (seeded), tokenizer and chat template to `out_dir`.
+
+    `tokenizer_from` reuses another tiny model's tokenizer (a student that shares its teacher's, for KD)
+    instead of training one on `corpus`.
+    """
     import torch
+    from tokenizers import Tokenizer
     from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
     spec = spec or TinyModelSpec()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tok = train_tokenizer(corpus or DEFAULT_CORPUS, spec.vocab_size)
+    if tokenizer_from is not None:
+        tok = Tokenizer.from_file(str(Path(tokenizer_from) / "tokenizer.json"))
+    else:
+        tok = train_tokenizer(corpus or DEFAULT_CORPUS, spec.vocab_size)
+
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token=EOS_TOKEN,

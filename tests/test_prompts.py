@@ -36,12 +36,13 @@ def test_prompt_files_are_never_edited_in_place():
 
 
 def test_unknown_prompt_lists_the_available_ones():
-    with pytest.raises(FileNotFoundError, match="available: code-v1, math-r1-v1"):
+    with pytest.raises(FileNotFoundError, match="available: choice-r1-v1, code-v1, math-r1-v1"):
         load_prompt("math-r2")
 
 
 # A prompt's text is part of every Sample made with it: changing one means a new file (next version).
 PROMPT_HASHES = {
+    "choice-r1-v1": "a8f62ecd4439cb3ea821d9966e2f48c9d8abe3fa7db931426e4d8eb5e2e868be",
     "code-v1": "3f294b0e2fc84225dac32c9ef93d86fc1cfb076b20b51ad5c1136eecfb93bac9",
     "math-r1-v1": "599d4ec3b79e68b21557029a4ca01cf8e4c77fd470d302fd2524a708a4cc7d98",
     "system-reasoning-v1": "5f1412814281be2e5ce7c5607cf94d71e2a60330c4eb041ace823c152776e59a",

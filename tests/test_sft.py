@@ -216,3 +216,18 @@ def test_two_processes_under_accelerate_launch_train_and_save(tiny_model_dir, tm
     assert manifest["counts"]["epochs"] == pytest.approx(2.0)
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "out") is not None
     assert json.loads((tmp_path / "out" / "config.json").read_text())["model_type"] == "qwen2"
+
+
+def test_report_to_tensorboard_and_wandb_offline_write_their_logs(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
+    (tmp_path / "wandb").mkdir()
+    cfg = sft_config(
+        tiny_model_dir, tmp_path, "trainer.max_steps=4", "trainer.report_to=[tensorboard, wandb]"
+    )
+    assert run(cfg) == 0
+    assert list(Path(cfg.output).rglob("events.out.tfevents.*")), (
+        "no tensorboard event file"
+    )  # output/runs/...
+
+    assert list((tmp_path / "wandb").rglob("*.wandb")), "no offline wandb run"

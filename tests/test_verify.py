@@ -113,7 +113,6 @@ def test_verify_refuses_an_unknown_kind(tmp_path):
     assert "invalid choice: 'sql'" in result.stderr and not (tmp_path / "out.jsonl").exists()
 
 
-
 def test_distill_verify_grades_code_answers_against_their_tests(tmp_path):
     from tests.conftest import SHARED_DATA, run_distill
 

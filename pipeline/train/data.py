@@ -17,6 +17,7 @@ from pipeline.records import RecordError
 from pipeline.train.config import DatasetEntry
 
 TRAIN_COLUMNS = ("prompt", "completion", "messages", "id")
+TEACHER_COLUMNS = ("teacher_token_ids", "teacher_topk_ids", "teacher_topk_logprobs")
 
 
 def data_files(path: Path) -> tuple[str, list[str]]:
@@ -34,7 +35,8 @@ def data_files(path: Path) -> tuple[str, list[str]]:
     raise RecordError(f"{path}: no .parquet or .jsonl files in this folder")
 
 
-def load_entry(entry: DatasetEntry) -> Any:
+def load_entry(entry: DatasetEntry, columns: tuple[str, ...] = TRAIN_COLUMNS) -> Any:
+    """One dataset with only `columns` (those present among TRAIN_COLUMNS; any other one is required)."""
     import datasets
 
     if entry.hub is not None:
@@ -42,13 +44,19 @@ def load_entry(entry: DatasetEntry) -> Any:
     else:
         kind, files = data_files(Path(entry.path))
         ds = datasets.load_dataset(kind, data_files=files, split="train")
-    columns = set(ds.column_names)
-    if not ({"prompt", "completion"} <= columns or "messages" in columns):
+    found = set(ds.column_names)
+    if not ({"prompt", "completion"} <= found or "messages" in found):
         raise RecordError(
             f"{entry.describe()}: expected 'prompt' and 'completion' columns (TRL prompt/completion "
-            f"format) or 'messages'; found {sorted(columns)}"
+            f"format) or 'messages'; found {sorted(found)}"
         )
-    ds = ds.select_columns([c for c in TRAIN_COLUMNS if c in columns])
+    missing = [c for c in columns if c not in TRAIN_COLUMNS and c not in found]
+    if missing:
+        raise RecordError(
+            f"{entry.describe()}: no {', '.join(missing)} column: offline KD needs the teacher's logprobs "
+            "(generate with `logprobs: k`, then filter), or use kd.teacher: online"
+        )
+    ds = ds.select_columns([c for c in columns if c in found])
     return ds.select(range(min(entry.limit, len(ds)))) if entry.limit is not None else ds
 
 
@@ -64,10 +72,10 @@ def weighted(ds: Any, weight: float, seed: int) -> Any:
     return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
 
-def load_mixture(entries: list[DatasetEntry], seed: int) -> Any:
+def load_mixture(entries: list[DatasetEntry], seed: int, columns: tuple[str, ...] = TRAIN_COLUMNS) -> Any:
     import datasets
 
-    parts = [weighted(load_entry(e), e.weight, seed + i) for i, e in enumerate(entries)]
+    parts = [weighted(load_entry(e, columns), e.weight, seed + i) for i, e in enumerate(entries)]
     if len({tuple(sorted(p.column_names)) for p in parts}) > 1:
         raise RecordError(
             "the datasets of a mixture must share a format: "

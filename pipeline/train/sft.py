@@ -44,15 +44,22 @@ def relaunch(cfg: SFTStageConfig, args: Any, stage: str) -> int:
     return subprocess.call(cmd, env={**os.environ, LAUNCHED: "1"})
 
 
-def build_trainer(cfg: SFTStageConfig, trainer_cls: Any = None, **extra: Any) -> tuple[Any, Any]:
-    """The trainer, and the raw dataset it was built from (for the template check)."""
+def build_trainer(
+    cfg: SFTStageConfig, trainer_cls: Any = None, columns: tuple[str, ...] | None = None, **extra: Any
+) -> tuple[Any, Any]:
+    """The trainer, and the raw dataset it was built from (for the template check).
+
+    `trainer_cls` (an SFTTrainer subclass), `columns` (dataset columns to keep) and `extra` (more trainer
+    arguments) let the kd stage reuse everything else.
+    """
     from trl import SFTConfig, SFTTrainer
 
-    from pipeline.train.data import load_mixture
+    from pipeline.train.data import TRAIN_COLUMNS, load_mixture
     from pipeline.train.models import load_student, load_tokenizer, lora_config, quantization_config
 
-    args = (extra.pop("args_cls", None) or SFTConfig)(**cfg.sft_config_kwargs())
-    dataset = load_mixture(cfg.data, seed=args.seed)
+    args = SFTConfig(**cfg.sft_config_kwargs())
+    dataset = load_mixture(cfg.data, seed=args.seed, columns=columns or TRAIN_COLUMNS)
+
     model = load_student(cfg, args.seed, args.model_init_kwargs or {})
     (Path(cfg.output) / "manifest.json").unlink(missing_ok=True)  # incomplete until this run finishes
     trainer = (trainer_cls or SFTTrainer)(
@@ -102,6 +109,11 @@ def train_and_save(
     tokens = supervised_tokens(trainer.train_dataset) * (trainer.state.epoch - start_epoch)
     runtime = result.metrics.get("train_runtime") or 1e-9
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    for key in ("ce_loss", "kd_loss", "hidden_loss"):  # the kd stage's separately logged parts
+        values = [e[key] for e in trainer.state.log_history if key in e]
+        if values:
+            extra_counts = {**(extra_counts or {}), f"final_{key}": values[-1]}
+
     counts = {
         "examples": len(trainer.train_dataset),
         "world_size": trainer.args.world_size,

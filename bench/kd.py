@@ -1,0 +1,172 @@
+"""KD memory: one training step from stored top-20 logprobs against a dense teacher distribution and plain SFT.
+
+    .venv/bin/python bench/kd.py [--vocab 32768 --length 2048 --k 20]
+
+Each variant runs in its own fresh process (so one's allocations cannot hide another's): it builds a tiny
+Qwen2 student with a `--vocab`-row output layer and one `--length`-token training example, records its
+resident memory, runs one forward + backward, and reports the peak resident memory above that baseline.
+  kd      `distill kd`'s KDTrainer.compute_loss (stored top-k, chunked full-vocab log-softmax)
+  dense   the same loss with the teacher distribution materialised as a dense [tokens x vocab] tensor and the
+          student's full logits at once (what a trainer fed full teacher logits does)
+  sft     TRL's plain SFTTrainer.compute_loss on the same example
+Also prints the sidecar's bytes per token against fp16 full logits. Targets (issue #6): dense / kd >= 4,
+kd / sft <= 1.3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def build(tmp: Path, vocab: int, length: int, k: int):
+    """A student folder and the filter-format dataset of one long example with random top-k teacher rows."""
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from pipeline.tiny_model import TinyModelSpec, build_tiny_model
+    from tests.helpers import write_sft_dataset
+
+    model = build_tiny_model(tmp / "model", TinyModelSpec(vocab_size=vocab, hidden_size=128, layers=2))
+    tok = AutoTokenizer.from_pretrained(model)
+    rng = np.random.default_rng(0)
+    words = ["add", "the", "digits", "carry", "one", "then", "check", "the", "sum", "again"]
+    text = "<think>\n" + " ".join(rng.choice(words, size=length)) + "\n</think>\n\n\\boxed{5}"
+    prompt = [{"role": "user", "content": "What is 2+3?"}]
+    ids = tok.apply_chat_template(
+        prompt + [{"role": "assistant", "content": text}], tokenize=True, return_dict=True
+    )
+    p_len = len(
+        tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)[
+            "input_ids"
+        ]
+    )
+    completion = ids["input_ids"][p_len:][: length - p_len]
+    text = tok.decode(completion[:-1])
+    comp_ids = tok.encode(text, add_special_tokens=False) + [tok.eos_token_id]
+    topk_ids = rng.integers(0, vocab, (len(comp_ids), k)).astype(np.int32)
+    topk_ids[:, 0] = comp_ids
+    topk_lp = np.sort(-np.abs(rng.normal(2, 1, (len(comp_ids), k))), -1)[:, ::-1].astype(np.float16)
+    row = {
+        "id": "long/0",
+        "prompt": prompt,
+        "completion": [{"role": "assistant", "content": text}],
+        "teacher_token_ids": comp_ids,
+        "teacher_topk_ids": topk_ids.tolist(),
+        "teacher_topk_logprobs": topk_lp.tolist(),
+    }
+    write_sft_dataset(tmp / "data", [row])
+    return model
+
+
+def measure(variant: str, tmp: Path, length: int) -> float:
+    import gc
+
+    from pipeline.config import load_config
+    from pipeline.train.data import TEACHER_COLUMNS, TRAIN_COLUMNS
+    from pipeline.train.kd import KDTrainer
+    from pipeline.train.kd_config import KDStageConfig
+    from pipeline.train.sft import build_trainer
+
+    overrides = [
+        f"model={tmp / 'model'}",
+        f"data=[{{path: {tmp / 'data'}}}]",
+        f"output={tmp / variant}",
+        f"trainer.max_length={length + 64}",
+        "trainer.report_to=none",
+        "trainer.gradient_checkpointing=false",
+        "trainer.per_device_train_batch_size=1",
+    ]
+    cfg = load_config(KDStageConfig, None, overrides)
+    if variant == "sft":
+        trainer, _ = build_trainer(cfg)
+    else:
+        trainer, _ = build_trainer(cfg, KDTrainer, columns=TRAIN_COLUMNS + TEACHER_COLUMNS, kd=cfg.kd)
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.train()
+    gc.collect()
+    base = rss_mb()
+    if variant == "dense":
+        loss = dense_step(trainer.model, batch)
+    else:
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+    loss.backward()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return max(0.0, peak - base)
+
+
+def dense_step(model, batch):
+    """KD with the teacher's distribution as a dense [tokens x vocab] tensor (top-k scattered, the rest 0)."""
+    import torch
+
+    labels = batch["labels"]
+    logits = (
+        model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits[:, :-1].float()
+    )
+    mask = labels[:, 1:] != -100
+    ids, lps = batch["teacher_topk_ids"][:, 1:], batch["teacher_topk_logprobs"][:, 1:]
+    teacher = torch.zeros_like(logits).scatter_(-1, ids.long(), lps.exp())
+    student = torch.log_softmax(logits, -1)
+    kl = (teacher * (torch.log(teacher.clamp_min(1e-30)) - student)).sum(-1)
+    ce = torch.nn.functional.cross_entropy(logits[mask], labels[:, 1:][mask])
+    return 0.5 * ce + 0.5 * kl[mask].mean()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--vocab", type=int, default=32768)
+    ap.add_argument("--length", type=int, default=2048)
+    ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--variant")
+    ap.add_argument("--dir")
+    args = ap.parse_args()
+    if args.variant:  # a child: one measurement, printed as JSON
+        print(json.dumps({"mb": measure(args.variant, Path(args.dir), args.length)}))
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="bench-kd-"))
+    build(tmp, args.vocab, args.length, args.k)
+    results = {}
+    for variant in ("kd", "dense", "sft"):
+        out = subprocess.run(
+            [sys.executable, __file__, "--variant", variant, "--dir", str(tmp), "--length", str(args.length)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        results[variant] = json.loads(out.stdout.strip().splitlines()[-1])["mb"]
+    from pipeline.train.kd import sidecar_bytes_per_token
+
+    sidecar = sidecar_bytes_per_token(args.k)
+    print(
+        f"\nkd benchmark: one training step, vocab {args.vocab:,}, sequence {args.length}, top-{args.k}, "
+        "peak resident memory above the process's baseline"
+    )
+    print(f"  kd (stored top-k, chunked):   {results['kd']:8.0f} MB")
+    print(
+        f"  dense teacher distribution:   {results['dense']:8.0f} MB   dense / kd = {results['dense'] / results['kd']:.1f} "
+        "(target >= 4)"
+    )
+    print(
+        f"  plain SFT step (TRL):         {results['sft']:8.0f} MB   kd / sft = {results['kd'] / results['sft']:.2f} "
+        "(target <= 1.3)"
+    )
+    print(
+        f"  sidecar: {sidecar} bytes/token vs fp16 full logits {2 * args.vocab:,} bytes/token "
+        f"({2 * args.vocab / sidecar:.0f}x smaller; {2 * 152064 / sidecar:.0f}x for a 152k vocabulary)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""`distill demo`: the whole method on a laptop: the toy teacher distilled into a smaller student, with numbers.
+
+    distill demo [--quick]          (what `make demo` runs after setup)
+
+Runs the real stages with recipes/demo/*.yaml, each as the command a user would type:
+  1. generate  the committed toy teacher (data/toy-teacher, 1.05M parameters) samples worked solutions for the
+               training problems with vLLM on CPU, with its top-5 logprobs;
+  2. filter    math-verify drops the teacher's wrong samples (counted in the report);
+  3. sft, kd   two students of the same smaller shape (hidden 128 x 2 layers, built untrained from the teacher's
+               tokenizer) train from scratch on the kept samples for the same steps: one on the text (SFT),
+               one also on the stored logprobs (KD); the two run side by side, one core each;
+  4. eval      teacher, untrained student, SFT student and KD student on the held-out problems, same verifier,
+               then every saved checkpoint of both students for the accuracy-over-training plot.
+Writes runs/demo/summary.json (teacher_accuracy, student_base_accuracy, student_sft_accuracy,
+student_kd_accuracy, samples_generated, samples_kept, seconds, ...), summary.md and accuracy.png.
+`--quick` shrinks every step (few problems, few steps) to check the plumbing in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HELP = "run the whole pipeline offline on the toy task (generate, filter, sft, kd, eval) and summarise it"
+OUT = Path("runs/demo")
+QUICK = {
+    "generate": ["problems.limit=48"],
+    "train": ["trainer.max_steps=12", "trainer.save_steps=6", "trainer.per_device_train_batch_size=4"],
+    "eval": ["benchmarks=[{name: toy, limit: 12}]", "sampling.n=1"],
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quick", action="store_true", help="a shortened run that checks every stage end to end"
+    )
+
+
+def distill(*args: str, env: dict[str, str] | None = None) -> list[str]:
+    return [str(Path(sys.executable).with_name("distill")), *args]
+
+
+def step(name: str, cmd: list[str]) -> float:
+    print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - started
+
+
+def train_side_by_side(quick: bool) -> float:
+    """SFT and KD at once, one thread each: tiny models use two cores poorly, two processes use them fully."""
+    extra = QUICK["train"] if quick else []
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    started = time.perf_counter()
+    procs = [
+        subprocess.Popen(distill(stage, "--config", f"recipes/demo/{stage}.yaml", *extra), env=env)
+        for stage in ("sft", "kd")
+    ]
+    if any(p.wait() != 0 for p in procs):
+        raise subprocess.CalledProcessError(1, "distill sft / kd")
+    return time.perf_counter() - started
+
+
+def checkpoint_models() -> list[dict[str, str]]:
+    models = []
+    for stage in ("sft", "kd"):
+        for ckpt in sorted((OUT / stage).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
+            models.append({"path": str(ckpt), "label": f"{stage}-step-{ckpt.name.split('-')[1]}"})
+    return models
+
+
+def accuracy(results: dict[str, Any], label: str) -> float:
+    return next(m["metrics"]["toy"]["pass@1"] for m in results["models"] if m["label"] == label)
+
+
+def main_demo(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    q = args.quick
+    timings = {
+        "generate": step(
+            "generate",
+            distill("generate", "--config", "recipes/demo/generate.yaml", *(QUICK["generate"] if q else [])),
+        )
+    }
+    timings["filter"] = step("filter", distill("filter", "--config", "recipes/demo/filter.yaml"))
+    step(
+        "student",
+        distill(
+            "tiny-model",
+            str(OUT / "student-init"),
+            "--tokenizer-from",
+            "data/toy-teacher",
+            "--layers",
+            "2",
+            "--vocab-size",
+            "512",
+            "--max-position-embeddings",
+            "1024",
+            "--seed",
+            "1",
+        ),
+    )
+    timings["sft+kd"] = train_side_by_side(q)
+    timings["eval"] = step(
+        "eval", distill("eval", "--config", "recipes/demo/eval.yaml", *(QUICK["eval"] if q else []))
+    )
+    curve = json.dumps(checkpoint_models())
+    step(
+        "eval (checkpoints)",
+        distill(
+            "eval",
+            "--config",
+            "recipes/demo/eval.yaml",
+            f"models={curve}",
+            f"output={OUT / 'eval-checkpoints'}",
+            *(QUICK["eval"] if q else ["benchmarks=[{name: toy, limit: 100}]"]),
+        ),
+    )
+    return summarise(time.perf_counter() - started, timings)
+
+
+def summarise(seconds: float, timings: dict[str, float]) -> int:
+    from pipeline.records import read_manifest, write_json
+    from pipeline.toy.plot import plot_curve
+
+    results = json.loads((OUT / "eval" / "results.json").read_text())
+    curve = json.loads((OUT / "eval-checkpoints" / "results.json").read_text())
+    generated = read_manifest(OUT / "generate")["counts"]["samples"]
+    kept = read_manifest(OUT / "filter")["counts"]["kept"]
+    summary = {
+        "teacher_accuracy": accuracy(results, "teacher"),
+        "student_base_accuracy": accuracy(results, "student-untrained"),
+        "student_sft_accuracy": accuracy(results, "student-sft"),
+        "student_kd_accuracy": accuracy(results, "student-kd"),
+        "samples_generated": generated,
+        "samples_kept": kept,
+        "seconds": round(seconds, 1),
+        "stage_seconds": {k: round(v, 1) for k, v in timings.items()},
+        "train_steps": read_manifest(OUT / "sft")["counts"]["global_step"],
+        "heldout_problems": results["models"][0]["metrics"]["toy"]["problems"],
+        "accuracy_over_training": {m["label"]: m["metrics"]["toy"]["pass@1"] for m in curve["models"]},
+    }
+    write_json(OUT / "summary.json", summary)
+    plot_curve(curve, summary, OUT / "accuracy.png")
+    table = summary_table(summary, results)
+    (OUT / "summary.md").write_text(table)
+    print("\n" + table)
+    return 0
+
+
+def summary_table(s: dict[str, Any], results: dict[str, Any]) -> str:
+    rows = [
+        ("teacher (1.05M, 4 layers)", "teacher"),
+        ("student, untrained (0.57M, 2 layers)", "student-untrained"),
+        ("student after SFT", "student-sft"),
+        ("student after KD (top-5 logprobs)", "student-kd"),
+    ]
+    stderr = {m["label"]: m["metrics"]["toy"]["pass@1_stderr"] for m in results["models"]}
+    lines = ["| model | held-out accuracy |", "|---|---|"]
+    lines += [
+        f"| {name} | {100 * s[key]:.1f}% ± {100 * stderr[label]:.1f} |"
+        for (name, label), key in zip(
+            rows,
+            ("teacher_accuracy", "student_base_accuracy", "student_sft_accuracy", "student_kd_accuracy"),
+            strict=True,
+        )
+    ]
+    lines.append("")
+    lines.append(
+        f"{s['samples_generated']} samples generated, {s['samples_kept']} kept by the filter; "
+        f"{s['train_steps']} training steps per student; {s['heldout_problems']} held-out problems; "
+        f"{s['seconds'] / 60:.1f} minutes in all ({', '.join(f'{k} {v:.0f} s' for k, v in s['stage_seconds'].items())})."
+    )
+    return "\n".join(lines) + "\n"

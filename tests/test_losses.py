@@ -1,0 +1,142 @@
+"""Distillation losses against an independent float64 reference (numpy), on random logits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.train.losses import dense_kd, divergence, hidden_loss, mix, topk_kd
+
+RNG = np.random.default_rng(0)
+
+
+def log_softmax64(x: np.ndarray, t: float = 1.0) -> np.ndarray:
+    z = x / t
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def kl64(p_log: np.ndarray, q_log: np.ndarray) -> np.ndarray:
+    p = np.exp(p_log)
+    return (p * (p_log - q_log)).sum(-1)
+
+
+def jsd64(t_log: np.ndarray, s_log: np.ndarray, beta: float) -> np.ndarray:
+    m = np.log(beta * np.exp(t_log) + (1 - beta) * np.exp(s_log))
+    return beta * kl64(t_log, m) + (1 - beta) * kl64(s_log, m)
+
+
+def reference(teacher: np.ndarray, student: np.ndarray, kind: str, t: float, beta: float = 0.5) -> np.ndarray:
+    tl, sl = log_softmax64(teacher, t), log_softmax64(student, t)
+    value = {"forward_kl": kl64(tl, sl), "reverse_kl": kl64(sl, tl), "jsd": jsd64(tl, sl, beta)}[kind]
+    return value * t * t
+
+
+@pytest.fixture
+def logits() -> tuple[np.ndarray, np.ndarray]:
+    return RNG.normal(size=(12, 50)) * 3, RNG.normal(size=(12, 50)) * 3
+
+
+@pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd"])
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 0.5])
+def test_dense_losses_match_the_float64_reference(logits, kind, temperature):
+    teacher, student = logits
+    got = dense_kd(
+        torch.tensor(student, dtype=torch.float32),
+        torch.tensor(teacher, dtype=torch.float32),
+        temperature,
+        kind,
+        beta=0.3,
+    )
+    np.testing.assert_allclose(
+        got.numpy(), reference(teacher, student, kind, temperature, 0.3), rtol=2e-4, atol=1e-5
+    )
+
+
+def test_kl_of_a_distribution_with_itself_is_zero(logits):
+    x = torch.tensor(logits[0], dtype=torch.float32)
+    for kind in ("forward_kl", "reverse_kl", "jsd"):
+        assert dense_kd(x, x, 1.5, kind).abs().max() < 1e-6
+    lp = torch.log_softmax(x, -1)
+    top = lp.topk(5, -1)
+    assert topk_kd(x, top.indices, top.values, 1.0, "forward_kl", tail="bucket").abs().max() < 1e-5
+    assert topk_kd(x, top.indices, top.values, 1.0, "reverse_kl", tail="renormalize").abs().max() < 1e-5
+
+
+def test_jsd_endpoints_are_forward_and_reverse_kl(logits):
+    t, s = (torch.log_softmax(torch.tensor(x, dtype=torch.float32), -1) for x in logits)
+    assert torch.allclose(divergence(t, s, "jsd", beta=0.0), divergence(t, s, "forward_kl"))
+    assert torch.allclose(divergence(t, s, "jsd", beta=1.0), divergence(t, s, "reverse_kl"))
+    mid = divergence(t, s, "jsd", beta=0.5).numpy()
+    np.testing.assert_allclose(mid, jsd64(t.double().numpy(), s.double().numpy(), 0.5), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd"])
+@pytest.mark.parametrize("tail", ["bucket", "renormalize"])
+def test_top_k_with_k_equal_to_the_vocabulary_is_the_dense_loss(logits, kind, tail):
+    teacher, student = (torch.tensor(x, dtype=torch.float32) for x in logits)
+    t_lp = torch.log_softmax(teacher, -1)
+    ids = torch.arange(50).expand(12, 50)
+    got = topk_kd(student, ids, t_lp, 1.0, kind, beta=0.4, tail=tail)
+    np.testing.assert_allclose(
+        got.numpy(), dense_kd(student, teacher, 1.0, kind, beta=0.4).numpy(), rtol=1e-3, atol=1e-5
+    )
+
+
+def test_temperature_scales_by_t_squared(logits):
+    teacher, student = (torch.tensor(x, dtype=torch.float32) for x in logits)
+    at2 = dense_kd(student, teacher, 2.0).numpy()
+    plain = (
+        reference(logits[0], logits[1], "forward_kl", 2.0) / 4
+    )  # the divergence of the softened distributions
+    np.testing.assert_allclose(at2, 4 * plain, rtol=2e-4, atol=1e-6)
+
+
+def test_top_k_bucket_against_reference(logits):
+    """Top-5 with a tail bucket, computed independently: the (k+1)-outcome distributions of both models."""
+    teacher, student = logits
+    t_log, s_log = log_softmax64(teacher), log_softmax64(student)
+    idx = np.argsort(-t_log, -1)[:, :5]
+    t_k, s_k = np.take_along_axis(t_log, idx, -1), np.take_along_axis(s_log, idx, -1)
+    t_all = np.concatenate([t_k, np.log1p(-np.exp(t_k).sum(-1, keepdims=True))], -1)
+    s_all = np.concatenate([s_k, np.log1p(-np.exp(s_k).sum(-1, keepdims=True))], -1)
+    got = topk_kd(
+        torch.tensor(student, dtype=torch.float32),
+        torch.tensor(idx),
+        torch.tensor(t_k, dtype=torch.float32),
+        1.0,
+        "forward_kl",
+        tail="bucket",
+    )
+    np.testing.assert_allclose(got.numpy(), kl64(t_all, s_all), rtol=1e-4, atol=1e-6)
+    renorm = topk_kd(
+        torch.tensor(student, dtype=torch.float32),
+        torch.tensor(idx),
+        torch.tensor(t_k, dtype=torch.float32),
+        1.0,
+        "forward_kl",
+        tail="renormalize",
+    )
+    t_r = t_k - np.log(np.exp(t_k).sum(-1, keepdims=True))
+    s_r = s_k - np.log(np.exp(s_k).sum(-1, keepdims=True))
+    np.testing.assert_allclose(renorm.numpy(), kl64(t_r, s_r), rtol=1e-4, atol=1e-6)
+
+
+def test_ids_outside_the_students_vocabulary_join_the_tail(logits):
+    teacher, student = (torch.tensor(x, dtype=torch.float32) for x in logits)
+    t_lp = torch.log_softmax(teacher, -1)
+    top = t_lp.topk(4, -1)
+    ids = top.indices.clone()
+    ids[:, 3] = 99  # a padded-vocabulary id the student does not have
+    valid = ids < 50
+    got = topk_kd(student, ids, top.values, 1.0, tail="bucket", valid=valid)
+    ref = topk_kd(student, top.indices[:, :3], top.values[:, :3], 1.0, tail="bucket")
+    assert torch.allclose(got, ref, atol=1e-6) and torch.isfinite(got).all()
+
+
+def test_mix_and_hidden_losses():
+    assert mix(torch.tensor(2.0), torch.tensor(4.0), 0.25) == pytest.approx(2.5)
+    a, b = torch.randn(6, 8), torch.randn(6, 8)
+    np.testing.assert_allclose(hidden_loss(a, b, "mse").numpy(), ((a - b) ** 2).mean(-1).numpy(), rtol=1e-6)
+    assert hidden_loss(a, a * 3, "cosine").abs().max() < 1e-6

@@ -149,8 +149,28 @@ def training_values(facts: ModelFacts) -> dict[str, Any]:
 
 
 def eval_values(results: EvalResults | None) -> dict[str, str]:
-    settings = ", ".join(f"{k} {num(v)}" for k, v in (results.settings if results else {}).items())
-    return {"eval_table": eval_table(results) if results else "", "eval_settings": settings or MISSING}
+    return {"eval_table": eval_table(results) if results else "", "eval_settings": eval_settings(results)}
+
+
+def eval_settings(results: EvalResults | None) -> str:
+    """The scoring settings in one line (the eval stage records them per model; the first stands for all)."""
+    settings = results.settings if results else {}
+    first = next((v for v in settings.values() if isinstance(v, dict)), settings)
+    sampling = first.get("sampling") or {}
+    parts = []
+    if sampling:
+        parts.append(
+            f"temperature {num(sampling.get('temperature'))}, top-p {num(sampling.get('top_p'))}, up to "
+            f"{num(sampling.get('max_tokens'))} tokens, {num(first.get('n', sampling.get('n')))} samples "
+            "per problem"
+        )
+    if first.get("backend"):
+        parts.append(f"{first['backend']} engine")
+    if (first.get("verifiers") or {}).get("math-verify"):
+        parts.append(f"graded with math-verify {first['verifiers']['math-verify']}")
+    if not parts:
+        return MISSING
+    return "; ".join(parts) + " (every setting, per model, is in `eval/results.json`)"
 
 
 def usage_values(facts: ModelFacts, prompt_text: str) -> dict[str, Any]:

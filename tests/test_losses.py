@@ -140,3 +140,18 @@ def test_mix_and_hidden_losses():
     a, b = torch.randn(6, 8), torch.randn(6, 8)
     np.testing.assert_allclose(hidden_loss(a, b, "mse").numpy(), ((a - b) ** 2).mean(-1).numpy(), rtol=1e-6)
     assert hidden_loss(a, a * 3, "cosine").abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd"])
+@pytest.mark.parametrize("tail", ["bucket", "renormalize"])
+def test_gradients_stay_finite_when_the_student_is_certain(kind, tail):
+    """A student that puts all its mass on the teacher's top-k (late in training) once made KD NaN."""
+    student = torch.full((4, 50), -30.0)
+    student[:, 0] = 30.0  # softmax mass on token 0 is 1 - 1e-26: the tail underflows to exactly 0
+    student.requires_grad_(True)
+    ids = torch.tensor([[0, 1, 2]] * 4)
+    lps = torch.log_softmax(torch.tensor([[5.0, 1.0, 0.0]] * 4), -1)
+    valid = torch.tensor([[True, True, False]] * 4)  # an id outside the student's vocabulary, masked
+    loss = topk_kd(student, ids, lps, 1.0, kind, beta=0.5, tail=tail, valid=valid).sum()
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(student.grad).all()

@@ -34,16 +34,17 @@ def test_bundled_problem_files_are_disjoint_and_match_their_seed():
 @pytest.mark.parametrize(
     ("a", "b", "op", "lines"),
     [
-        (472, 389, "+", ["2+9=11 write 1 carry 1", "7+8+1=16 write 6 carry 1", "4+3+1=8 write 8"]),
-        (95, 7, "+", ["5+7=12 write 2 carry 1", "9+0+1=10 write 0 carry 1", "write the carry 1"]),
-        (905, 97, "-", ["5<7 borrow: 15-7=8", "0-1<9 borrow: 9-9=0", "9-1-0=8"]),
-        (640, 40, "-", ["0-0=0", "4-4=0", "6-0=6"]),
+        (47, 38, "+", ["47+38 c0 r", "7+8+0=15", "4+3 c1 r5", "4+3+1=8", "c0 r85"]),
+        (95, 17, "+", ["5+7+0=12", "9+1+1=11", "c1 r12", "r112"]),
+        (90, 17, "-", ["90-17 b0 r", "0-0+10-7=3", "9-1 b1 r3", "9-1-1=7", "b0 r73"]),
+        (64, 40, "-", ["4-0-0=4", "6-0-4=2", "b0 r24"]),
+        (51, 48, "-", ["1-0+10-8=3", "5-1-4=0", "b0 r03", "so 51-48=3"]),
     ],
 )
-def test_worked_solutions_carry_and_borrow(a, b, op, lines):
+def test_worked_solutions_carry_and_borrow_line_by_line(a, b, op, lines):
     text = worked_solution(a, b, op)
     assert text.startswith("<think>\n") and "\n</think>\n\n\\boxed{" in text
-    assert all(line in text for line in lines)
+    assert all(f"\n{line}\n" in text for line in lines), text
     assert text.endswith(f"\\boxed{{{a + b if op == '+' else a - b}}}")
 
 
@@ -67,6 +68,40 @@ def test_committed_teacher_scores_at_least_95_percent_on_held_out_problems(tmp_p
     assert metrics["problems"] == 100 and metrics["pass@1"] >= 0.95
 
 
+def test_toy_teacher_is_published_only_when_it_passes_the_held_out_check(tmp_path):
+    from pipeline.toy.publish import main as publish_main
+
+    dst = tmp_path / "toy-teacher"
+    dst.mkdir()
+    (dst / "config.json").write_text("{}")  # the teacher already there
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"models": [{"metrics": {"toy": {"pass@1": 0.93}}}]}))
+    with pytest.raises(SystemExit, match=r"93.0% .* below 95%"):
+        publish_main([str(TEACHER), str(dst), "--results", str(results)])
+    assert [p.name for p in dst.iterdir()] == ["config.json"] and (dst / "config.json").read_text() == "{}"
+
+    results.write_text(json.dumps({"models": [{"metrics": {"toy": {"pass@1": 0.99}}}]}))
+    assert publish_main([str(TEACHER), str(dst), "--results", str(results)]) == 0
+    assert (dst / "model.safetensors").read_bytes() == (TEACHER / "model.safetensors").read_bytes()
+    assert not dst.with_name("toy-teacher.tmp").exists()
+
+
+VLLM_LOAD = """
+import sys
+from vllm import LLM, SamplingParams
+
+def main():
+    for path in sys.argv[1:]:
+        llm = LLM(model=path, max_model_len=512, enforce_eager=True, seed=0)
+        out = llm.chat([[{"role": "user", "content": "What is 12 + 30?"}]], SamplingParams(max_tokens=16))
+        print("GENERATED", path, len(out[0].outputs[0].token_ids), flush=True)
+        del llm
+
+if __name__ == "__main__":
+    main()
+"""
+
+
 @pytest.mark.slow
 def test_quick_demo_runs_every_stage_end_to_end(tmp_path):
     """`distill demo --quick` in a copy of the repository's data and recipes (it writes runs/demo/ there)."""
@@ -87,10 +122,22 @@ def test_quick_demo_runs_every_stage_end_to_end(tmp_path):
         "seconds",
     ):
         assert key in summary
-    assert summary["samples_generated"] == 96 and 0 < summary["samples_kept"] <= 96
+    assert summary["samples_generated"] == 96 and 0 < summary["samples_kept"] <= 96  # 48 problems x 2
     assert summary["teacher_accuracy"] > 0.8 and (tmp_path / "runs/demo/accuracy.png").stat().st_size > 5000
     assert "| teacher (1.05M, 4 layers) |" in result.stdout
     assert (
         Path(tmp_path / "runs/demo/sft/manifest.json").exists()
         and Path(tmp_path / "runs/demo/kd/manifest.json").exists()
     )
+    # `make sft` / `make kd` on the demo recipes write students that vLLM (CPU) serves
+    import subprocess
+    import sys
+
+    script = tmp_path / "load.py"
+    script.write_text(VLLM_LOAD)
+    students = [str(tmp_path / "runs/demo/sft"), str(tmp_path / "runs/demo/kd")]
+    out = subprocess.run(
+        [sys.executable, str(script), *students], capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("GENERATED") == 2

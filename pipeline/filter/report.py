@@ -92,13 +92,17 @@ def plot_report(report: dict[str, Any], items: list[Item], fate: dict[int, Any],
     import matplotlib.pyplot as plt
 
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(16, 4.5))
-    kept = [
-        it.reasoning_tokens for i, it in enumerate(items) if i not in fate and it.reasoning_tokens is not None
-    ]
-    dropped = [
-        it.reasoning_tokens for i, it in enumerate(items) if i in fate and it.reasoning_tokens is not None
-    ]
+    # Reasoning tokens when a tokenizer counted them, else the completion tokens generate recorded
+    counted = any(it.reasoning_tokens is not None for it in items)
+    what = "reasoning tokens" if counted else "completion tokens"
+
+    def length(it: Item) -> int | None:
+        return it.reasoning_tokens if counted else it.sample.num_completion_tokens
+
+    kept = [length(it) for i, it in enumerate(items) if i not in fate and length(it) is not None]
+    dropped = [length(it) for i, it in enumerate(items) if i in fate and length(it) is not None]
     bins = np.histogram_bin_edges(kept + dropped or [0], bins=30)
+
     a.hist(
         [kept, dropped],
         bins=bins,
@@ -106,7 +110,8 @@ def plot_report(report: dict[str, Any], items: list[Item], fate: dict[int, Any],
         color=["tab:green", "tab:red"],
         stacked=True,
     )
-    a.set(title="Reasoning length", xlabel="reasoning tokens", ylabel="samples")
+    a.set(title="Trace length, kept vs dropped", xlabel=what, ylabel="samples")
+
     a.legend()
     reasons = report["rejected_by_reason"]
     b.barh(list(reasons)[::-1] or ["(none)"], list(reasons.values())[::-1] or [0], color="tab:red")

@@ -22,10 +22,10 @@ HELP = "write the toy arithmetic task's problems, the toy teacher's training set
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", help="output folder")
-    parser.add_argument("--train", type=int, default=4000, help="training problems for the demo's teacher")
-    parser.add_argument("--heldout", type=int, default=300, help="held-out problems every model is scored on")
+    parser.add_argument("--train", type=int, default=6000, help="training problems for the demo's teacher")
+    parser.add_argument("--heldout", type=int, default=400, help="held-out problems every model is scored on")
     parser.add_argument(
-        "--teacher-examples", type=int, default=20000, help="worked solutions to train the teacher"
+        "--teacher-examples", type=int, default=8000, help="worked solutions to train the teacher"
     )
     parser.add_argument("--seed", type=int, default=0)
 

@@ -119,6 +119,11 @@ def main_demo(args: argparse.Namespace) -> int:
             "recipes/demo/eval.yaml",
             f"models={curve}",
             f"output={OUT / 'eval-checkpoints'}",
+            # dozens of tiny checkpoints: the transformers engine, as a vLLM start-up each would take longer
+            "backend=transformers",
+            "engine={}",
+            "batch_size=128",
+            "sampling.n=1",
             *(QUICK["eval"] if q else ["benchmarks=[{name: toy, limit: 100}]"]),
         ),
     )

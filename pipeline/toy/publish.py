@@ -1,12 +1,14 @@
-"""Copy a trained toy teacher's final model (not its checkpoints or optimizer state) into data/toy-teacher.
+"""Copy a trained toy teacher's final model (not its checkpoints or optimizer state) into data/toy-teacher,
+once its held-out score says it is good enough.
 
-python -m pipeline.toy.publish runs/toy/teacher data/toy-teacher
+python -m pipeline.toy.publish runs/toy/teacher data/toy-teacher --results runs/toy/eval/results.json
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import shutil
-import sys
 from pathlib import Path
 
 KEEP = (
@@ -18,6 +20,15 @@ KEEP = (
     "chat_template.jinja",
     "manifest.json",
 )
+
+
+def heldout_accuracy(results: Path) -> float:
+    """pass@1 on the toy benchmark of the first model in an eval stage's results.json."""
+    data = json.loads(results.read_text())
+    try:
+        return float(data["models"][0]["metrics"]["toy"]["pass@1"])
+    except (KeyError, IndexError, TypeError) as err:
+        raise SystemExit(f"{results}: no toy pass@1 for models[0] ({err!r})") from None
 
 
 def publish(src: Path, dst: Path) -> Path:
@@ -34,5 +45,22 @@ def publish(src: Path, dst: Path) -> Path:
     return dst
 
 
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("src", type=Path)
+    parser.add_argument("dst", type=Path)
+    parser.add_argument("--results", type=Path, required=True, help="the eval stage's results.json for src")
+    parser.add_argument("--min-accuracy", type=float, default=0.95)
+    args = parser.parse_args(argv)
+    acc = heldout_accuracy(args.results)
+    if acc < args.min_accuracy:
+        raise SystemExit(
+            f"{args.src} scores {acc:.1%} on held-out problems ({args.results}), below {args.min_accuracy:.0%}: "
+            f"not published; {args.dst} is unchanged"
+        )
+    print(f"published {publish(args.src, args.dst)} (held-out accuracy {acc:.1%})")
+    return 0
+
+
 if __name__ == "__main__":
-    print(f"published {publish(Path(sys.argv[1]), Path(sys.argv[2]))}")
+    raise SystemExit(main())

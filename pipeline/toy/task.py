@@ -1,10 +1,12 @@
-"""Toy task: addition and subtraction of 2-3 digit numbers, solved digit by digit with carries and borrows.
+"""Toy task: addition and subtraction of two-digit numbers, worked column by column with carries and borrows.
 
     problems = make_problems(seed=0, count=1000, split="train")   # deterministic; train / heldout never overlap
-    worked_solution(472, 389, "+")  # "<think>\\n472+389, right to left:\\n2+9=11 write 1 carry 1 ... \\boxed{861}"
+    worked_solution(47, 38, "+")  # "<think>\\n47+38 c0 r\\n7+8+0=15\\n4+3 c1 r5\\n4+3+1=8\\nc0 r85\\n..."
 
-The reasoning is R1-formatted (`<think>` working `</think>` then the boxed answer) and short (a line per digit),
-so a ~1M-parameter model learns the algorithm in minutes on CPU, and a smaller one cannot without being taught.
+The reasoning is R1-formatted (`<think>` working `</think>` then the boxed answer) and written as a chain of
+states, each line computed from the one just above it (see `addition_lines`), so a ~1M-parameter model learns
+the algorithm in minutes on CPU, and a smaller one only when taught.
+
 A problem belongs to the held-out split when a hash of its text says so (1 in 8): splits are disjoint by
 construction, whatever the seed or count.
 """
@@ -19,6 +21,8 @@ from pipeline.records import Problem
 
 Split = Literal["train", "heldout"]
 OPS = ("+", "-")
+# two-digit operands: learnable from scratch by a 0.6M-parameter student in minutes on CPU
+OPERANDS = (10, 99)
 
 
 def problem_text(a: int, b: int, op: str) -> str:
@@ -30,49 +34,48 @@ def split_of(a: int, b: int, op: str) -> Split:
     return "heldout" if digest[0] % 8 == 0 else "train"
 
 
-def digits(n: int, width: int) -> list[int]:
-    return [int(c) for c in str(n).rjust(width, "0")][::-1]  # least significant first
-
-
 def addition_lines(a: int, b: int) -> list[str]:
+    """Column addition as a chain of states, each line computed from the one above it alone.
+
+    `472+389 c0 r` means: numbers still to add, the carry, the result digits so far. The next line adds the last
+    digits (`2+9+0=11`), and the next state drops them, carries 1 and puts 1 in front of the result. Every step
+    copies or combines text that is right next to it, which small models learn in minutes.
+    """
     width = max(len(str(a)), len(str(b)))
-    lines, carry = [], 0
-    for x, y in zip(digits(a, width), digits(b, width), strict=True):
-        total = x + y + carry
-        step = f"{x}+{y}" + (f"+{carry}" if carry else "") + f"={total}"
-        carry = total // 10
-        lines.append(f"{step} write {total % 10}" + (" carry 1" if carry else ""))
-    if carry:
-        lines.append("write the carry 1")
-    return lines
+    x, y, carry, result, lines = str(a).rjust(width, "0"), str(b).rjust(width, "0"), 0, "", []
+    while x:
+        lines.append(f"{x}+{y} c{carry} r{result}")
+        total = int(x[-1]) + int(y[-1]) + carry
+        lines.append(f"{x[-1]}+{y[-1]}+{carry}={total}")
+        x, y, carry, result = x[:-1], y[:-1], total // 10, str(total % 10) + result
+    lines.append(f"c{carry} r{result}")
+    return lines + ([f"r1{result}"] if carry else [])
 
 
 def subtraction_lines(a: int, b: int) -> list[str]:
+    """Column subtraction with borrows, in the same chain-of-states form as `addition_lines`."""
     width = len(str(a))
-    lines, borrow = [], 0
-    for x, y in zip(digits(a, width), digits(b, width), strict=True):
-        top = x - borrow
-        if top < y:
-            lines.append(
-                f"{x}" + (f"-{borrow}" if borrow else "") + f"<{y} borrow: {top + 10}-{y}={top + 10 - y}"
-            )
-            borrow = 1
-        else:
-            lines.append(f"{x}" + (f"-{borrow}" if borrow else "") + f"-{y}={top - y}")
-            borrow = 0
-    return lines
+    x, y, borrow, result, lines = str(a), str(b).rjust(width, "0"), 0, "", []
+    while x:
+        lines.append(f"{x}-{y} b{borrow} r{result}")
+        top, bottom = int(x[-1]) - borrow, int(y[-1])
+        borrow = 1 if top < bottom else 0
+        digit = top + 10 * borrow - bottom
+        lines.append(f"{x[-1]}-{int(x[-1]) - top}" + ("+10" if borrow else "") + f"-{bottom}={digit}")
+        x, y, result = x[:-1], y[:-1], str(digit) + result
+    return [*lines, f"b0 r{result}"]
 
 
 def worked_solution(a: int, b: int, op: str) -> str:
     lines = addition_lines(a, b) if op == "+" else subtraction_lines(a, b)
     answer = a + b if op == "+" else a - b
-    body = "\n".join([f"{a}{op}{b}, right to left:", *lines, f"so {a}{op}{b}={answer}"])
+    body = "\n".join([*lines, f"so {a}{op}{b}={answer}"])
     return f"<think>\n{body}\n</think>\n\n\\boxed{{{answer}}}"
 
 
 def sample_operands(rng: random.Random) -> tuple[int, int, str]:
     op = rng.choice(OPS)
-    a, b = rng.randint(10, 999), rng.randint(10, 999)
+    a, b = rng.randint(*OPERANDS), rng.randint(*OPERANDS)
     if op == "-" and b > a:
         a, b = b, a  # non-negative results: the borrow algorithm above
     return a, b, op

@@ -31,7 +31,9 @@ def divergence(
     teacher_logp: torch.Tensor, student_logp: torch.Tensor, kind: Divergence, beta: float = 0.5
 ) -> torch.Tensor:
     """Per-position divergence between two normalised log-distributions over the same support [..., n]."""
-    t, s = teacher_logp.float(), student_logp.float()
+    # -inf (masked ids) becomes -1e4: exp() is still exactly 0, but logsumexp and friends keep finite gradients
+    t, s = teacher_logp.float().clamp(min=-1e4), student_logp.float().clamp(min=-1e4)
+
     if kind == "forward_kl" or (kind == "jsd" and beta == 0):
         return _kl(t, s)
     if kind == "reverse_kl" or (kind == "jsd" and beta == 1):
@@ -45,10 +47,16 @@ def divergence(
 
 
 def _kl(p_logp: torch.Tensor, q_logp: torch.Tensor) -> torch.Tensor:
-    """KL(p || q) summed over the last axis; 0 * log 0 terms (p = 0) count as 0."""
-    p = p_logp.exp()
-    terms = torch.where(p > 0, p * (p_logp - q_logp), torch.zeros_like(p))
-    return terms.sum(-1)
+    """KL(p || q) summed over the last axis; 0 * log 0 terms (p = 0) count as 0.
+
+    Entries with p = 0 are replaced by zeros *before* any arithmetic: `torch.where` alone would still send
+    the NaN gradient of `0 * (-inf)` through its unselected branch.
+    """
+    present = p_logp > float("-inf")
+    zero = torch.zeros_like(p_logp)
+    p_log = torch.where(present, p_logp, zero)
+    q_log = torch.where(present, q_logp, zero)
+    return torch.where(present, p_log.exp() * (p_log - q_log), zero).sum(-1)
 
 
 def dense_kd(
@@ -65,9 +73,16 @@ def dense_kd(
 
 
 def _log1mexp(x: torch.Tensor) -> torch.Tensor:
-    """log(1 - exp(x)) for x <= 0, stable at both ends; -inf where x == 0."""
-    x = x.clamp(max=0)
-    return torch.where(x > -0.693, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+    """log(1 - exp(x)) for x < 0, stable at both ends, with finite gradients everywhere.
+
+    x is kept below -1e-12 (a tail mass of at least ~1e-12, under the callers' 1e-8 floor), and each branch gets
+    inputs inside its own range, so the branch `torch.where` does not select cannot produce an infinite or NaN
+    gradient: a student sure of its top-k tokens (all mass on them) made the previous form NaN in training.
+    """
+    x = x.clamp(max=-1e-12)
+    near = x.clamp(min=-0.693)  # log(-expm1(x)) is accurate near 0
+    far = x.clamp(max=-0.693)  # log1p(-exp(x)) is accurate further out
+    return torch.where(x > -0.693, torch.log(-torch.expm1(near)), torch.log1p(-torch.exp(far)))
 
 
 def topk_kd(

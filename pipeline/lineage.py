@@ -78,6 +78,8 @@ class DatasetFacts:
     """The teacher's per-problem pass rate: graded_problems, mean, solved_by_none, solved_by_all."""
     verdicts: dict[str, int] = field(default_factory=dict)
     columns: list[tuple[str, str]] = field(default_factory=list)
+    example_user_turn: str | None = None
+    """The user turn of the dataset's first row, as the student saw it in training."""
 
     @property
     def rejected(self) -> int | None:
@@ -165,6 +167,12 @@ def parquet_facts(folder: Path) -> dict[str, Any]:
     if "source" in schema.names:
         sources = pq.ParquetDataset(files).read(columns=["source"]).column("source").to_pylist()
         facts["sources"] = dict(Counter(sources).most_common())
+    if "prompt" in schema.names:
+        first = next(pq.ParquetFile(files[0]).iter_batches(batch_size=1, columns=["prompt"]), None)
+        prompt = first.column("prompt")[0].as_py() if first is not None and first.num_rows else None
+        users = [m.get("content") for m in prompt or [] if isinstance(m, dict) and m.get("role") == "user"]
+        if users and isinstance(users[-1], str):
+            facts["example_user_turn"] = users[-1]
     return facts
 
 

@@ -176,7 +176,9 @@ def eval_settings(results: EvalResults | None) -> str:
 def usage_values(facts: ModelFacts, prompt_text: str) -> dict[str, Any]:
     t = facts.teacher
     cap = (t.sampling if t else {}).get("max_tokens")
-    message = prompt_text.replace("{problem}", EXAMPLE_PROBLEM)
+    # a problem from the training data where there is one: the student is only known to handle those
+    seen = next((d.example_user_turn for d in facts.data if d.example_user_turn), None)
+    message = seen or prompt_text.replace("{problem}", EXAMPLE_PROBLEM)
     return {
         "prompt": prompt_text,
         "messages": repr([{"role": "user", "content": message}]),
@@ -191,7 +193,10 @@ def limits_values(facts: ModelFacts) -> dict[str, str]:
     sources: Counter[str] = Counter()
     for data in facts.data:
         sources.update(data.sources)
-    examples = (facts.manifest.get("counts") or {}).get("examples")
+    # the training mixture's rows (a `limit` may take fewer than the datasets hold), else the datasets' rows
+    examples = (facts.manifest.get("counts") or {}).get("examples") or sum(
+        d.examples or 0 for d in facts.data
+    )
     cap = facts.teacher.sampling.get("max_tokens") if facts.teacher else None
     max_length = ((facts.manifest.get("config") or {}).get("trainer") or {}).get("max_length")
     teacher = (

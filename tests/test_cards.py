@@ -50,6 +50,14 @@ def report_figures(data: Path) -> set[str]:
     return rows
 
 
+def first_user_turn(data: Path) -> str:
+    import pyarrow.parquet as pq
+
+    first = sorted((data / "data").glob("*.parquet"))[0]
+    prompt = pq.read_table(first, columns=["prompt"]).column("prompt")[0].as_py()
+    return [m["content"] for m in prompt if m["role"] == "user"][-1]
+
+
 def test_model_card_tells_how_the_student_was_made(made, tmp_path, capfd):
     card = dry_run(made["student"], tmp_path / "stage", "--license", "apache-2.0")
     counts = read_manifest(made["student"])["counts"]
@@ -66,6 +74,8 @@ def test_model_card_tells_how_the_student_was_made(made, tmp_path, capfd):
     )
     assert "temperature=0.6, top_p=0.95, max_new_tokens=48" in card and "Please reason step by step" in card
     assert "Trained on 7 examples from `toy` (7)" in card and "training sequences at 256 tokens" in card
+    first = first_user_turn(made["data"])  # the usage example asks a problem of the kind it learnt
+    assert repr([{"role": "user", "content": first}]) in card and "first 10 positive odd" not in card
     assert "None" not in card and "null" not in card.split("```yaml")[0]  # the recipe itself may say null
     out = capfd.readouterr().out
     assert (

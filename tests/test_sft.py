@@ -58,6 +58,8 @@ def test_full_sft_trains_and_saves_a_student_that_loads(tiny_model_dir, tmp_path
         and counts["supervised_tokens"] > 0
         and counts["supervised_tokens_per_s"] > 0
     )
+    # examples: the dataset's rows, whatever packing made of them
+    assert counts["examples"] == len(sft_rows()) and 0 < counts["training_rows"] <= counts["examples"]
     losses = logged_losses(cfg.output)
     assert losses[-1] < losses[0] * 0.8 and counts["final_loss"] == losses[-1]
     assert manifest["template_check"]["stop_token"] == "<|im_end|>"

@@ -115,7 +115,8 @@ def train_and_save(
             extra_counts = {**(extra_counts or {}), f"final_{key}": values[-1]}
 
     counts = {
-        "examples": len(trainer.train_dataset),
+        "examples": len(dataset),  # the dataset's rows; training_rows: after packing / truncation
+        "training_rows": len(trainer.train_dataset),
         "world_size": trainer.args.world_size,
         "global_step": trainer.state.global_step,
         "epochs": round(trainer.state.epoch, 4),

@@ -135,6 +135,12 @@ def test_resume_continues_the_step_count(tiny_model_dir, tmp_path):
     assert manifest["resumed_from"].endswith("checkpoint-6") and manifest["counts"]["global_step"] == 10
     steps = [e["step"] for e in manifest["log_history"] if "loss" in e]
     assert steps == sorted(steps) and steps[-1] == 10
+    # the same finished command again trains nothing (resuming from checkpoint-10 would add a step 11)
+    before = (Path(second.output) / "manifest.json").read_bytes()
+    checkpoints = {p.name for p in Path(second.output).glob("checkpoint-*")}
+    assert run(second) == 0
+    assert (Path(second.output) / "manifest.json").read_bytes() == before
+    assert {p.name for p in Path(second.output).glob("checkpoint-*")} == checkpoints
 
 
 def test_lora_saves_an_adapter_and_a_merged_model_that_loads_alone(tiny_model_dir, tmp_path):

@@ -208,8 +208,10 @@ def run(cfg: KDStageConfig, args: Any = None) -> int:
 
     from pipeline.train.data import TEACHER_COLUMNS, TRAIN_COLUMNS
     from pipeline.train.models import load_tokenizer
-    from pipeline.train.sft import LAUNCHED, build_trainer, relaunch, train_and_save
+    from pipeline.train.sft import LAUNCHED, already_trained, build_trainer, relaunch, train_and_save
 
+    if already_trained(cfg, "kd"):
+        return 0
     if cfg.launch.accelerate_config and not os.environ.get(LAUNCHED):
         return relaunch(cfg, args, "kd")
     teacher = load_teacher(cfg, load_tokenizer(cfg)) if cfg.kd.teacher == "online" else None

@@ -28,10 +28,28 @@ LAUNCHED = "DISTILL_LAUNCHED"
 
 
 def run(cfg: SFTStageConfig, args: Any = None, trainer_cls: Any = None, stage: str = "sft") -> int:
+    if already_trained(cfg, stage):
+        return 0
     if cfg.launch.accelerate_config and not os.environ.get(LAUNCHED):
         return relaunch(cfg, args, stage)
     trainer, dataset = build_trainer(cfg, trainer_cls)
     return train_and_save(cfg, trainer, dataset, stage)
+
+
+def already_trained(cfg: SFTStageConfig, stage: str) -> bool:
+    """True when `output` holds this very run, finished: its manifest, with the same resolved recipe.
+
+    Resuming from the final checkpoint would train one step more (transformers' Trainer does), so a rerun of a
+    finished command does nothing. A changed recipe (more steps, say) resumes from the last checkpoint.
+    """
+    manifest = Path(cfg.output) / "manifest.json"
+    if not (cfg.resume and manifest.is_file()):
+        return False
+    done = json.loads(manifest.read_text())
+    if done.get("stage") != stage or done.get("config") != json.loads(json.dumps(to_dict(cfg))):
+        return False
+    log.info("%s is already complete (manifest.json, same recipe): nothing to train", cfg.output)
+    return True
 
 
 def relaunch(cfg: SFTStageConfig, args: Any, stage: str) -> int:

@@ -75,8 +75,7 @@ def measure(variant: str, tmp: Path, length: int) -> float:
     import gc
 
     from pipeline.config import load_config
-    from pipeline.train.data import TEACHER_COLUMNS, TRAIN_COLUMNS
-    from pipeline.train.kd import KDTrainer
+    from pipeline.train.kd import build_kd_trainer
     from pipeline.train.kd_config import KDStageConfig
     from pipeline.train.sft import build_trainer
 
@@ -93,7 +92,7 @@ def measure(variant: str, tmp: Path, length: int) -> float:
     if variant == "sft":
         trainer, _ = build_trainer(cfg)
     else:
-        trainer, _ = build_trainer(cfg, KDTrainer, columns=TRAIN_COLUMNS + TEACHER_COLUMNS, kd=cfg.kd)
+        trainer, _ = build_kd_trainer(cfg)
     batch = next(iter(trainer.get_train_dataloader()))
     trainer.model.train()
     gc.collect()

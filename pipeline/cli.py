@@ -112,7 +112,10 @@ def cmd_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 
 
 def cmd_stage(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    cfg = load_stage_config(args.command, args.config, _split_overrides(args.overrides, parser))
+    overrides = _split_overrides(args.overrides, parser)
+    if getattr(args, "shard", None):  # `--shard i/N` is the recipe's `shard` key, checked the same way
+        overrides.append(f"shard={args.shard}")
+    cfg = load_stage_config(args.command, args.config, overrides)
     run = _resolve(STAGES[args.command][1])
     result = run(cfg, args)
     return int(result) if isinstance(result, int) else 0
@@ -173,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. sampling.n=4"
         )
-        if name in ("generate",):
+        if name == "generate":
             p.add_argument("--shard", help="i/N: process the i-th of N deterministic shards of the problems")
 
     p = sub.add_parser("validate", help="check a recipe and print it resolved (loads no model)")

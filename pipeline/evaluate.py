@@ -13,8 +13,6 @@ setting: model, revision, chat template, prompt, sampling, n, max tokens, verifi
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +21,7 @@ from typing import Any
 from pipeline.benchmarks import BENCHMARKS, load_benchmark
 from pipeline.config import ConfigError, Source, to_dict
 from pipeline.generate.config import Backend, GenerateConfig, PromptConfig, SamplingConfig, ServerConfig
-from pipeline.records import DataSource, read_samples, to_row, write_json, write_jsonl
+from pipeline.records import DataSource, read_jsonl, read_samples, to_row, write_json, write_jsonl
 
 log = logging.getLogger("distill.eval")
 PROMPTS = {"math": "math-r1-v1", "code": "code-v1", "choice": "choice-r1-v1"}
@@ -125,24 +123,22 @@ def generate_config(cfg: EvalConfig, spec: ModelSpec, bench: BenchmarkSpec, prob
 def write_problems(cfg: EvalConfig, bench: BenchmarkSpec) -> Path:
     problems = load_benchmark(bench.name, bench.path)[: bench.limit]
     path = Path(cfg.output) / "problems" / f"{bench.name}.jsonl"
-    if not path.exists() or [json.loads(x)["id"] for x in path.read_text().splitlines()] != [
-        p.id for p in problems
-    ]:
+    if not path.exists() or [row["id"] for _, row in read_jsonl(path)] != [p.id for p in problems]:
         write_jsonl(path, problems)
     return path
 
 
-def generate_all(cfg: EvalConfig, spec: ModelSpec) -> None:
+def generate_all(cfg: EvalConfig, spec: ModelSpec, problem_files: dict[str, Path]) -> None:
     from pipeline.generate.engines import build_engine
     from pipeline.generate.stage import load_tokenizer, run
 
-    problem_files = {b.name: write_problems(cfg, b) for b in cfg.benchmarks}
     first = generate_config(cfg, spec, cfg.benchmarks[0], problem_files[cfg.benchmarks[0].name])
     tokenizer = load_tokenizer(first) if cfg.backend != "openai" else None
     engine = build_engine(first, tokenizer)
     try:
         for bench in cfg.benchmarks:
-            if run(generate_config(cfg, spec, bench, problem_files[bench.name]), engine=engine) != 0:
+            bench_cfg = generate_config(cfg, spec, bench, problem_files[bench.name])
+            if run(bench_cfg, engine=engine, tokenizer=tokenizer) != 0:
                 raise RuntimeError(f"generation for {label_of(spec)} on {bench.name} is incomplete")
     finally:
         engine.close()
@@ -151,6 +147,7 @@ def generate_all(cfg: EvalConfig, spec: ModelSpec) -> None:
 def grade(cfg: EvalConfig, folder: Path, kind: str) -> list[dict[str, Any]]:
     """Verdicts for every saved sample of one model on one benchmark, written to graded.jsonl."""
     from pipeline.filter.parse import gradable_text
+    from pipeline.verify import with_verdict
 
     samples = sorted(read_samples(folder), key=lambda s: (s.problem_id, s.sample_index))
     items = [(gradable_text(s.completion), s) for s in samples]
@@ -164,15 +161,7 @@ def grade(cfg: EvalConfig, folder: Path, kind: str) -> list[dict[str, Any]]:
         from pipeline.filter.math_grader import grade_many
 
         verdicts = grade_many([(t, s.answer) for t, s in items], timeout=cfg.timeout)
-    rows = [
-        {
-            **to_row(s),
-            "correct": v.correct,
-            "extracted_answer": v.extracted_answer,
-            "verdict_reason": v.reason,
-        }
-        for (_, s), v in zip(items, verdicts, strict=True)
-    ]
+    rows = [with_verdict(to_row(s), v) for (_, s), v in zip(items, verdicts, strict=True)]
     write_jsonl(folder / "graded.jsonl", rows)
     return rows
 
@@ -200,9 +189,10 @@ def settings(cfg: EvalConfig, spec: ModelSpec) -> dict[str, Any]:
     template = None
     try:
         from pipeline.generate.stage import load_tokenizer
+        from pipeline.generate.work import chat_template_sha
 
         tok = load_tokenizer(generate_config(cfg, spec, cfg.benchmarks[0], Path("-")))
-        template = hashlib.sha256(str(tok.chat_template).encode()).hexdigest()[:16]
+        template = chat_template_sha(tok.chat_template)
     except (OSError, ValueError):
         pass
     versions = package_versions()
@@ -217,7 +207,7 @@ def settings(cfg: EvalConfig, spec: ModelSpec) -> dict[str, Any]:
         "n": cfg.sampling.n,
         "max_tokens": cfg.sampling.max_tokens,
         "think_prefix": cfg.think_prefix,
-        "prompts": {k: f"{v} sha256:{load_prompt(v).sha256[:16]}" for k, v in PROMPTS.items()},
+        "prompts": {k: load_prompt(v).tag for k, v in PROMPTS.items()},
         "verifiers": {
             "math-verify": versions.get("math-verify"),
             "reasoning-distill": versions.get("reasoning-distill"),
@@ -228,9 +218,11 @@ def settings(cfg: EvalConfig, spec: ModelSpec) -> dict[str, Any]:
 
 def run(cfg: EvalConfig, args: Any = None) -> int:
     results = {"models": [], "settings": {}}
+    # each benchmark loaded (Hub or local) and written once, for every model
+    problem_files = {} if cfg.regrade else {b.name: write_problems(cfg, b) for b in cfg.benchmarks}
     for spec in cfg.model_specs():
         if not cfg.regrade:
-            generate_all(cfg, spec)
+            generate_all(cfg, spec, problem_files)
         label = label_of(spec)
         metrics = {}
         for bench in cfg.benchmarks:

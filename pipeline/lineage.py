@@ -113,8 +113,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 def read_teacher(folder: Path) -> Teacher | None:
     """The teacher of a generate output folder (or of its shards, which each hold a manifest)."""
-    manifests = [read_manifest(folder)] + [read_manifest(p) for p in sorted(folder.glob("shard-*"))]
-    for manifest in manifests:
+    for manifest in map(read_manifest, [folder, *sorted(folder.glob("shard-*"))]):
         if manifest and manifest.get("stage") == "generate" and manifest.get("config", {}).get("model"):
             config = manifest["config"]
             prompt = config.get("prompt") or {}
@@ -159,17 +158,18 @@ def parquet_facts(folder: Path) -> dict[str, Any]:
     files = sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith("."))
     if not files:
         return {}
-    schema = pq.read_schema(files[0])
+    first = pq.ParquetFile(files[0])
+    schema = first.schema_arrow
     facts: dict[str, Any] = {
-        "examples": sum(pq.ParquetFile(f).metadata.num_rows for f in files),
+        "examples": first.metadata.num_rows + sum(pq.ParquetFile(f).metadata.num_rows for f in files[1:]),
         "columns": [(f.name, str(f.type)) for f in schema],
     }
     if "source" in schema.names:
         sources = pq.ParquetDataset(files).read(columns=["source"]).column("source").to_pylist()
         facts["sources"] = dict(Counter(sources).most_common())
     if "prompt" in schema.names:
-        first = next(pq.ParquetFile(files[0]).iter_batches(batch_size=1, columns=["prompt"]), None)
-        prompt = first.column("prompt")[0].as_py() if first is not None and first.num_rows else None
+        batch = next(first.iter_batches(batch_size=1, columns=["prompt"]), None)
+        prompt = batch.column("prompt")[0].as_py() if batch is not None and batch.num_rows else None
         users = [m.get("content") for m in prompt or [] if isinstance(m, dict) and m.get("role") == "user"]
         if users and isinstance(users[-1], str):
             facts["example_user_turn"] = users[-1]

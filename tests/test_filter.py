@@ -50,10 +50,7 @@ def sample(
 
 
 def item(completion: str, problem: str = "What is 2+3?") -> Item:
-    from pipeline.filter.parse import split_completion
-
-    parsed = split_completion(completion)
-    return Item(sample("p", 0, completion, problem=problem), parsed.reasoning, parsed.answer)
+    return Item.from_sample(sample("p", 0, completion, problem=problem))
 
 
 GOOD = "<think>\nI add 2 and 3 to get 5.\n</think>\n\nThe answer is \\boxed{5}."

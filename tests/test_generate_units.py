@@ -49,6 +49,14 @@ def test_parse_shard():
     assert parse_shard("0/8") == (0, 8) and parse_shard("7/8") == (7, 8)
 
 
+def test_shard_flag_is_checked_as_the_recipe_key():
+    from tests.conftest import REPO, run_distill
+
+    recipe = str(REPO / "recipes/demo/generate.yaml")
+    result = run_distill("generate", "--config", recipe, "--shard", "5/3")
+    assert result.returncode == 2 and "shard '5/3': need 0 <= i < N" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("reasoning", "content", "expected"),
     [

@@ -17,12 +17,10 @@ from pipeline.filter.stage import run as run_filter
 from pipeline.generate.stage import run as run_generate
 from pipeline.records import read_manifest
 from pipeline.tiny_model import TinyModelSpec, build_tiny_model
-from pipeline.train.data import TEACHER_COLUMNS, TRAIN_COLUMNS
-from pipeline.train.kd import KDTrainer, run
+from pipeline.train.kd import build_kd_trainer, run
 from pipeline.train.kd_config import KDStageConfig
 from pipeline.train.kd_data import AlignmentError
 from pipeline.train.losses import topk_kd
-from pipeline.train.sft import build_trainer
 from tests.conftest import teacher_recipe
 from tests.helpers import write_sft_dataset
 
@@ -91,7 +89,7 @@ def test_offline_kd_from_stored_logprobs_lowers_the_kd_term(kd_data, tiny_model_
 def test_loss_is_the_weighted_per_token_mix_over_supervised_tokens(kd_data, tiny_model_dir, tmp_path):
     """compute_loss on one batch against an independent computation from the model's full logits."""
     cfg = kd_config(tiny_model_dir, kd_data, tmp_path / "out", "kd.kd_weight=0.3", "kd.temperature=2.0")
-    trainer, _ = build_trainer(cfg, KDTrainer, columns=TRAIN_COLUMNS + TEACHER_COLUMNS, kd=cfg.kd)
+    trainer, _ = build_kd_trainer(cfg)
     batch = next(iter(trainer.get_train_dataloader()))
     t_ids, t_lps, labels = batch["teacher_topk_ids"], batch["teacher_topk_logprobs"], batch["labels"]
     with torch.no_grad():
@@ -116,7 +114,7 @@ def test_misaligned_teacher_ids_are_rejected_naming_the_sample(kd_data, tiny_mod
     write_sft_dataset(bad, rows)
     cfg = kd_config(tiny_model_dir, bad, tmp_path / "out")
     with pytest.raises(AlignmentError, match=f"sample {rows[2]['id']}: the stored teacher token ids differ"):
-        build_trainer(cfg, KDTrainer, columns=TRAIN_COLUMNS + TEACHER_COLUMNS, kd=cfg.kd)
+        build_kd_trainer(cfg)
 
 
 def test_lora_kd_trains_an_adapter(kd_data, tiny_model_dir, tmp_path):
@@ -159,7 +157,7 @@ def test_a_student_identical_to_its_teacher_has_no_kd_term(tiny_model_dir, tmp_p
     from pipeline.train.kd import load_teacher
     from pipeline.train.models import load_tokenizer
 
-    trainer, _ = build_trainer(cfg, KDTrainer, kd=cfg.kd, teacher=load_teacher(cfg, load_tokenizer(cfg)))
+    trainer, _ = build_kd_trainer(cfg, load_teacher(cfg, load_tokenizer(cfg)))
     batch = next(iter(trainer.get_train_dataloader()))
     trainer.model.train()
     trainer.compute_loss(trainer.model, dict(batch))

@@ -54,36 +54,36 @@ class Dedup(Step):
         for i, item in enumerate(items):
             key, text = dedup_text(item, o.field)
             if key not in decided:
-                decided[key] = self._judge(key, text, seen, lsh)
+                decided[key] = self._judge(key, normalised(text), seen, lsh)
             if decided[key] is not None:
                 drops[i] = decided[key]
         return drops
 
     def _lsh(self):
-        from datasketch import MinHashLSH
+        from datasketch import MinHash, MinHashLSH
 
+        # an empty signature to copy: its random permutations are built once, not per text
+        self._empty = MinHash(num_perm=self.options.num_perm, seed=self.options.seed)
         return MinHashLSH(threshold=self.options.threshold, num_perm=self.options.num_perm)
 
-    def _judge(self, key: str, text: str, seen: dict[str, str], lsh) -> Drop | None:
-        digest = hashlib.sha1(normalised(text).encode()).hexdigest()
+    def _judge(self, key: str, norm: str, seen: dict[str, str], lsh) -> Drop | None:
         if self.options.method != "minhash":
+            digest = hashlib.sha1(norm.encode()).hexdigest()
             if digest in seen:
                 return Drop("exact_duplicate", f"of {seen[digest]}")
             seen[digest] = key
         if lsh is not None:
-            signature = self._minhash(text)
+            signature = self._minhash(norm)
             if match := lsh.query(signature):
                 return Drop("near_duplicate", f"of {match[0]}")
             lsh.insert(key, signature)
         return None
 
-    def _minhash(self, text: str):
-        from datasketch import MinHash
-
-        tokens = normalised(text).split()
+    def _minhash(self, norm: str):
+        tokens = norm.split()
         n = self.options.shingle
         shingles = {" ".join(tokens[i : i + n]) for i in range(max(1, len(tokens) - n + 1))}
-        signature = MinHash(num_perm=self.options.num_perm, seed=self.options.seed)
+        signature = self._empty.copy()
         signature.update_batch([s.encode() for s in shingles])
         return signature
 

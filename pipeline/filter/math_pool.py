@@ -9,7 +9,6 @@ killed and replaced, and the samples it had not reported are retried one by one 
 from __future__ import annotations
 
 import multiprocessing
-import os
 import signal
 import threading
 import time
@@ -19,6 +18,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from pipeline.filter.math_grader import Verdict, _grade, _Memory, extract_answer
+from pipeline.filter.sandbox import cores
 
 
 def grade_many(
@@ -34,7 +34,7 @@ def grade_many(
     if timeout <= 0:
         raise ValueError("timeout must be > 0 seconds")
     items = list(items)
-    workers = max(1, min(workers or _cpu_count(), len(items)))
+    workers = max(1, min(workers or cores(), len(items)))
     size = max(1, min(64, -(-len(items) // (8 * workers))))  # ~8 chunks a worker balance the load
     chunks = deque(list(range(start, min(start + size, len(items)))) for start in range(0, len(items), size))
     results: list[Verdict | None] = [None] * len(items)
@@ -42,10 +42,6 @@ def grade_many(
         with _Pool(workers, timeout) as pool:
             pool.run(items, chunks, results)
     return results  # type: ignore[return-value]  # every slot is filled
-
-
-def _cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _serve(conn: Connection, timeout: float) -> None:

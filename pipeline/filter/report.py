@@ -31,11 +31,8 @@ def length_stats(values: list[int]) -> dict[str, float] | None:
 
 
 def pass_rates(context: Context, items: list[Item]) -> dict[str, Any]:
-    per_problem = {
-        pid: round(c["correct"] / (c["correct"] + c["wrong"]), 4)
-        for pid, c in context.verdicts.items()
-        if c["correct"] + c["wrong"]
-    }
+    graded = {pid: context.graded(pid) for pid in context.verdicts}
+    per_problem = {pid: round(c / n, 4) for pid, (c, n) in graded.items() if n}
     if not per_problem:
         return {"graded_problems": 0}
     source_of = {it.sample.problem_id: it.sample.source or "unknown" for it in items}
@@ -59,7 +56,9 @@ def build_report(
 ) -> dict[str, Any]:
     kept = [it for i, it in enumerate(items) if i not in fate]
     dropped = [it for i, it in enumerate(items) if i in fate]
-    verdicts = Counter(v for c in context.verdicts.values() for v in c.elements())
+    verdicts: Counter = Counter()
+    for counts in context.verdicts.values():
+        verdicts.update(counts)
 
     def tokens(group: list[Item]) -> dict[str, Any]:
         return {

@@ -124,7 +124,7 @@ class Job:
 
 def cores() -> int:
     """CPU cores this process may use: the default number of programs run at a time."""
-    return len(os.sched_getaffinity(0))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _require_root() -> None:

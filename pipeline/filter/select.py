@@ -34,10 +34,9 @@ class Select(Step):
         for i, item in enumerate(items):
             by_problem[item.sample.problem_id].append(i)
         for pid, indices in by_problem.items():
-            verdicts = context.verdicts.get(pid)
-            graded = (verdicts["correct"] + verdicts["wrong"]) if verdicts else 0
+            correct, graded = context.graded(pid)
             if graded:
-                rate = verdicts["correct"] / graded
+                rate = correct / graded
                 why = (
                     "pass_rate_too_low"
                     if rate < self.options.min_pass_rate
@@ -46,7 +45,7 @@ class Select(Step):
                     else None
                 )
                 if why:
-                    drops.update({i: Drop(why, f"{verdicts['correct']}/{graded} correct") for i in indices})
+                    drops.update({i: Drop(why, f"{correct}/{graded} correct") for i in indices})
                     continue
             drops.update(
                 {

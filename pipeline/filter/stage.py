@@ -23,7 +23,6 @@ from typing import Any
 from pipeline.config import to_dict
 from pipeline.filter.config import FilterConfig
 from pipeline.filter.dataset import write_dataset
-from pipeline.filter.parse import split_completion
 from pipeline.filter.report import build_report, plot_report
 from pipeline.filter.steps import Context, Drop, Item, Length, count_tokens
 from pipeline.records import RecordError, read_samples, to_row, write_json, write_jsonl, write_manifest
@@ -37,8 +36,7 @@ def load_items(cfg: FilterConfig) -> list[Item]:
         if sample.id in seen:
             raise RecordError(f"{cfg.input}: sample id {sample.id!r} appears twice")
         seen.add(sample.id)
-        parsed = split_completion(sample.completion)
-        items.append(Item(sample, parsed.reasoning, parsed.answer))
+        items.append(Item.from_sample(sample))
     return items
 
 
@@ -66,13 +64,11 @@ def token_counter(cfg: FilterConfig, items: list[Item], needed: bool) -> Any:
     return count
 
 
-def run_steps(
-    cfg: FilterConfig, items: list[Item], context: Context
-) -> tuple[dict[int, tuple[str, Drop]], list]:
+def run_steps(steps: list, items: list[Item], context: Context) -> tuple[dict[int, tuple[str, Drop]], list]:
     fate: dict[int, tuple[str, Drop]] = {}
     alive = list(range(len(items)))
     step_log = []
-    for step in cfg.build_steps():
+    for step in steps:
         started = time.perf_counter()
         drops = step.run([items[i] for i in alive], context)
         for j, drop in drops.items():
@@ -103,7 +99,7 @@ def run(cfg: FilterConfig, args: Any = None) -> int:
         count_tokens=token_counter(cfg, items, any(isinstance(s, Length) for s in steps)), workers=cfg.workers
     )
     started = time.perf_counter()
-    fate, step_log = run_steps(cfg, items, context)
+    fate, step_log = run_steps(steps, items, context)
     count_tokens(items, context)
     kept = [i for i in range(len(items)) if i not in fate]
     assert len(kept) + len(fate) == len(items)  # every sample kept or rejected exactly once

@@ -1,17 +1,18 @@
 """Filter steps: each a small class that keeps a sample or drops it with a reason (datatrove's shape).
 
-    step = build_step({"name": "repetition", "ngram": 10, "max_ratio": 0.3})
+    step = cfg.build_steps()[0]          # FilterConfig: the recipe's `steps:` list, e.g. {name: repetition}
     drops = step.run(items, context)     # {item index: Drop(reason, detail)} for the items it drops
 
 A step is chosen and configured by name in the recipe's `steps:` list; its options are a frozen dataclass
 (`Options`), checked like the rest of the recipe. Per-sample steps implement `check(item)`; steps that need
 the whole set (verification in parallel, dedup, selection) implement `run`. The stage counts drops per step
 and reason and writes every dropped sample to rejected.jsonl. This module holds the per-sample text checks;
-verify.py, dedup.py and select.py hold the others.
+verification.py, dedup.py and select.py hold the others.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections import Counter
@@ -40,6 +41,13 @@ class Item:
     verdict_reason: str | None = None
     reasoning_tokens: int | None = None
     answer_tokens: int | None = None
+    parse_error: str | None = None
+    """Why the completion is not `<think>` reasoning `</think>` answer (the parse step drops it for this)."""
+
+    @classmethod
+    def from_sample(cls, sample: Sample) -> Item:
+        parsed = split_completion(sample.completion)
+        return cls(sample, parsed.reasoning, parsed.answer, parse_error=parsed.error)
 
 
 @dataclass
@@ -53,6 +61,11 @@ class Context:
     def record_verdict(self, item: Item) -> None:
         key = {True: "correct", False: "wrong", None: "cannot_tell"}[item.correct]
         self.verdicts.setdefault(item.sample.problem_id, Counter())[key] += 1
+
+    def graded(self, problem_id: str) -> tuple[int, int]:
+        """(correct, graded) samples of a problem: its pass rate is their ratio when graded > 0."""
+        c = self.verdicts.get(problem_id) or Counter()
+        return c["correct"], c["correct"] + c["wrong"]
 
 
 class Step:
@@ -83,12 +96,10 @@ class Parse(Step):
         """Keep completions with no think block at all (plain chain-of-thought)."""
 
     def check(self, item: Item) -> Drop | None:
-        parsed = split_completion(item.sample.completion)
-        item.reasoning, item.answer = parsed.reasoning, parsed.answer
-        if parsed.error == "missing_think" and self.options.allow_missing_think:
+        if item.parse_error == "missing_think" and self.options.allow_missing_think:
             item.reasoning = ""
             return None
-        return Drop(parsed.error) if parsed.error else None
+        return Drop(item.parse_error) if item.parse_error else None
 
 
 class Finished(Step):
@@ -119,6 +130,7 @@ _SCRIPTS = (
 )
 
 
+@functools.cache  # per letter of every trace: the lookup depends on the letter alone
 def script_of(char: str) -> str | None:
     """The writing system of a letter (CJK ideographs, kana and Hangul kept apart), None for non-letters."""
     if not char.isalpha():

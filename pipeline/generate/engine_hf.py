@@ -143,8 +143,8 @@ class TransformersEngine:
         for i, t in enumerate(tokens):
             if t in self.eos_ids:
                 return tokens[: i + 1], "eos"
+        text = self.tokenizer.decode(tokens, skip_special_tokens=False) if stops else ""
         for stop in stops:
-            text = self.tokenizer.decode(tokens, skip_special_tokens=False)
             if stop in text:
                 for end in range(1, len(tokens) + 1):
                     if stop in self.tokenizer.decode(tokens[:end], skip_special_tokens=False):

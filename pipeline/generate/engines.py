@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from pipeline.generate.config import GenerateConfig
-from pipeline.logprobs import TopK, to_fp16
+from pipeline.logprobs import FP16_MIN, TopK, to_fp16
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def topk_from_vllm(entries: list[dict[int, Any]], token_ids: list[int], k: int) 
     """Per-position dicts {token id: Logprob(logprob, rank)} -> aligned arrays of the top-k (by rank)."""
     t = len(token_ids)
     topk_ids = np.zeros((t, k), dtype=np.int32)
-    topk_lp = np.full((t, k), np.finfo(np.float16).min, dtype=np.float32)
+    topk_lp = np.full((t, k), FP16_MIN, dtype=np.float32)
     token_lp = np.zeros(t, dtype=np.float32)
     for pos, (entry, token) in enumerate(zip(entries, token_ids, strict=True)):
         for tid, lp in entry.items():

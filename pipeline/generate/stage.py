@@ -47,13 +47,13 @@ def load_tokenizer(cfg: GenerateConfig) -> Any:
     return tokenizer
 
 
-def run(cfg: GenerateConfig, args: Any = None, engine: Engine | None = None) -> int:
-    """Run the stage; `engine` lets a caller that already holds one (tests, notebooks) reuse it."""
-    shard_text = getattr(args, "shard", None) or cfg.shard
-    shard = parse_shard(shard_text) if shard_text else None
+def run(cfg: GenerateConfig, args: Any = None, engine: Engine | None = None, tokenizer: Any = None) -> int:
+    """Run the stage; a caller that already holds the `engine` and its `tokenizer` (eval, tests) reuses them."""
+    shard = parse_shard(cfg.shard) if cfg.shard else None
     out = output_folder(cfg, shard)
     work = load_work(cfg, shard)  # reads and validates every input record before anything is written
-    tokenizer = load_tokenizer(cfg) if cfg.backend != "openai" else None
+    if tokenizer is None and cfg.backend != "openai":
+        tokenizer = load_tokenizer(cfg)
     fp = fingerprint(cfg, tokenizer)
     check_fingerprint(out, fp)
     done = done_ids(out)

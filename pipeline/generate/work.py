@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +37,11 @@ class Work:
 
     def to_sample(self, cfg: GenerateConfig, completion: Any) -> Sample:
         if self.existing is not None:  # score mode: the sample as it was, with the scored token count
-            sample = Sample(**asdict(self.existing))
-            sample.num_completion_tokens = completion.num_completion_tokens
-            sample.metadata = {**sample.metadata, "scored_by": cfg.model}
-            return sample
+            return replace(
+                self.existing,
+                num_completion_tokens=completion.num_completion_tokens,
+                metadata={**self.existing.metadata, "scored_by": cfg.model},
+            )
         p = self.problem
         sampling = {**asdict(cfg.sampling), "seed": completion.request.seed}
         return Sample(
@@ -84,6 +85,10 @@ def load_work(cfg: GenerateConfig, shard: tuple[int, int] | None) -> list[Work]:
     return [Work(p, i) for p in problems for i in range(cfg.sampling.n)]
 
 
+def chat_template_sha(chat_template: Any) -> str:
+    return hashlib.sha256(str(chat_template).encode()).hexdigest()[:16]
+
+
 def fingerprint(cfg: GenerateConfig, tokenizer: Any) -> dict[str, Any]:
     """Everything that decides what a sample looks like; not the paths, limits or parallelism."""
     template = load_prompt(cfg.prompt.template)
@@ -96,12 +101,10 @@ def fingerprint(cfg: GenerateConfig, tokenizer: Any) -> dict[str, Any]:
         "backend": cfg.backend,
         "dtype": cfg.engine.get("dtype"),
         "input": cfg.samples if cfg.mode == "score" else cfg.problems.describe(),
-        "prompt.template": f"{template.name} sha256:{template.sha256[:16]}",
-        "prompt.system": f"{system.name} sha256:{system.sha256[:16]}" if system else None,
+        "prompt.template": template.tag,
+        "prompt.system": system.tag if system else None,
         "prompt.think_prefix": cfg.prompt.think_prefix,
-        "chat_template": hashlib.sha256(str(chat_template).encode()).hexdigest()[:16]
-        if chat_template
-        else None,
+        "chat_template": chat_template_sha(chat_template) if chat_template else None,
         **{f"sampling.{k}": v for k, v in asdict(cfg.sampling).items()},
         "logprobs": cfg.logprobs,
     }

@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def distill(*args: str, env: dict[str, str] | None = None) -> list[str]:
+def distill(*args: str) -> list[str]:
     return [str(Path(sys.executable).with_name("distill")), *args]
 
 
@@ -68,11 +68,13 @@ def train_side_by_side(quick: bool) -> float:
 
 
 def checkpoint_models() -> list[dict[str, str]]:
-    models = []
-    for stage in ("sft", "kd"):
-        for ckpt in sorted((OUT / stage).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
-            models.append({"path": str(ckpt), "label": f"{stage}-step-{ckpt.name.split('-')[1]}"})
-    return models
+    from pipeline.release import checkpoint_step
+
+    return [
+        {"path": str(ckpt), "label": f"{stage}-step-{checkpoint_step(ckpt)}"}
+        for stage in ("sft", "kd")
+        for ckpt in sorted((OUT / stage).glob("checkpoint-*"), key=checkpoint_step)
+    ]
 
 
 def accuracy(results: dict[str, Any], label: str) -> float:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
 import torch
 from trl import SFTTrainer
 
@@ -96,7 +95,8 @@ class KDTrainer(SFTTrainer):
         """Sums of CE and KD over supervised positions, `chunk_size` positions of full-vocab logits at a time."""
         from torch.utils.checkpoint import checkpoint
 
-        head = self.accelerator.unwrap_model(model).get_output_embeddings()
+        student = self.accelerator.unwrap_model(model)
+        head = student.get_output_embeddings()
         t_head = self.teacher.get_output_embeddings() if self.teacher is not None else None
         vocab = head.weight.shape[0] if t_head is None else min(head.weight.shape[0], t_head.weight.shape[0])
         total = torch.zeros(2, device=hidden.device, dtype=torch.float32)
@@ -104,15 +104,21 @@ class KDTrainer(SFTTrainer):
             b = a + self.kd.chunk_size
             extra = [x[a:b] for x in teacher_k] if teacher_k is not None else [t_hidden[a:b]]
             total = total + checkpoint(
-                self._chunk, head, t_head, vocab, hidden[a:b], targets[a:b], *extra, use_reentrant=False
+                self._chunk,
+                head,
+                student.config,
+                t_head,
+                vocab,
+                hidden[a:b],
+                targets[a:b],
+                *extra,
+                use_reentrant=False,
             )
         return total[0], total[1]
 
-    def _chunk(self, head, t_head, vocab, h, y, *teacher) -> torch.Tensor:
-        logits = head(h)[
-            :, :vocab
-        ].float()  # a padded vocabulary (Qwen2.5 7B+: 152,064) is cut to the shared range
-        logits = output_transform(self.accelerator.unwrap_model(self.model).config, logits)
+    def _chunk(self, head, s_config, t_head, vocab, h, y, *teacher) -> torch.Tensor:
+        # a padded vocabulary (Qwen2.5 7B+: 152,064) is cut to the shared range
+        logits = output_transform(s_config, head(h)[:, :vocab].float())
 
         ce = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
         k = self.kd
@@ -149,7 +155,7 @@ class KDTrainer(SFTTrainer):
 
     def create_optimizer(self, *args: Any, **kwargs: Any):
         optimizer = super().create_optimizer(*args, **kwargs)
-        params = [p for p in (self.projections.parameters() if self.projections is not None else [])]
+        params = list(self.projections.parameters()) if self.projections is not None else []
         if params:  # trained with the student; kept out of it, so never saved into its weights
             optimizer.add_param_group({"params": params, "weight_decay": 0.0})
         return optimizer
@@ -206,21 +212,28 @@ def load_teacher(cfg: KDStageConfig, student_tokenizer: Any) -> Any:
 def run(cfg: KDStageConfig, args: Any = None) -> int:
     import os
 
-    from pipeline.train.data import TEACHER_COLUMNS, TRAIN_COLUMNS
     from pipeline.train.models import load_tokenizer
-    from pipeline.train.sft import LAUNCHED, already_trained, build_trainer, relaunch, train_and_save
+    from pipeline.train.sft import LAUNCHED, already_trained, relaunch, train_and_save
 
     if already_trained(cfg, "kd"):
         return 0
     if cfg.launch.accelerate_config and not os.environ.get(LAUNCHED):
         return relaunch(cfg, args, "kd")
     teacher = load_teacher(cfg, load_tokenizer(cfg)) if cfg.kd.teacher == "online" else None
-    columns = TRAIN_COLUMNS + (TEACHER_COLUMNS if cfg.kd.teacher == "offline" else ())
-    trainer, dataset = build_trainer(cfg, KDTrainer, columns=columns, kd=cfg.kd, teacher=teacher)
+    trainer, dataset = build_kd_trainer(cfg, teacher)
     refuse_sharded_heads(trainer)
     return train_and_save(cfg, trainer, dataset, "kd")
 
 
+def build_kd_trainer(cfg: KDStageConfig, teacher: Any = None) -> tuple[Any, Any]:
+    """The sft stage's trainer with KDTrainer, keeping the stored teacher columns when KD reads them."""
+    from pipeline.train.data import TEACHER_COLUMNS, TRAIN_COLUMNS
+    from pipeline.train.sft import build_trainer
+
+    columns = TRAIN_COLUMNS + (TEACHER_COLUMNS if cfg.kd.teacher == "offline" else ())
+    return build_trainer(cfg, KDTrainer, columns=columns, kd=cfg.kd, teacher=teacher)
+
+
 def sidecar_bytes_per_token(k: int) -> int:
     """Stored bytes per completion token: its id and logprob, and k ids (int32) + k logprobs (fp16)."""
-    return int(np.int32().nbytes + np.float16().nbytes + k * (np.int32().nbytes + np.float16().nbytes))
+    return (k + 1) * (4 + 2)  # int32 id + fp16 logprob, for the token itself and each of the top k

@@ -84,7 +84,5 @@ def merge_adapter(cfg: SFTStageConfig, adapter_dir: Path, out_dir: Path, tokeniz
     )
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    if merged.generation_config is not None:
-        merged.generation_config.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)  # save_pretrained wrote the generation config too
     return out_dir

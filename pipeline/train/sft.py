@@ -20,20 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import to_dict
-from pipeline.records import write_manifest
+from pipeline.records import read_manifest, write_manifest
 from pipeline.train.config import SFTStageConfig
 
 log = logging.getLogger("distill.sft")
 LAUNCHED = "DISTILL_LAUNCHED"
 
 
-def run(cfg: SFTStageConfig, args: Any = None, trainer_cls: Any = None, stage: str = "sft") -> int:
-    if already_trained(cfg, stage):
+def run(cfg: SFTStageConfig, args: Any = None) -> int:
+    if already_trained(cfg, "sft"):
         return 0
     if cfg.launch.accelerate_config and not os.environ.get(LAUNCHED):
-        return relaunch(cfg, args, stage)
-    trainer, dataset = build_trainer(cfg, trainer_cls)
-    return train_and_save(cfg, trainer, dataset, stage)
+        return relaunch(cfg, args, "sft")
+    trainer, dataset = build_trainer(cfg)
+    return train_and_save(cfg, trainer, dataset, "sft")
 
 
 def already_trained(cfg: SFTStageConfig, stage: str) -> bool:
@@ -42,10 +42,9 @@ def already_trained(cfg: SFTStageConfig, stage: str) -> bool:
     Resuming from the final checkpoint would train one step more (transformers' Trainer does), so a rerun of a
     finished command does nothing. A changed recipe (more steps, say) resumes from the last checkpoint.
     """
-    manifest = Path(cfg.output) / "manifest.json"
-    if not (cfg.resume and manifest.is_file()):
+    done = read_manifest(cfg.output) if cfg.resume else None
+    if not done:
         return False
-    done = json.loads(manifest.read_text())
     if done.get("stage") != stage or done.get("config") != json.loads(json.dumps(to_dict(cfg))):
         return False
     log.info("%s is already complete (manifest.json, same recipe): nothing to train", cfg.output)
@@ -100,9 +99,7 @@ def supervised_tokens(dataset: Any) -> int:
     return int(pc.sum(pc.not_equal(pc.list_flatten(labels), -100)).as_py() or 0)
 
 
-def train_and_save(
-    cfg: SFTStageConfig, trainer: Any, dataset: Any, stage: str, extra_counts: dict | None = None
-) -> int:
+def train_and_save(cfg: SFTStageConfig, trainer: Any, dataset: Any, stage: str) -> int:
     from transformers.trainer_utils import get_last_checkpoint
 
     from pipeline.train.template_check import check_template, pick_example
@@ -127,10 +124,11 @@ def train_and_save(
     tokens = supervised_tokens(trainer.train_dataset) * (trainer.state.epoch - start_epoch)
     runtime = result.metrics.get("train_runtime") or 1e-9
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    for key in ("ce_loss", "kd_loss", "hidden_loss"):  # the kd stage's separately logged parts
-        values = [e[key] for e in trainer.state.log_history if key in e]
-        if values:
-            extra_counts = {**(extra_counts or {}), f"final_{key}": values[-1]}
+    parts = {  # the kd stage's separately logged parts
+        f"final_{key}": values[-1]
+        for key in ("ce_loss", "kd_loss", "hidden_loss")
+        if (values := [e[key] for e in trainer.state.log_history if key in e])
+    }
 
     counts = {
         "examples": len(dataset),  # the dataset's rows; training_rows: after packing / truncation
@@ -143,7 +141,7 @@ def train_and_save(
         "train_runtime_s": round(runtime, 2),
         "final_loss": losses[-1] if losses else result.metrics.get("train_loss"),
         "train_loss": result.metrics.get("train_loss"),
-        **(extra_counts or {}),
+        **parts,
     }
     write_manifest(
         cfg.output,

@@ -11,6 +11,7 @@ ARGS    ?=
 STUDENT ?= demo
 SFT     ?= sft
 KD      ?= kd
+OPD     ?= opd
 SUITE   ?= math
 MODEL   ?=
 ACCELERATE ?=
@@ -19,7 +20,7 @@ LAUNCH  := $(if $(ACCELERATE),launch.accelerate_config=$(ACCELERATE),)
 STUDENT_RECIPE = $(if $(filter demo,$(STUDENT)),recipes/demo/$(1).yaml,recipes/students/$(STUDENT)/$(2).yaml)
 
 .PHONY: setup test test-fast lint format lock-cpu lock-gpu clean demo demo-quick generate filter sft kd eval \
-        push toy-data toy-teacher bench bench-generate bench-filter bench-sft bench-kd
+        opd push toy-data toy-teacher bench bench-generate bench-filter bench-sft bench-kd bench-methods
 
 setup:
 	@bash scripts/setup.sh
@@ -61,6 +62,10 @@ kd: setup  ## STUDENT=qwen2.5-math-1.5b [KD=kd-online] [ACCELERATE=recipes/accel
 		--tokenizer-from data/toy-teacher --layers 2 --vocab-size 512 --max-position-embeddings 1024 --seed 1
 	$(DISTILL) kd --config $(or $(RECIPE),$(call STUDENT_RECIPE,kd,$(KD))) $(LAUNCH) $(ARGS)
 
+opd: setup  ## STUDENT=qwen3-1.7b (a served teacher: edit its URL in the recipe); demo: from the demo's SFT checkpoint
+	@test "$(STUDENT)" != demo -o -n "$(RECIPE)" -o -d runs/demo/sft/checkpoint-2250 || $(MAKE) sft
+	$(DISTILL) opd --config $(or $(RECIPE),$(call STUDENT_RECIPE,opd,$(OPD))) $(LAUNCH) $(ARGS)
+
 eval: setup  ## MODEL=path-or-hub-id [SUITE=math|code|reasoning]; no MODEL: the demo's four models
 	$(DISTILL) eval --config $(if $(MODEL),recipes/eval/$(SUITE).yaml model=$(MODEL),$(or $(RECIPE),recipes/demo/eval.yaml)) $(ARGS)
 
@@ -79,7 +84,7 @@ toy-teacher: toy-data  ## retrain the toy teacher from its seed (~13 min on 2 co
 		output=runs/toy/eval sampling.n=1
 	$(PYTHON) -m pipeline.toy.publish runs/toy/teacher data/toy-teacher --results runs/toy/eval/results.json
 
-bench: bench-generate bench-filter bench-sft bench-kd
+bench: bench-generate bench-filter bench-sft bench-kd bench-methods
 
 bench-generate: setup
 	$(PYTHON) bench/generate.py
@@ -92,6 +97,9 @@ bench-sft: setup
 
 bench-kd: setup
 	$(PYTHON) bench/kd.py
+
+bench-methods: setup  ## continued SFT vs on-policy distillation from the same SFT checkpoint, 3 seeds each
+	$(PYTHON) bench/methods.py
 
 lock-cpu:  ## re-resolve requirements/cpu.lock from pyproject.toml
 	bash scripts/lock.sh cpu

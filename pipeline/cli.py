@@ -24,6 +24,7 @@ from typing import Any
 from pipeline import hub, verify
 from pipeline.config import ConfigError, dump_yaml, from_dict, read_recipe, to_dict
 from pipeline.records import RecordError
+from pipeline.train.opd_config import TeacherError
 
 # stage name -> (config class, run function, one-line help). A stage is listed here once it works.
 STAGES: dict[str, tuple[str, str, str]] = {
@@ -51,6 +52,11 @@ STAGES: dict[str, tuple[str, str, str]] = {
         "pipeline.train.kd_config:KDStageConfig",
         "pipeline.train.kd:run",
         "distil the teacher's logits into a student: stored top-k logprobs or a live teacher",
+    ),
+    "opd": (
+        "pipeline.train.opd_config:OPDStageConfig",
+        "pipeline.train.opd:run",
+        "on-policy distillation: the student samples, its teacher (local or served) scores every token",
     ),
 }
 
@@ -242,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = COMMANDS.get(args.command, cmd_stage)
     try:
         return handler(args, parser)
-    except (ConfigError, RecordError) as e:
+    except (ConfigError, RecordError, TeacherError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

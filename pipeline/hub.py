@@ -42,7 +42,7 @@ TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9]{8,}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("folder", help="an sft / kd output (or its merged/ folder), or a filter output")
+    parser.add_argument("folder", help="an sft / kd / opd output (or its merged/ folder), or a filter output")
     parser.add_argument("--repo-id", required=True, help="owner/name on the Hub")
     parser.add_argument(
         "--kind", choices=("model", "dataset"), help="default: from the folder's manifest stage"

@@ -262,13 +262,13 @@ def is_repo_id(name: str) -> bool:
 def training_manifest(folder: Path) -> tuple[dict[str, Any], bool]:
     """The sft / kd manifest of a model folder, or of its parent when the folder is the parent's `merged/`."""
     manifest = read_manifest(folder)
-    if manifest and manifest.get("stage") in ("sft", "kd"):
+    if manifest and manifest.get("stage") in ("sft", "kd", "opd"):
         return manifest, False
     parent = read_manifest(folder.parent)
     if parent and parent.get("merged") and Path(parent["merged"]).resolve() == folder.resolve():
         return parent, True
     raise RecordError(
-        f"{folder}: no manifest.json of the sft or kd stage (a merged model's is in its parent)"
+        f"{folder}: no manifest.json of the sft, kd or opd stage (a merged model's is in its parent)"
     )
 
 

@@ -31,6 +31,8 @@ METHODS = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA (4-bit ba
 STAGES = {
     "sft": "supervised fine-tuning on the teacher's traces (TRL `SFTTrainer`)",
     "kd": "knowledge distillation from the teacher's top-k token probabilities",
+    "opd": "on-policy distillation from {teachers} (TRL `DistillationTrainer`: the student samples, the teacher "
+    "scores every token)",
 }
 MERGED = {"adapter": " (a merged copy was saved too)", "merged": ", merged into the base", "full": ""}
 KINDS = {"adapter": "A LoRA adapter for", "merged": "A LoRA fine-tune merged into", "full": "A fine-tune of"}
@@ -81,12 +83,13 @@ def recipe_table(facts: ModelFacts) -> str:
     peft, trainer = config.get("peft") or {}, config.get("trainer") or {}
     method = peft.get("method", "full")
     rows = [
-        ["stage", STAGES.get(facts.manifest.get("stage", ""), MISSING)],
+        ["stage", stage_line(facts.manifest)],
         ["method", METHODS.get(method, method) + MERGED[facts.flavor] * bool(peft.get("merge"))],
     ]
     if method != "full":
         rows += [[f"lora.{k}", num(v)] for k, v in (peft.get("lora") or {}).items()]
-    rows += [[f"kd.{k}", num(v)] for k, v in (config.get("kd") or {}).items() if v is not None]
+    for block in ("kd", "opd"):
+        rows += [[f"{block}.{k}", num(v)] for k, v in (config.get(block) or {}).items() if v is not None]
     rows += [[f"`{k}`", num(v)] for k, v in trainer.items()]
     if "per_device_train_batch_size" in trainer:
         world = (facts.manifest.get("counts") or {}).get("world_size") or 1
@@ -99,6 +102,13 @@ def recipe_table(facts: ModelFacts) -> str:
             ]
         )
     return table(["setting", "value"], rows)
+
+
+def stage_line(manifest: dict[str, Any]) -> str:
+    """What the stage did; opd names its teachers (by source when there are several)."""
+    teachers = manifest.get("teachers") or {}
+    named = [f"`{t}`" + ("" if src == "*" else f" ({src})") for src, t in teachers.items()]
+    return STAGES.get(manifest.get("stage", ""), MISSING).format(teachers=", ".join(named) or MISSING)
 
 
 def eval_table(results: EvalResults) -> str:
@@ -120,7 +130,15 @@ def summary_values(facts: ModelFacts, repo_id: str) -> dict[str, Any]:
     teacher = (
         f"`{facts.teacher.model}`" if facts.teacher else "a teacher not recorded in the data's manifests"
     )
+    how = "trained on the teacher's chain-of-thought traces the way DeepSeek-R1's distilled models were made"
+    if facts.manifest.get("stage") == "opd":
+        teacher = ", ".join(f"`{t}`" for t in dict.fromkeys((facts.manifest.get("teachers") or {}).values()))
+        how = (
+            "by on-policy distillation: it answered problems itself and learned from the teacher's score of "
+            "every token it wrote, the way Qwen3's small models were made"
+        )
     return {
+        "how": how,
         "name": repo_id.split("/")[-1],
         "repo_id": repo_id,
         "kind": KINDS[facts.flavor],

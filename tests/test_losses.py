@@ -155,3 +155,96 @@ def test_gradients_stay_finite_when_the_student_is_certain(kind, tail):
     loss = topk_kd(student, ids, lps, 1.0, kind, beta=0.5, tail=tail, valid=valid).sum()
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(student.grad).all()
+
+
+# --- on-policy distillation -----------------------------------------------------------------------------
+
+
+def reverse_kl_grad64(z: np.ndarray, t_log: np.ndarray) -> np.ndarray:
+    """d/dz KL(softmax(z) || p_t) in closed form: p_s * (g - sum(p_s * g)), g = log p_s - log p_t."""
+    s_log = log_softmax64(z)
+    p, g = np.exp(s_log), s_log - t_log
+    return p * (g - (p * g).sum(-1, keepdims=True))
+
+
+def test_sampled_reverse_kl_is_an_unbiased_estimate_of_the_reverse_kl_and_its_gradient():
+    from pipeline.train.losses import sampled_reverse_kl
+
+    z64, t64 = RNG.normal(size=(4, 9)) * 2, log_softmax64(RNG.normal(size=(4, 9)) * 2)
+    z = torch.tensor(z64, requires_grad=True)
+    s_logp = torch.log_softmax(z, -1)
+    # every token x of the vocabulary, weighted by the probability that the student samples it
+    per_token = sampled_reverse_kl(s_logp, torch.tensor(t64))
+    expected = (s_logp.exp().detach() * per_token).sum(-1)
+    expected.sum().backward()
+    assert np.allclose(expected.detach().numpy(), kl64(log_softmax64(z64), t64), atol=1e-9)
+    assert np.allclose(z.grad.numpy(), reverse_kl_grad64(z64, t64), atol=1e-9)
+
+
+def opd_chunk(loss: str, temperature: float = 1.0, beta: float = 0.5, topk: int = 6) -> object:
+    """OPDTrainer._chunk bound to the few attributes it reads (no trainer, no model)."""
+    from types import SimpleNamespace
+
+    from pipeline.train.opd_config import OPDSettings
+    from pipeline.train.opd_trainer import OPDTrainer
+
+    ns = SimpleNamespace(
+        # renormalize is exact when the teacher gives every token (bucket tempers its 1e-8 floor as one token)
+        opd=OPDSettings(loss=loss, topk=topk, tail="renormalize"), temperature=temperature, beta=beta
+    )
+    return lambda *args: OPDTrainer._chunk(ns, *args)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_opd_jsd_over_the_teachers_whole_distribution_matches_the_reference(beta, temperature):
+    n, v, h = 5, 6, 4
+    hidden, weight = RNG.normal(size=(n, h)), RNG.normal(size=(v, h))
+    teacher = RNG.normal(size=(n, v)) * 2
+    t_log = log_softmax64(teacher)  # stored at temperature 1, as teachers return them
+    order = np.argsort(-t_log, -1)
+    head = torch.nn.Linear(h, v, bias=False).double()
+    head.weight.data = torch.tensor(weight)
+    config = SimpleConfig()
+    sampled = torch.tensor(RNG.integers(0, v, size=n))
+    out = opd_chunk("jsd", temperature, beta, topk=v)(
+        head,
+        config,
+        torch.tensor(hidden),
+        sampled,
+        torch.tensor(t_log[np.arange(n), sampled.numpy()]),
+        torch.tensor(order),
+        torch.tensor(np.take_along_axis(t_log, order, -1)),
+    )
+    # TRL's generalised JSD: its endpoints are forward KL (beta 0) and reverse KL (beta 1)
+    kind = {0.0: "forward_kl", 1.0: "reverse_kl"}.get(beta, "jsd")
+    want = reference(teacher, hidden @ weight.T, kind, temperature, beta).sum()
+    assert abs(out[0].item() - want) < 1e-5 * max(1.0, abs(want))
+
+
+def test_opd_sampled_loss_sums_the_per_token_reverse_kl_of_the_sampled_tokens():
+    n, v, h = 7, 5, 3
+    hidden, weight = RNG.normal(size=(n, h)), RNG.normal(size=(v, h))
+    t_log = log_softmax64(RNG.normal(size=(n, v)))
+    head = torch.nn.Linear(h, v, bias=False).double()
+    head.weight.data = torch.tensor(weight)
+    sampled = RNG.integers(0, v, size=n)
+    t_own = t_log[np.arange(n), sampled]
+    ids = torch.zeros(n, 2, dtype=torch.long)
+    out = opd_chunk("sampled_reverse_kl", topk=2)(
+        head,
+        SimpleConfig(),
+        torch.tensor(hidden),
+        torch.tensor(sampled),
+        torch.tensor(t_own),
+        ids,
+        torch.zeros(n, 2),
+    )
+    s_log = log_softmax64(hidden @ weight.T)
+    gap = (s_log[np.arange(n), sampled] - t_own).sum()
+    assert abs(out[0].item() - gap) < 1e-6 and abs(out[1].item() - gap) < 1e-6
+    assert abs(out[2].item() - (-(np.exp(s_log) * s_log).sum())) < 1e-6  # the student's entropy, for the log
+
+
+class SimpleConfig:
+    """A model config with no logit scale or soft-capping."""

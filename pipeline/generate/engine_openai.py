@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from pipeline.generate.config import GenerateConfig
+from pipeline.generate.config import GenerateConfig, ServerConfig
 from pipeline.generate.engines import Completion, Request
 
 _DONE = object()
@@ -32,14 +32,7 @@ class OpenAIEngine:
         self.served = cfg.server.model or cfg.model
 
     def client(self) -> Any:
-        from openai import AsyncOpenAI
-
-        return AsyncOpenAI(
-            base_url=self.server.base_url,
-            api_key=os.environ.get(self.server.api_key_env) or "EMPTY",
-            max_retries=self.server.max_retries,
-            timeout=self.server.timeout,
-        )
+        return async_client(self.server)
 
     def run(self, cfg: GenerateConfig, requests: Iterable[Request]) -> Iterator[Completion]:
         """Drive an event loop in a thread; completions come back through a queue as they finish."""
@@ -115,6 +108,19 @@ class OpenAIEngine:
 
     def close(self) -> None:
         pass
+
+
+def async_client(server: ServerConfig) -> Any:
+    """An async OpenAI client for `server`: the key from its environment variable, the client's own retries with
+    exponential backoff (429, 5xx, connection errors, timeouts). The opd stage's served teacher uses it too."""
+    from openai import AsyncOpenAI
+
+    return AsyncOpenAI(
+        base_url=server.base_url,
+        api_key=os.environ.get(server.api_key_env) or "EMPTY",
+        max_retries=server.max_retries,
+        timeout=server.timeout,
+    )
 
 
 def join_reasoning(reasoning: str, content: str) -> str:

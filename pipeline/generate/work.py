@@ -17,7 +17,7 @@ from typing import Any
 
 from pipeline.config import ConfigError
 from pipeline.generate.config import GenerateConfig
-from pipeline.prompts import THINK_PREFIX, build_messages, load_prompt
+from pipeline.prompts import THINK_PREFIX, build_messages, load_prompt, prompt_ids
 from pipeline.records import Problem, RecordError, Sample, load_problems, read_jsonl, read_samples, write_json
 
 FINGERPRINT = "fingerprint.json"
@@ -154,7 +154,8 @@ def render_requests(cfg: GenerateConfig, todo: list[Work], tokenizer: Any, max_m
 
     template = load_prompt(cfg.prompt.template)
     system = load_prompt(cfg.prompt.system) if cfg.prompt.system else None
-    prefix = THINK_PREFIX if cfg.prompt.think_prefix and cfg.mode == "generate" else ""
+    think = cfg.prompt.think_prefix and cfg.mode == "generate"
+    prefix = THINK_PREFIX if think else ""
     prefix_ids = tokenizer.encode(prefix, add_special_tokens=False) if (prefix and tokenizer) else []
     cache: dict[str, tuple[list[dict[str, str]], list[int]]] = {}
     requests = []
@@ -163,10 +164,7 @@ def render_requests(cfg: GenerateConfig, todo: list[Work], tokenizer: Any, max_m
             messages = (
                 w.existing.prompt if w.existing else build_messages(template, w.problem.problem, system)
             )
-            ids = []
-            if tokenizer is not None:
-                text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-                ids = tokenizer.encode(text, add_special_tokens=False) + prefix_ids
+            ids = prompt_ids(tokenizer, messages, think) if tokenizer is not None else []
             cache[w.problem.id] = (messages, ids)
         messages, ids = cache[w.problem.id]
         completion_ids = score_ids(w.existing, tokenizer) if w.existing else []

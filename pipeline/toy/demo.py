@@ -8,11 +8,15 @@ Runs the real stages with recipes/demo/*.yaml, each as the command a user would 
   2. filter    math-verify drops the teacher's wrong samples (counted in the report);
   3. sft, kd   two students of the same smaller shape (hidden 128 x 2 layers, built untrained from the teacher's
                tokenizer) train from scratch on the kept samples for the same steps: one on the text (SFT),
-               one also on the stored logprobs (KD); the two run side by side, one core each;
-  4. eval      teacher, untrained student, SFT student and KD student on the held-out problems, same verifier,
-               then every saved checkpoint of both students for the accuracy-over-training plot.
+               one also on the stored logprobs (KD); the two run side by side, one core each, their output
+               shown as prefixed lines;
+  4. opd       on-policy distillation from the SFT student's halfway checkpoint (clearly below the teacher):
+               the student answers training problems itself and the teacher scores every token it wrote;
+  5. eval      teacher, untrained student and the SFT, KD and OPD students on the held-out problems, same
+               verifier, then every saved checkpoint of the three for the accuracy-over-training plots.
 Writes runs/demo/summary.json (teacher_accuracy, student_base_accuracy, student_sft_accuracy,
-student_kd_accuracy, samples_generated, samples_kept, seconds, ...), summary.md and accuracy.png.
+student_kd_accuracy, student_opd_accuracy, samples_generated, samples_kept, seconds, ...), summary.md and
+accuracy.png (held-out accuracy against training steps, teacher tokens and wall-clock).
 `--quick` shrinks every step (few problems, few steps) to check the plumbing in CI.
 """
 
@@ -32,8 +36,16 @@ OUT = Path("runs/demo")
 QUICK = {
     "generate": ["problems.limit=48"],
     "train": ["trainer.max_steps=12", "trainer.save_steps=6", "trainer.per_device_train_batch_size=4"],
+    "opd": [
+        "model=runs/demo/sft/checkpoint-6",
+        "trainer.max_steps=4",
+        "trainer.save_steps=2",
+        "trainer.per_device_train_batch_size=2",
+        "trainer.max_completion_length=32",
+    ],
     "eval": ["benchmarks=[{name: toy, limit: 12}]", "sampling.n=1"],
 }
+STUDENTS = ("sft", "kd", "opd")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,35 +58,48 @@ def distill(*args: str) -> list[str]:
     return [str(Path(sys.executable).with_name("distill")), *args]
 
 
-def step(name: str, cmd: list[str]) -> float:
+def step(name: str, cmd: list[str], env: dict[str, str] | None = None) -> float:
     print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
     started = time.perf_counter()
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, env=env)
     return time.perf_counter() - started
 
 
 def train_side_by_side(quick: bool) -> float:
     """SFT and KD at once, one thread each: tiny models use two cores poorly, two processes use them fully."""
-    extra = QUICK["train"] if quick else []
+    from pipeline.toy.side_by_side import run_side_by_side
+
+    extra = [*(QUICK["train"] if quick else []), "trainer.disable_tqdm=true"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     started = time.perf_counter()
-    procs = [
-        subprocess.Popen(distill(stage, "--config", f"recipes/demo/{stage}.yaml", *extra), env=env)
-        for stage in ("sft", "kd")
-    ]
-    if any(p.wait() != 0 for p in procs):
+    print("\n=== sft and kd, side by side (each line prefixed with its run)", flush=True)
+    commands = {
+        stage: distill(stage, "--config", f"recipes/demo/{stage}.yaml", *extra) for stage in ("sft", "kd")
+    }
+    if any(run_side_by_side(commands, env).values()):
         raise subprocess.CalledProcessError(1, "distill sft / kd")
     return time.perf_counter() - started
 
 
 def checkpoint_models() -> list[dict[str, str]]:
+    """Every saved checkpoint of the students, labelled by its step (an OPD step counts after its SFT start)."""
     from pipeline.release import checkpoint_step
 
+    offset = {"opd": opd_start_step()}
     return [
-        {"path": str(ckpt), "label": f"{stage}-step-{checkpoint_step(ckpt)}"}
-        for stage in ("sft", "kd")
+        {"path": str(ckpt), "label": f"{stage}-step-{offset.get(stage, 0) + checkpoint_step(ckpt)}"}
+        for stage in STUDENTS
         for ckpt in sorted((OUT / stage).glob("checkpoint-*"), key=checkpoint_step)
     ]
+
+
+def opd_start_step() -> int:
+    """The SFT step the OPD student started from (its recipe's `model` is an SFT checkpoint)."""
+    from pipeline.records import read_manifest
+    from pipeline.release import checkpoint_step
+
+    manifest = read_manifest(OUT / "opd") or {}
+    return max(checkpoint_step(Path((manifest.get("config") or {}).get("model", ""))), 0)
 
 
 def accuracy(results: dict[str, Any], label: str) -> float:
@@ -109,6 +134,18 @@ def main_demo(args: argparse.Namespace) -> int:
         ),
     )
     timings["sft+kd"] = train_side_by_side(q)
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    timings["opd"] = step(
+        "opd",
+        distill(
+            "opd",
+            "--config",
+            "recipes/demo/opd.yaml",
+            "trainer.disable_tqdm=true",
+            *(QUICK["opd"] if q else []),
+        ),
+        env,
+    )
     timings["eval"] = step(
         "eval", distill("eval", "--config", "recipes/demo/eval.yaml", *(QUICK["eval"] if q else []))
     )
@@ -132,6 +169,21 @@ def main_demo(args: argparse.Namespace) -> int:
     return summarise(time.perf_counter() - started, timings)
 
 
+def costs(stage: str) -> dict[str, float]:
+    """What one training step of a student cost: teacher tokens (SFT and KD: the completion tokens the teacher
+    generated for the traces trained on; OPD: the prompt and completion tokens it scored) and seconds."""
+    from pipeline.records import read_manifest
+
+    counts = read_manifest(OUT / stage)["counts"]
+    steps = max(counts["global_step"], 1)
+    tokens = counts["teacher_tokens_scored"] if stage == "opd" else counts["supervised_tokens"]
+    return {
+        "steps": steps,
+        "tokens_per_step": tokens / steps,
+        "seconds_per_step": counts["train_runtime_s"] / steps,
+    }
+
+
 def summarise(seconds: float, timings: dict[str, float]) -> int:
     from pipeline.records import read_manifest, write_json
     from pipeline.toy.plot import plot_curve
@@ -145,11 +197,14 @@ def summarise(seconds: float, timings: dict[str, float]) -> int:
         "student_base_accuracy": accuracy(results, "student-untrained"),
         "student_sft_accuracy": accuracy(results, "student-sft"),
         "student_kd_accuracy": accuracy(results, "student-kd"),
+        "student_opd_accuracy": accuracy(results, "student-opd"),
         "samples_generated": generated,
         "samples_kept": kept,
         "seconds": round(seconds, 1),
         "stage_seconds": {k: round(v, 1) for k, v in timings.items()},
         "train_steps": read_manifest(OUT / "sft")["counts"]["global_step"],
+        "opd_start_step": opd_start_step(),
+        "costs": {stage: costs(stage) for stage in STUDENTS},
         "heldout_problems": results["models"][0]["metrics"]["toy"]["problems"],
         "accuracy_over_training": {m["label"]: m["metrics"]["toy"]["pass@1"] for m in curve["models"]},
     }
@@ -162,26 +217,31 @@ def summarise(seconds: float, timings: dict[str, float]) -> int:
 
 
 def summary_table(s: dict[str, Any], results: dict[str, Any]) -> str:
+    opd = s["costs"]["opd"]
     rows = [
-        ("teacher (1.05M, 4 layers)", "teacher"),
-        ("student, untrained (0.57M, 2 layers)", "student-untrained"),
-        ("student after SFT", "student-sft"),
-        ("student after KD (top-5 logprobs)", "student-kd"),
+        ("teacher (1.05M, 4 layers)", "teacher", "teacher_accuracy"),
+        ("student, untrained (0.57M, 2 layers)", "student-untrained", "student_base_accuracy"),
+        ("student after SFT", "student-sft", "student_sft_accuracy"),
+        ("student after KD (top-5 logprobs)", "student-kd", "student_kd_accuracy"),
+        (
+            f"student after OPD (SFT step {s['opd_start_step']} + {opd['steps']} on-policy steps)",
+            "student-opd",
+            "student_opd_accuracy",
+        ),
     ]
     stderr = {m["label"]: m["metrics"]["toy"]["pass@1_stderr"] for m in results["models"]}
     lines = ["| model | held-out accuracy |", "|---|---|"]
-    lines += [
-        f"| {name} | {100 * s[key]:.1f}% ± {100 * stderr[label]:.1f} |"
-        for (name, label), key in zip(
-            rows,
-            ("teacher_accuracy", "student_base_accuracy", "student_sft_accuracy", "student_kd_accuracy"),
-            strict=True,
-        )
-    ]
+    lines += [f"| {name} | {100 * s[key]:.1f}% ± {100 * stderr[label]:.1f} |" for name, label, key in rows]
+    sft = s["costs"]["sft"]
     lines.append("")
     lines.append(
         f"{s['samples_generated']} samples generated, {s['samples_kept']} kept by the filter; "
-        f"{s['train_steps']} training steps per student; {s['heldout_problems']} held-out problems; "
+        f"{s['train_steps']} training steps per SFT/KD student; {s['heldout_problems']} held-out problems; "
         f"{s['seconds'] / 60:.1f} minutes in all ({', '.join(f'{k} {v:.0f} s' for k, v in s['stage_seconds'].items())})."
+    )
+    lines.append(
+        f"Teacher tokens per step: SFT {sft['tokens_per_step']:,.0f} generated (traces trained on), "
+        f"OPD {opd['tokens_per_step']:,.0f} scored (prompt + rollout); seconds per step: SFT "
+        f"{sft['seconds_per_step']:.3f}, OPD {opd['seconds_per_step']:.3f}."
     )
     return "\n".join(lines) + "\n"

@@ -1,9 +1,52 @@
-"""The demo's picture: each student's held-out accuracy over its training steps, with the teacher for scale."""
+"""The demo's picture: each student's held-out accuracy against training steps, teacher tokens and wall-clock,
+with the teacher for scale. OPD starts from an SFT checkpoint, so its curve continues SFT's from that point."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+COLORS = {"sft": "tab:blue", "kd": "tab:orange", "opd": "tab:green"}
+AXES = (
+    ("step", "training step"),
+    ("tokens", "teacher tokens (SFT/KD: generated, OPD: scored)"),
+    ("seconds", "training seconds"),
+)
+
+
+def curve_points(curve: dict[str, Any], summary: dict[str, Any], stage: str) -> list[dict[str, float]]:
+    """(step, tokens, seconds, accuracy) of each checkpoint of `stage`, from the start of its training."""
+    costs, start = summary["costs"], summary.get("opd_start_step", 0)
+    steps = sorted(
+        (int(m["label"].rsplit("-", 1)[1]), m["metrics"]["toy"]["pass@1"])
+        for m in curve["models"]
+        if m["label"].startswith(f"{stage}-step-")
+    )
+    own = costs["sft"] if stage == "opd" else costs[stage]
+    base = (
+        (start, start * own["tokens_per_step"], start * own["seconds_per_step"])
+        if stage == "opd"
+        else (0, 0, 0)
+    )
+    first = {"step": base[0], "tokens": base[1], "seconds": base[2]}
+    first["accuracy"] = (
+        summary["accuracy_over_training"].get(f"sft-step-{start}", summary["student_base_accuracy"])
+        if stage == "opd"
+        else summary["student_base_accuracy"]
+    )
+    rate = costs[stage]
+    points = [first]
+    for step, acc in steps:
+        done = step - base[0]
+        points.append(
+            {
+                "step": step,
+                "tokens": base[1] + done * rate["tokens_per_step"],
+                "seconds": base[2] + done * rate["seconds_per_step"],
+                "accuracy": acc,
+            }
+        )
+    return points
 
 
 def plot_curve(curve: dict[str, Any], summary: dict[str, Any], path: Path) -> Path:
@@ -12,29 +55,20 @@ def plot_curve(curve: dict[str, Any], summary: dict[str, Any], path: Path) -> Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for stage, color in (("sft", "tab:blue"), ("kd", "tab:orange")):
-        points = sorted(
-            (int(m["label"].rsplit("-", 1)[1]), m["metrics"]["toy"]["pass@1"])
-            for m in curve["models"]
-            if m["label"].startswith(f"{stage}-step-")
-        )
-        if points:
-            ax.plot(
-                [0] + [p[0] for p in points],
-                [summary["student_base_accuracy"]] + [p[1] for p in points],
-                marker="o",
-                color=color,
-                label=f"student, {stage.upper()}",
-            )
-    ax.axhline(summary["teacher_accuracy"], color="gray", linestyle="--", label="teacher")
-    ax.set(
-        xlabel="training step",
-        ylabel="held-out accuracy (pass@1)",
-        ylim=(0, 1.02),
-        title="Distilling the toy teacher into a smaller student",
-    )
-    ax.legend(loc="lower right")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), sharey=True)
+    for ax, (key, label) in zip(axes, AXES, strict=True):
+        for stage, color in COLORS.items():
+            if stage not in summary.get("costs", {}):
+                continue
+            points = curve_points(curve, summary, stage)
+            if len(points) > 1:
+                xs, ys = [p[key] for p in points], [p["accuracy"] for p in points]
+                ax.plot(xs, ys, marker="o", color=color, label=f"student, {stage.upper()}")
+        ax.axhline(summary["teacher_accuracy"], color="gray", linestyle="--", label="teacher")
+        ax.set(xlabel=label, ylim=(0, 1.02))
+    axes[0].set_ylabel("held-out accuracy (pass@1)")
+    axes[0].legend(loc="lower right")
+    fig.suptitle("Distilling the toy teacher into a smaller student: SFT, KD and on-policy distillation")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -138,3 +138,17 @@ def hidden_loss(student: torch.Tensor, teacher: torch.Tensor, kind: Literal["mse
     if kind == "mse":
         return (student.float() - teacher.float()).pow(2).mean(-1)
     return 1 - torch.nn.functional.cosine_similarity(student.float(), teacher.float(), dim=-1)
+
+
+def sampled_reverse_kl(student_logp: torch.Tensor, teacher_logp: torch.Tensor) -> torch.Tensor:
+    """Per-token on-policy loss [N] on tokens x sampled from the student (temperature 1).
+
+    Its value is the one-sample estimate of KL(p_s || p_t) at each position, log p_s(x) - log p_t(x); its gradient
+    is `(log p_s(x) - log p_t(x)) * grad log p_s(x)`, the one-sample estimate of the gradient of that KL (the
+    score-function identity: E_x~p_s[(log p_s(x) - log p_t(x)) grad log p_s(x)] = grad KL, as E[grad log p_s] = 0).
+    This is tinker-cookbook's and Qwen3's on-policy distillation: a policy gradient whose per-token advantage is
+    log p_t - log p_s, with no credit passed to later tokens.
+    """
+    s = student_logp.float()
+    gap = (s - teacher_logp.float()).detach()
+    return gap + gap * (s - s.detach())  # value: the KL estimate; gradient: gap * grad log p_s

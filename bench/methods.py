@@ -1,0 +1,462 @@
+"""Continued SFT against on-policy distillation (OPD) from the same early SFT checkpoint: what each costs the teacher.
+
+    .venv/bin/python bench/methods.py [--seeds 0 1 2] [--sweep]          (make bench-methods)
+
+Both arms start from the demo SFT student's `checkpoint-2250` (runs/demo/sft; made here when missing) and learn
+the toy task from the committed toy teacher:
+  sft  continues SFT on the teacher's filtered traces (runs/demo/filter), 16 traces a step, in a seeded order;
+       teacher cost = the completion tokens the teacher *generated* for the traces trained on (a lower bound:
+       the traces the filter dropped cost the teacher too; the factor is printed);
+  opd  `distill opd`'s trainer (recipes/demo/opd.yaml), 8 rollouts a step on the training problems; teacher cost =
+       the prompt + completion tokens the teacher *scored* (prefill only).
+Every `--every` steps a callback scores the live student greedily on 200 held-out problems (math-verify), with
+the distinct training problems and teacher tokens used so far and the training seconds (evaluation excluded).
+For each method: mean and spread over seeds of the problems, teacher tokens and seconds needed to reach 95% of the
+teacher's held-out accuracy. Target (issue #11): OPD needs <= 1/3 of SFT's teacher tokens and problems.
+Each run is its own process on one thread; an SFT and an OPD run go side by side (2 cores).
+`--sweep` first runs seed 0 of each arm over learning rates and schedules (and OPD's loss) and keeps the best.
+Writes bench/methods.json and bench/methods.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+START = REPO / "runs/demo/sft/checkpoint-2250"
+OUT = REPO / "runs/bench-methods"
+HELDOUT = 200
+SFT_BATCH, OPD_BATCH = 16, 8
+ARMS = {  # what the sweep chose (bench/RESULTS.md records the sweep); --sweep re-runs it
+    "sft": {"lr": 1.0e-3, "schedule": "constant", "steps": 1200, "every": 100},
+    "opd": {"lr": 3.0e-4, "schedule": "constant", "steps": 600, "every": 50, "loss": "jsd_top20"},
+}
+SWEEP = {  # seed 0, 300 OPD / 600 SFT steps
+    "sft": [{"lr": 1e-3, "schedule": "constant"}, {"lr": 2e-3, "schedule": "cosine"}],
+    "opd": [
+        {"lr": 3e-4, "schedule": "constant", "loss": "sampled_reverse_kl"},
+        {"lr": 1e-4, "schedule": "constant", "loss": "sampled_reverse_kl"},
+        {"lr": 1e-4, "schedule": "constant", "loss": "jsd_full"},
+        {"lr": 1e-4, "schedule": "constant", "loss": "jsd_top20"},
+    ],
+}
+
+
+# --- one run (a child process) ---------------------------------------------------------------------------
+
+
+class Evaluator:
+    """Greedy held-out accuracy of a live model: prompts as generate renders them, answers by math-verify."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        from pipeline.prompts import build_messages, load_prompt, prompt_ids
+        from pipeline.records import DataSource, load_problems
+
+        problems = load_problems(DataSource(path=str(REPO / "data/toy/heldout.jsonl"), limit=HELDOUT))
+        template = load_prompt("math-r1-v1")
+        self.tokenizer, self.answers = tokenizer, [p.answer for p in problems]
+        self.prompts = [prompt_ids(tokenizer, build_messages(template, p.problem)) for p in problems]
+
+    def __call__(self, model: Any) -> float:
+        import torch
+
+        from pipeline.filter.math_grader import grade
+        from pipeline.filter.parse import gradable_text
+
+        width = max(map(len, self.prompts))
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in self.prompts])
+        mask = (
+            torch.arange(width)[None] >= torch.tensor([width - len(p) for p in self.prompts])[:, None]
+        ).long()
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            out = model.generate(
+                input_ids=ids.to(model.device),
+                attention_mask=mask.to(model.device),
+                max_new_tokens=160,
+                do_sample=False,
+                eos_token_id=self.tokenizer.eos_token_id,
+                pad_token_id=pad,
+            )
+        model.train(was_training)
+        texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        return sum(
+            bool(grade(gradable_text(t), a).correct) for t, a in zip(texts, self.answers, strict=True)
+        ) / len(texts)
+
+
+def curve_callback(evaluate: Evaluator, every: int, costs: Any, points: list[dict[str, Any]]) -> Any:
+    """A TrainerCallback recording (step, accuracy, problems, teacher tokens, training seconds) every `every` steps."""
+    from transformers import TrainerCallback
+
+    class Curve(TrainerCallback):
+        started, evaluating = 0.0, 0.0
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.started = time.perf_counter()
+            self.record(state, model)
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step % every == 0:
+                self.record(state, model)
+
+        def record(self, state, model):
+            seconds = time.perf_counter() - self.started - self.evaluating
+            t0 = time.perf_counter()
+            accuracy = evaluate(model)
+            self.evaluating += time.perf_counter() - t0
+            problems, tokens = costs(state.global_step)
+            points.append(
+                {
+                    "step": state.global_step,
+                    "accuracy": accuracy,
+                    "problems": problems,
+                    "teacher_tokens": tokens,
+                    "seconds": round(seconds, 2),
+                }
+            )
+            print(json.dumps(points[-1]), flush=True)
+
+    return Curve()
+
+
+def sft_trainer(run: dict[str, Any], seed: int, out: Path) -> tuple[Any, Any]:
+    """The sft stage's trainer continuing from START on the filter's traces in a seeded order; and its costs."""
+    import pyarrow.parquet as pq
+
+    from pipeline.config import load_config
+    from pipeline.train.config import SFTStageConfig
+    from pipeline.train.sft import build_trainer
+
+    table = pq.read_table(sorted((REPO / "runs/demo/filter/data").glob("*.parquet")))
+    import numpy as np
+
+    order = np.random.default_rng(seed).permutation(table.num_rows)
+    table = table.take(order)
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out / "data" / "train-00000.parquet")
+    tokens = np.cumsum(table.column("num_completion_tokens").to_numpy())
+    first_seen, seen = [], set()
+    for pid in table.column("problem_id").to_pylist():
+        seen.add(pid)
+        first_seen.append(len(seen))
+
+    def costs(step: int) -> tuple[int, int]:
+        n = min(step * SFT_BATCH, table.num_rows)
+        return (first_seen[n - 1], int(tokens[n - 1])) if n else (0, 0)
+
+    cfg = load_config(
+        SFTStageConfig,
+        str(REPO / "recipes/demo/sft.yaml"),
+        [
+            f"model={START}",
+            "from_scratch=false",
+            f"data=[{{path: {out / 'data' / 'train-00000.parquet'}}}]",
+            f"output={out / 'model'}",
+            f"trainer.learning_rate={run['lr']}",
+            f"trainer.lr_scheduler_type={run['schedule']}",
+            "trainer.warmup_steps=0",
+            f"trainer.max_steps={run['steps']}",
+            f"trainer.per_device_train_batch_size={SFT_BATCH}",
+            "trainer.packing=false",
+            "trainer.train_sampling_strategy=sequential",
+            "trainer.save_strategy='no'",
+            "trainer.disable_tqdm=true",
+            f"trainer.seed={seed}",
+            "trainer.logging_steps=100",
+        ],
+    )
+    trainer, _ = build_trainer(cfg)
+    return trainer, costs
+
+
+def opd_trainer(run: dict[str, Any], seed: int, out: Path) -> tuple[Any, Any]:
+    from pipeline.config import load_config
+    from pipeline.records import load_problems
+    from pipeline.train.opd import build_trainer
+    from pipeline.train.opd_config import OPDStageConfig
+
+    loss = {
+        "jsd_full": ["opd.loss=jsd", "opd.support=full", "trainer.beta=1.0"],
+        "jsd_top20": ["opd.loss=jsd", "opd.support=topk", "opd.topk=20", "trainer.beta=1.0"],
+    }.get(run.get("loss", ""), [])
+    cfg = load_config(
+        OPDStageConfig,
+        str(REPO / "recipes/demo/opd.yaml"),
+        [
+            f"model={START}",
+            f"output={out / 'model'}",
+            f"problems.path={REPO / 'data/toy/train.jsonl'}",
+            f"teachers={{'*': {{model: {REPO / 'data/toy-teacher'}}}}}",
+            f"trainer.learning_rate={run['lr']}",
+            f"trainer.lr_scheduler_type={run['schedule']}",
+            f"trainer.max_steps={run['steps']}",
+            f"trainer.per_device_train_batch_size={OPD_BATCH}",
+            "trainer.save_strategy='no'",
+            "trainer.disable_tqdm=true",
+            f"trainer.seed={seed}",
+            "trainer.logging_steps=50",
+            *loss,
+        ],
+    )
+    trainer = build_trainer(cfg, load_problems(cfg.problems))
+    return trainer, lambda step: (len(trainer._problems), trainer._teacher_tokens)
+
+
+def child(arm: str, run: dict[str, Any], seed: int, out: Path) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer, costs = (sft_trainer if arm == "sft" else opd_trainer)(run, seed, out)
+    points: list[dict[str, Any]] = []
+    trainer.add_callback(curve_callback(Evaluator(trainer.processing_class), run["every"], costs, points))
+    trainer.train()
+    (out / "curve.json").write_text(json.dumps({"arm": arm, "seed": seed, "run": run, "points": points}))
+
+
+# --- the comparison (the parent process) ----------------------------------------------------------------
+
+
+def ensure_start() -> None:
+    """The demo's generate, filter and SFT student when absent (its SFT saves checkpoint-2250 on the way)."""
+    distill = str(Path(sys.executable).with_name("distill"))
+    steps = [
+        (
+            REPO / "runs/demo/generate/manifest.json",
+            [distill, "generate", "--config", "recipes/demo/generate.yaml"],
+        ),
+        (
+            REPO / "runs/demo/filter/manifest.json",
+            [distill, "filter", "--config", "recipes/demo/filter.yaml"],
+        ),
+        (
+            REPO / "runs/demo/student-init/config.json",
+            [
+                distill,
+                "tiny-model",
+                "runs/demo/student-init",
+                "--tokenizer-from",
+                "data/toy-teacher",
+                "--layers",
+                "2",
+                "--vocab-size",
+                "512",
+                "--max-position-embeddings",
+                "1024",
+                "--seed",
+                "1",
+            ],
+        ),
+        (
+            START / "trainer_state.json",
+            [distill, "sft", "--config", "recipes/demo/sft.yaml", "trainer.disable_tqdm=true"],
+        ),
+    ]
+    for done, cmd in steps:
+        if not done.exists():
+            print("bench: making", done.relative_to(REPO), flush=True)
+            subprocess.run(cmd, cwd=REPO, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def launch(arm: str, run: dict[str, Any], seed: int, name: str) -> tuple[subprocess.Popen, Path]:
+    out = OUT / name
+    log = (OUT / f"{name}.log").open("w")
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        arm,
+        "--run",
+        json.dumps(run),
+        "--seed",
+        str(seed),
+        "--out",
+        str(out),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env), out
+
+
+def run_pairs(jobs: list[tuple[str, dict[str, Any], int, str]]) -> list[dict[str, Any]]:
+    """Run the jobs two at a time (one per core); their curves in job order."""
+    results, pending, running = [], list(jobs), []
+    while pending or running:
+        while pending and len(running) < 2:
+            running.append(launch(*pending.pop(0)))
+        time.sleep(2)
+        for proc, out in [r for r in running if r[0].poll() is not None]:
+            running.remove((proc, out))
+            if proc.returncode != 0:
+                raise SystemExit(f"bench: {out.name} failed; see {out}.log")
+    for *_, name in jobs:
+        results.append(json.loads((OUT / name / "curve.json").read_text()))
+    return results
+
+
+def teacher_accuracy() -> float:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(2)
+    tok = AutoTokenizer.from_pretrained(REPO / "data/toy-teacher")
+    model = AutoModelForCausalLM.from_pretrained(REPO / "data/toy-teacher")
+    return Evaluator(tok)(model)
+
+
+def reach(curve: dict[str, Any], threshold: float) -> dict[str, Any] | None:
+    return next((p for p in curve["points"] if p["accuracy"] >= threshold), None)
+
+
+def spread(values: list[float]) -> str:
+    if not values:
+        return "not reached"
+    mean = statistics.mean(values)
+    return (
+        f"{mean:,.0f} ({min(values):,.0f}-{max(values):,.0f})"
+        if mean >= 100
+        else f"{mean:.1f} ({min(values):.1f}-{max(values):.1f})"
+    )
+
+
+def summarise(curves: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
+    """At the target (95% of the teacher) and at lower accuracy levels: what each method needed to get there."""
+    levels = {"target": threshold, **{f"{int(100 * x)}%": x for x in (0.6, 0.7, 0.8, 0.9)}}
+    out: dict[str, Any] = {"threshold": threshold, "levels": {}}
+    for name, level in levels.items():
+        table = {}
+        for arm in ("sft", "opd"):
+            runs = [c for c in curves if c["arm"] == arm]
+            got = [h for h in (reach(c, level) for c in runs) if h]
+            table[arm] = {
+                "reached": f"{len(got)}/{len(runs)}",
+                **{k: [h[k] for h in got] for k in ("step", "problems", "teacher_tokens", "seconds")},
+            }
+        ratio = {}
+        if (
+            len(table["sft"]["problems"])
+            == len(table["opd"]["problems"])
+            == len([c for c in curves if c["arm"] == "sft"])
+        ):
+            for k in ("problems", "teacher_tokens", "seconds"):
+                ratio[k] = statistics.mean(table["opd"][k]) / max(statistics.mean(table["sft"][k]), 1e-9)
+        out["levels"][name] = {"accuracy": level, "methods": table, "opd_over_sft": ratio}
+    out["final_accuracy"] = {
+        arm: [c["points"][-1]["accuracy"] for c in curves if c["arm"] == arm] for arm in ("sft", "opd")
+    }
+    out["best_accuracy"] = {
+        arm: [max(p["accuracy"] for p in c["points"]) for c in curves if c["arm"] == arm]
+        for arm in ("sft", "opd")
+    }
+    return out
+
+
+def plot(curves: list[dict[str, Any]], threshold: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    for ax, key, label in zip(
+        axes,
+        ("problems", "teacher_tokens", "seconds"),
+        (
+            "distinct training problems",
+            "teacher tokens (SFT: generated; OPD: scored)",
+            "training seconds (2 cores shared)",
+        ),
+        strict=True,
+    ):
+        for c in curves:
+            color = "tab:blue" if c["arm"] == "sft" else "tab:green"
+            ax.plot(
+                [p[key] for p in c["points"]],
+                [p["accuracy"] for p in c["points"]],
+                color=color,
+                alpha=0.7,
+                label=f"{c['arm'].upper()} seed {c['seed']}",
+            )
+        ax.axhline(threshold, color="gray", linestyle="--", label="95% of the teacher")
+        ax.set(xlabel=label, ylabel="held-out accuracy (greedy)", ylim=(0, 1.02))
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle("From the same SFT checkpoint: continued SFT vs on-policy distillation")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def report(summary: dict[str, Any], teacher: float) -> None:
+    print(f"\nteacher held-out accuracy {teacher:.3f}; target 95% of it = {summary['threshold']:.3f}")
+    for name, level in summary["levels"].items():
+        print(f"\nto reach {name} ({level['accuracy']:.3f}): mean (min-max) over the seeds that reached it")
+        print(
+            f"{'method':6} {'reached':8} {'steps':>20} {'problems':>22} {'teacher tokens':>26} {'seconds':>20}"
+        )
+        for arm, m in level["methods"].items():
+            cells = [spread(m[k]) for k in ("step", "problems", "teacher_tokens", "seconds")]
+            print(f"{arm:6} {m['reached']:8} {cells[0]:>20} {cells[1]:>22} {cells[2]:>26} {cells[3]:>20}")
+        for k, v in level["opd_over_sft"].items():
+            print(f"  OPD / SFT {k}: {v:.3f}" + ("  (target <= 0.333)" if k != "seconds" else ""))
+    for key in ("final_accuracy", "best_accuracy"):
+        print(key, {arm: spread([100 * a for a in v]) for arm, v in summary[key].items()})
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--sweep", action="store_true")
+    parser.add_argument("--child")
+    parser.add_argument("--run")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, json.loads(args.run), args.seed, Path(args.out))
+        return 0
+    ensure_start()
+    OUT.mkdir(parents=True, exist_ok=True)
+    teacher = teacher_accuracy()
+    threshold = 0.95 * teacher
+    arms = {k: dict(v) for k, v in ARMS.items()}
+    result: dict[str, Any] = {"teacher_accuracy": teacher, "arms": arms}
+    if args.sweep:
+        jobs = [
+            (arm, {**arms[arm], **s, "steps": arms[arm]["steps"] // 2}, 0, f"sweep-{arm}-{i}")
+            for arm in ("sft", "opd")
+            for i, s in enumerate(SWEEP[arm])
+        ]
+        swept = run_pairs(jobs)
+        result["sweep"] = [
+            {
+                "arm": c["arm"],
+                "run": c["run"],
+                "best_accuracy": max(p["accuracy"] for p in c["points"]),
+                "reached_at": reach(c, threshold),
+            }
+            for c in swept
+        ]
+        for row in result["sweep"]:
+            print(json.dumps(row))
+    jobs = [(arm, arms[arm], seed, f"{arm}-seed{seed}") for seed in args.seeds for arm in ("sft", "opd")]
+    curves = run_pairs(jobs)
+    summary = summarise(curves, threshold)
+    result.update(summary=summary, curves=curves)
+    (REPO / "bench/methods.json").write_text(json.dumps(result, indent=1))
+    plot(curves, threshold, REPO / "bench/methods.png")
+    report(summary, teacher)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""The opd stage: on-policy distillation. The student answers problems itself; its teacher scores every token it
+wrote; the student learns where it went wrong (Agarwal et al. 2024, GKD; Qwen3; Thinking Machines' tinker-cookbook).
+
+    distill opd --config recipes/students/qwen3-1.7b/opd.yaml [trainer.learning_rate=1e-6 ...]
+
+Reads the problems as `generate` does, routes each problem's `source` to its teacher (every source must have
+one), checks before any step that each teacher renders the prompt and tokenises text to the student's ids,
+trains with `OPDTrainer` (TRL's `DistillationTrainer`, see opd_trainer.py), resuming from the latest checkpoint
+made with the same teachers, saves the student, and writes `manifest.json` last with the teachers and costs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import ConfigError, to_dict
+from pipeline.prompts import build_messages, load_prompt
+from pipeline.records import Problem, load_problems, write_json, write_manifest
+from pipeline.train.opd_config import OPDStageConfig
+
+log = logging.getLogger("distill.opd")
+TEACHERS_FILE = "teachers.json"
+
+
+def run(cfg: OPDStageConfig, args: Any = None) -> int:
+    from pipeline.train.sft import LAUNCHED, already_trained, relaunch
+
+    if already_trained(cfg, "opd"):
+        return 0
+    if cfg.launch.accelerate_config and not os.environ.get(LAUNCHED):
+        return relaunch(cfg, args, "opd")
+    problems = load_problems(cfg.problems)  # every record checked (file, line, field) before anything loads
+    check_routes(cfg, problems)
+    last = check_resume(cfg)
+    trainer = build_trainer(cfg, problems)
+    return train_and_save(cfg, trainer, last, len(problems))
+
+
+def check_routes(cfg: OPDStageConfig, problems: list[Problem]) -> None:
+    """Every problem's source maps to a teacher; else one error listing every unmapped source."""
+    if not problems:
+        raise ConfigError(f"{cfg.problems.describe()}: no problems to practise on", key="problems")
+    unmapped = sorted({p.source for p in problems if cfg.teacher_for(p.source) is None})
+    if unmapped:
+        counts = {s: sum(p.source == s for p in problems) for s in unmapped}
+        listed = ", ".join(f"{s or '(empty)'!r} ({n} problems)" for s, n in counts.items())
+        raise ConfigError(
+            f"field 'teachers': no teacher for source {listed} of {cfg.problems.describe()}; map each "
+            f"source to a teacher, or add '*' for every other source (mapped: {', '.join(cfg.teachers)})",
+            key="teachers",
+        )
+
+
+def teacher_set(cfg: OPDStageConfig) -> dict[str, str]:
+    return {key: spec.describe() for key, spec in sorted(cfg.teachers.items())}
+
+
+def check_resume(cfg: OPDStageConfig) -> str | None:
+    """The checkpoint to resume from, refusing one trained with another teacher set; records the set."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = Path(cfg.output)
+    last = get_last_checkpoint(str(out)) if cfg.resume and out.is_dir() else None
+    recorded = out / TEACHERS_FILE
+    if last and recorded.is_file():
+        before = json.loads(recorded.read_text())
+        if before != teacher_set(cfg):
+            raise ConfigError(
+                f"{cfg.output}: its checkpoints were trained with teachers {before}, this recipe has "
+                f"{teacher_set(cfg)}: resuming would mix them. Use another output, or resume: false to start over",
+                key="teachers",
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").unlink(missing_ok=True)  # incomplete until this run finishes
+    write_json(recorded, teacher_set(cfg))
+    return last
+
+
+def problem_rows(cfg: OPDStageConfig, problems: list[Problem]) -> list[dict[str, Any]]:
+    """TRL's conversational prompt column plus what routing, grading and counting need."""
+    template = load_prompt(cfg.prompt.template)
+    system = load_prompt(cfg.prompt.system) if cfg.prompt.system else None
+    return [
+        {
+            "prompt": build_messages(template, p.problem, system),
+            "id": p.id,
+            "source": p.source,
+            "answer": p.answer or "",
+        }
+        for p in problems
+    ]
+
+
+def load_tokenizer(cfg: OPDStageConfig) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model, revision=cfg.revision)
+    if cfg.prompt.chat_template:
+        tokenizer.chat_template = Path(cfg.prompt.chat_template).read_text()
+    tokenizer.padding_side = "left"  # rollouts are generated from left-padded prompts
+    return tokenizer
+
+
+def preflight(
+    cfg: OPDStageConfig, tokenizer: Any, teachers: dict[str, Any], rows: list[dict[str, Any]]
+) -> None:
+    """Each teacher, on a problem routed to it, must give the student's ids for the prompt and a completion."""
+    from pipeline.train.opd_teachers import check_same_tokens
+
+    for key, teacher in teachers.items():
+        row = next((r for r in rows if cfg.teacher_for(r["source"]) == key), rows[0])
+        user = row["prompt"][-1]["content"]
+        completion = f"<think>\n{user}\n</think>\n\n\\boxed{{{row['answer'] or 0}}}"
+        check_same_tokens(tokenizer, teacher, row["prompt"], completion, cfg.prompt.think_prefix)
+
+
+def build_trainer(cfg: OPDStageConfig, problems: list[Problem]) -> Any:
+    from datasets import Dataset
+    from trl import DistillationConfig
+
+    from pipeline.train.models import lora_config
+    from pipeline.train.opd_teachers import build_teachers
+    from pipeline.train.opd_trainer import OPDTrainer
+
+    args = DistillationConfig(**cfg.distillation_config_kwargs())
+    if cfg.revision:
+        args.model_init_kwargs = {**(args.model_init_kwargs or {}), "revision": cfg.revision}
+    tokenizer = load_tokenizer(cfg)
+    rows = problem_rows(cfg, problems)
+    template = Path(cfg.prompt.chat_template).read_text() if cfg.prompt.chat_template else None
+    init = dict(args.teacher_model_init_kwargs or {})
+    teachers = build_teachers(cfg.teachers, init, args.device, cfg.opd.chunk_size, template)
+    if cfg.check_template:
+        preflight(cfg, tokenizer, teachers, rows)
+    return OPDTrainer(
+        model=cfg.model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=lora_config(cfg),
+        opd=cfg.opd,
+        teachers=teachers,
+        route=cfg.teacher_for,
+        think_prefix=cfg.prompt.think_prefix,
+    )
+
+
+def last_logged(history: list[dict[str, Any]], key: str) -> Any:
+    return next((e[key] for e in reversed(history) if e.get(key) is not None), None)
+
+
+def train_and_save(cfg: OPDStageConfig, trainer: Any, last: str | None, problems: int) -> int:
+    if last:
+        log.info("resuming from %s", last)
+    result = trainer.train(resume_from_checkpoint=last)
+    trainer.save_model(cfg.output)
+    if not trainer.is_world_process_zero():
+        return 0
+    history, a = trainer.state.log_history, trainer.args
+    per_step = a.per_device_train_batch_size * a.gradient_accumulation_steps * a.world_size
+    counts = {
+        "problems": problems,
+        "world_size": a.world_size,
+        "global_step": trainer.state.global_step,
+        "rollouts": trainer.state.global_step * per_step,
+        "problems_seen": last_logged(history, "opd/problems_seen"),
+        "teacher_tokens_scored": last_logged(history, "opd/teacher_tokens"),
+        "train_runtime_s": round(result.metrics.get("train_runtime") or 0.0, 2),
+        "final_loss": last_logged(history, "loss"),
+        "final_reverse_kl": last_logged(history, "opd/reverse_kl"),
+        "final_correct": last_logged(history, "opd/correct"),
+    }
+    write_manifest(
+        cfg.output,
+        "opd",
+        to_dict(cfg),
+        inputs=[cfg.problems.describe()],
+        counts=counts,
+        resumed_from=last,
+        teachers=teacher_set(cfg),
+        method=cfg.peft.method,
+        log_history=history,
+    )
+    log.info("opd done: %s", counts)
+    return 0

@@ -1,0 +1,153 @@
+"""Configuration of the opd stage (`distill opd --config recipes/students/<student>/opd.yaml`).
+
+The student (a local folder or Hub id, usually after `sft`), the problems it practises on (read and prompted
+exactly as `generate` reads and prompts them), its teachers by problem `source`, and `opd:` (the loss). The
+`trainer:` block is `trl.DistillationConfig` verbatim: rollout length (`max_completion_length`), sampling
+(`temperature`, `top_p`), the generalised-JSD `beta`, `use_vllm`, ... are TRL's and are validated by TRL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pipeline.config import ConfigError, Where, check_keys
+from pipeline.generate.config import PromptConfig, ServerConfig
+from pipeline.records import DataSource
+from pipeline.train.config import LaunchSettings, PeftSettings
+
+ANY_SOURCE = "*"
+
+
+class TeacherError(RuntimeError):
+    """A teacher that cannot be reached or answers wrongly; the message names its URL, never its key."""
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """One teacher: a local model (loaded beside the student) or a served one (`vllm serve` on its own GPUs)."""
+
+    model: str | None = None
+    """A local folder or Hub id with the student's tokenizer (a vocabulary padded to another size is fine)."""
+    revision: str | None = None
+    server: ServerConfig | None = None
+    """A stock OpenAI-compatible `vllm serve`: it scores the student's token ids with top-k prompt logprobs.
+    `server.model` is the served model name; the API key is read from `server.api_key_env`, never logged."""
+
+    def __post_init__(self) -> None:
+        if (self.model is None) == (self.server is None):
+            raise ValueError("a teacher is either 'model' (local) or 'server' (served), exactly one of them")
+
+    def describe(self) -> str:
+        """How manifests and logs name the teacher: the model, or the server's URL and served name (no key)."""
+        if self.model is not None:
+            return self.model + (f"@{self.revision}" if self.revision else "")
+        return f"{self.server.model or 'served'} at {self.server.base_url}"
+
+
+@dataclass(frozen=True)
+class OPDSettings:
+    loss: Literal["sampled_reverse_kl", "jsd"] = "sampled_reverse_kl"
+    """sampled_reverse_kl: per-token reverse KL on the tokens the student sampled, as Qwen3 and tinker-cookbook
+    train (each token's weight is log p_student - log p_teacher of that token); jsd: TRL's generalised JSD with
+    `trainer.beta` (0 forward KL, 1 reverse KL) over the teacher's full distribution or its top-k (`support`)."""
+    support: Literal["topk", "full"] = "topk"
+    """jsd only. full: every vocabulary entry (local teachers only; TRL's own chunked loss); topk: the teacher's
+    `topk` most likely tokens plus a tail outcome (`tail`), which a served teacher can return."""
+    topk: int = 20
+    """Teacher top-k per token for `support: topk` (a served vLLM caps this at its --max-logprobs, 20 by default)."""
+    tail: Literal["bucket", "renormalize"] = "bucket"
+    """What happens to the probability outside the teacher's top-k (as in kd: pipeline/train/losses.py)."""
+    chunk_size: int = 256
+    """Completion positions whose full-vocabulary logits exist at once (memory bound of the loss and of a
+    local teacher's scoring)."""
+
+    def __post_init__(self) -> None:
+        if self.topk < 1 or self.chunk_size < 1:
+            raise ValueError("opd.topk and opd.chunk_size must be >= 1")
+
+
+@dataclass(frozen=True)
+class OPDStageConfig:
+    model: str
+    """The student: a local folder (e.g. an sft output or one of its checkpoints) or a Hub id."""
+    problems: DataSource
+    """Problem records, as `generate` reads them (JSONL, parquet or a Hub dataset with a field mapping)."""
+    teachers: dict[str, TeacherSpec]
+    """Problem `source` -> its teacher; the key "*" serves every source not named. Every source in the data
+    must map to a teacher, or the stage stops before training and lists the unmapped ones."""
+    output: str = "runs/opd"
+    revision: str | None = None
+    tokenizer: str | None = None
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    """The same prompt block as `generate` and `eval`: the student is prompted exactly as in SFT and eval."""
+    opd: OPDSettings = field(default_factory=OPDSettings)
+    peft: PeftSettings = field(default_factory=PeftSettings)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    """`trl.DistillationConfig` arguments, verbatim (`output_dir` is `output`)."""
+    launch: LaunchSettings = field(default_factory=LaunchSettings)
+    resume: bool = True
+    """Continue from the latest checkpoint in `output` (with the same teachers) when there is one."""
+    check_template: bool = True
+    """Refuse to train when a teacher renders the prompt or tokenises a completion to other ids than the student."""
+
+    def __post_init__(self) -> None:
+        if not self.teachers:
+            raise ValueError("'teachers' needs at least one entry (source -> teacher; '*' for every source)")
+        if "output_dir" in self.trainer:
+            raise ValueError("set 'output', not 'trainer.output_dir' (the stage owns the output folder)")
+        if self.peft.method == "qlora":
+            raise ValueError(
+                "opd trains full or LoRA students (TRL's DistillationTrainer reads lm_head directly)"
+            )
+
+    def teacher_for(self, source: str) -> str | None:
+        """The `teachers` key serving `source`, or None when none does."""
+        if source in self.teachers:
+            return source
+        return ANY_SOURCE if ANY_SOURCE in self.teachers else None
+
+    def check(self, source: Any) -> None:
+        """Cross-field checks that need the trainer block: these name the recipe line."""
+        t = self.trainer.get("temperature", 1.0)
+        if self.opd.loss == "sampled_reverse_kl" and t != 1.0:
+            raise ConfigError(
+                f"{source.where('trainer.temperature')}: opd.loss sampled_reverse_kl needs trainer.temperature "
+                "1.0: the per-token estimate is unbiased only for tokens sampled from the student itself; use "
+                "opd.loss: jsd to train at another temperature",
+                key="trainer.temperature",
+            )
+        served = [k for k, t in self.teachers.items() if t.server is not None]
+        if self.opd.loss == "jsd" and self.opd.support == "full" and served:
+            raise ConfigError(
+                f"{source.where('opd.support')}: opd.support full needs every logit of the teacher; served "
+                f"teachers ({', '.join(served)}) return their top-k: use opd.support: topk",
+                key="opd.support",
+            )
+
+    def distillation_config_kwargs(self) -> dict[str, Any]:
+        """The `trainer:` block plus what depends on the machine: no bf16 where there is no GPU to run it."""
+        import torch
+
+        kwargs = {"output_dir": self.output, **self.trainer}
+        if not torch.cuda.is_available():
+            kwargs.setdefault("bf16", False)
+            kwargs.setdefault("use_cpu", True)
+        return kwargs
+
+    def check_passthrough(self, where: Where) -> None:
+        """Hand `trainer:` to TRL and `peft.lora:` to PEFT."""
+        import peft
+        import trl
+
+        fields = {f.name for f in dataclasses.fields(trl.DistillationConfig)}
+        check_keys(self.trainer, fields, "trainer", "trl.DistillationConfig", where)
+        for name, build in (
+            ("trainer", lambda: trl.DistillationConfig(**self.distillation_config_kwargs())),
+            ("peft.lora", lambda: peft.LoraConfig(**self.peft.lora)),
+        ):
+            try:
+                build()
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"{where(name)}: '{name}' rejected by its library: {e}", key=name) from None

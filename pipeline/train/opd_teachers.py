@@ -1,0 +1,288 @@
+"""The opd stage's teachers: score the student's own tokens, locally or on a served `vllm serve`, and prove first
+that they read the student's token ids as the student does.
+
+    teacher = LocalTeacher(spec, init_kwargs={"dtype": "bfloat16"}, device="cuda")  # or ServedTeacher(spec)
+    scores = teacher.score([(prompt_ids, completion_ids), ...], k=20)   # one TokenScores per sequence
+    check_same_tokens(student_tokenizer, teacher, messages, completion_text, think_prefix=False)
+
+A score is, for every completion token, the teacher's log-probability of that token and its k most likely
+tokens with their log-probabilities, all at temperature 1 (the losses apply their own temperature). A local
+teacher projects its hidden states `chunk_size` positions at a time, so no [tokens x vocab] tensor exists for a
+whole batch; a served teacher is asked for top-k *prompt* logprobs of prompt + completion (a prefill, no
+decoding), `server.concurrency` requests at a time, with the openai client's retries and backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from pipeline.config import ConfigError
+from pipeline.prompts import prompt_ids
+from pipeline.train.opd_config import TeacherError, TeacherSpec
+
+log = logging.getLogger("distill.opd")
+Sequence = tuple[list[int], list[int]]
+"""(prompt ids, completion ids) of one rollout."""
+
+
+@dataclass
+class TokenScores:
+    """The teacher's view of one completion: [C] logprob of each token, [C, k] top-k ids and logprobs."""
+
+    logprob: torch.Tensor
+    topk_ids: torch.Tensor
+    topk_logprobs: torch.Tensor
+
+
+class Teacher(Protocol):
+    name: str
+
+    def score(self, sequences: list[Sequence], k: int) -> list[TokenScores]: ...
+    def prompt_ids(self, messages: list[dict[str, str]], think_prefix: bool) -> list[int]: ...
+    def encode(self, text: str) -> list[int]: ...
+
+
+class LocalTeacher:
+    """A teacher loaded beside the student (same tokenizer; a vocabulary padded to another size is fine)."""
+
+    def __init__(
+        self,
+        spec: TeacherSpec,
+        init_kwargs: dict[str, Any],
+        device: Any,
+        chunk_size: int = 256,
+        chat_template: str | None = None,
+    ) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.name, self.chunk_size = spec.describe(), chunk_size
+        self.tokenizer = AutoTokenizer.from_pretrained(spec.model, revision=spec.revision)
+        if chat_template:  # the recipe's template replaces both models' own, as in generate
+            self.tokenizer.chat_template = chat_template
+        kwargs = dict(init_kwargs)
+        if isinstance(kwargs.get("dtype"), str) and kwargs["dtype"] != "auto":
+            kwargs["dtype"] = getattr(torch, kwargs["dtype"])
+        model = AutoModelForCausalLM.from_pretrained(spec.model, revision=spec.revision, **kwargs)
+        self.model = model.to(device).eval().requires_grad_(False)
+
+    def prompt_ids(self, messages: list[dict[str, str]], think_prefix: bool) -> list[int]:
+        return prompt_ids(self.tokenizer, messages, think_prefix)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    @torch.no_grad()
+    def score(self, sequences: list[Sequence], k: int) -> list[TokenScores]:
+        from pipeline.train.kd import output_transform
+
+        device = self.model.device
+        width = max(len(p) + len(c) for p, c in sequences)
+        ids = torch.zeros(len(sequences), width, dtype=torch.long)
+        attention = torch.zeros_like(ids)
+        targets = torch.zeros_like(ids, dtype=torch.bool)  # positions whose next token is a completion token
+        for i, (p, c) in enumerate(sequences):
+            ids[i, : len(p) + len(c)] = torch.tensor(p + c)
+            attention[i, : len(p) + len(c)] = 1
+            targets[i, len(p) - 1 : len(p) + len(c) - 1] = True
+        hidden = self.model.base_model(
+            input_ids=ids.to(device), attention_mask=attention.to(device)
+        ).last_hidden_state
+        h = hidden[targets.to(device)]
+        next_tokens = ids[:, 1:][targets[:, :-1]].to(device)
+        head = self.model.get_output_embeddings()
+        parts = []
+        for a in range(0, h.shape[0], self.chunk_size):
+            logits = output_transform(self.model.config, head(h[a : a + self.chunk_size]).float())
+            logp = torch.log_softmax(logits, -1)
+            top = logp.topk(k, -1)
+            own = logp.gather(-1, next_tokens[a : a + self.chunk_size, None])[:, 0]
+            parts.append((own, top.indices.int(), top.values))
+        own, top_ids, top_lps = (torch.cat(x).cpu() for x in zip(*parts, strict=True))
+        return split_scores(own, top_ids, top_lps, [len(c) for _, c in sequences])
+
+
+def split_scores(
+    own: torch.Tensor, ids: torch.Tensor, lps: torch.Tensor, lengths: list[int]
+) -> list[TokenScores]:
+    """Flat per-token scores of several completions, cut back into one TokenScores per completion."""
+    return [
+        TokenScores(*x) for x in zip(own.split(lengths), ids.split(lengths), lps.split(lengths), strict=True)
+    ]
+
+
+class ServedTeacher:
+    """A teacher behind a stock `vllm serve`: `/v1/completions` with `prompt_logprobs`, and `/tokenize`."""
+
+    def __init__(self, spec: TeacherSpec) -> None:
+        self.server = spec.server
+        self.name = spec.describe()
+        self.served = spec.server.model or "teacher"
+
+    # --- scoring -------------------------------------------------------------------------------------------
+
+    def score(self, sequences: list[Sequence], k: int) -> list[TokenScores]:
+        return asyncio.run(self._score_all(sequences, k))
+
+    async def _score_all(self, sequences: list[Sequence], k: int) -> list[TokenScores]:
+        from pipeline.generate.engine_openai import async_client
+
+        client = async_client(self.server)
+        gate = asyncio.Semaphore(self.server.concurrency)
+
+        async def one(seq: Sequence) -> TokenScores:
+            async with gate:
+                return await self._score_one(client, seq, k)
+
+        try:
+            return list(await asyncio.gather(*(one(s) for s in sequences)))
+        finally:
+            await client.close()
+
+    async def _score_one(self, client: Any, seq: Sequence, k: int) -> TokenScores:
+        prompt, completion = seq
+        try:
+            response = await client.completions.create(
+                model=self.served,
+                prompt=prompt + completion,
+                max_tokens=1,
+                temperature=0.0,
+                extra_body={"prompt_logprobs": k},
+            )
+        except Exception as e:  # the client already retried with backoff: the teacher is down or refusing
+            raise TeacherError(
+                f"teacher {self.served!r} at {self.server.base_url} failed after {self.server.max_retries} "
+                f"retries: {type(e).__name__}: {e}"
+            ) from None
+        choice = response.choices[0]
+        entries = (choice.model_extra or {}).get("prompt_logprobs") or getattr(
+            choice, "prompt_logprobs", None
+        )
+        if not entries or len(entries) != len(prompt) + len(completion):
+            raise TeacherError(
+                f"teacher {self.served!r} at {self.server.base_url} returned no prompt logprobs for a "
+                f"{len(prompt) + len(completion)}-token sequence: is it a vLLM server (it needs prompt_logprobs)?"
+            )
+        return parse_prompt_logprobs(entries[len(prompt) :], completion, k)
+
+    # --- tokenisation (pre-flight) -------------------------------------------------------------------------
+
+    def _tokenize(self, body: dict[str, Any]) -> list[int]:
+        import os
+
+        import httpx
+
+        root = self.server.base_url.rstrip("/").removesuffix("/v1")
+        key = os.environ.get(self.server.api_key_env)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        try:
+            r = httpx.post(
+                f"{root}/tokenize", json={"model": self.served, **body}, headers=headers, timeout=60
+            )
+            r.raise_for_status()
+        except httpx.HTTPError as e:
+            raise TeacherError(
+                f"teacher {self.served!r} at {root}/tokenize: {type(e).__name__}: {e} (the pre-flight check "
+                "asks the server how it tokenises; a stock `vllm serve` answers /tokenize)"
+            ) from None
+        return list(r.json()["tokens"])
+
+    def prompt_ids(self, messages: list[dict[str, str]], think_prefix: bool) -> list[int]:
+        from pipeline.prompts import THINK_PREFIX
+
+        ids = self._tokenize(
+            {"messages": messages, "add_generation_prompt": True, "add_special_tokens": False}
+        )
+        return ids + (self.encode(THINK_PREFIX) if think_prefix else [])
+
+    def encode(self, text: str) -> list[int]:
+        return self._tokenize({"prompt": text, "add_special_tokens": False})
+
+
+def parse_prompt_logprobs(entries: list[dict[str, Any]], completion: list[int], k: int) -> TokenScores:
+    """vLLM's prompt_logprobs for the completion positions -> TokenScores; each entry maps a token id (a string
+    in JSON) to its logprob and rank, holding the top-k and the position's own token."""
+    own = torch.empty(len(completion))
+    ids = torch.zeros(len(completion), k, dtype=torch.int32)
+    lps = torch.full((len(completion), k), float("-inf"))
+    for j, (entry, token) in enumerate(zip(entries, completion, strict=True)):
+        own[j] = float(entry[str(token)]["logprob"])
+        ranked = sorted(entry.items(), key=lambda kv: kv[1].get("rank") or 0)
+        top = [(int(t), float(v["logprob"])) for t, v in ranked if (v.get("rank") or k + 1) <= k][:k]
+        for i, (t, lp) in enumerate(top):
+            ids[j, i], lps[j, i] = t, lp
+    return TokenScores(own, ids, lps)
+
+
+def build_teachers(
+    specs: dict[str, TeacherSpec],
+    init_kwargs: dict[str, Any],
+    device: Any,
+    chunk_size: int,
+    chat_template: str | None = None,
+) -> dict[str, Teacher]:
+    """One teacher object per distinct spec (two sources routed to one model load it once), by `teachers` key."""
+    made: dict[TeacherSpec, Teacher] = {}
+    for spec in specs.values():
+        if spec not in made:
+            log.info("teacher: %s (%s)", spec.describe(), "local" if spec.model else "served")
+            made[spec] = (
+                LocalTeacher(spec, init_kwargs, device, chunk_size, chat_template)
+                if spec.model
+                else ServedTeacher(spec)
+            )
+    return {key: made[spec] for key, spec in specs.items()}
+
+
+def first_difference(a: list[int], b: list[int]) -> int | None:
+    n = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    return None if n == len(a) == len(b) else n
+
+
+def check_same_tokens(
+    student_tokenizer: Any,
+    teacher: Teacher,
+    messages: list[dict[str, str]],
+    completion: str,
+    think_prefix: bool,
+) -> None:
+    """Refuse a teacher whose chat template or tokenizer gives other ids than the student's: it would score the
+    student's ids under a prompt it was never trained on (a bias of tenths of a nat per token)."""
+    own = getattr(teacher, "tokenizer", None)
+    if own is not None and own.get_vocab() != student_tokenizer.get_vocab():
+        raise ConfigError(
+            f"teacher {teacher.name}: its tokenizer's vocabulary differs from the student's: on-policy "
+            "distillation compares both models on the student's token ids. For another tokenizer use TRL's "
+            "GOLD trainer (trl.experimental.gold), or SFT on the teacher's text",
+            key="teachers",
+        )
+    checks = (
+        (
+            "the rendered prompt",
+            prompt_ids(student_tokenizer, messages, think_prefix),
+            teacher.prompt_ids(messages, think_prefix),
+        ),
+        (
+            "a completion",
+            student_tokenizer.encode(completion, add_special_tokens=False),
+            teacher.encode(completion),
+        ),
+    )
+    for what, s_ids, t_ids in checks:
+        at = first_difference(s_ids, t_ids)
+        if at is not None:
+
+            def show(ids: list[int], at: int = at) -> str:
+                return f"{ids[at : at + 6]} {student_tokenizer.decode(ids[at : at + 6])!r}"
+
+            raise ConfigError(
+                f"teacher {teacher.name}: tokenises {what} differently from the student, from token {at} "
+                f"(student {len(s_ids)} tokens, teacher {len(t_ids)}): student {show(s_ids)} vs teacher "
+                f"{show(t_ids)}. Give both the same chat template (prompt.chat_template) and tokenizer, or for "
+                "another tokenizer use TRL's GOLD trainer (trl.experimental.gold)",
+                key="teachers",
+            )

@@ -1,0 +1,376 @@
+"""The opd stage with real parts: TRL's DistillationTrainer, a local teacher, a real `vllm serve` teacher on
+loopback, routing by source, pre-flight refusals, kill and resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from pipeline.cli import main
+from pipeline.records import read_manifest
+from tests.conftest import REPO, free_port, serve_vllm
+from tests.helpers import write_problems
+
+pytestmark = pytest.mark.slow
+SECRET = "sk-test-not-to-be-printed-0123456789"
+
+
+@pytest.fixture(scope="module")
+def problems(tmp_path_factory) -> Path:
+    return write_problems(tmp_path_factory.mktemp("opd") / "problems.jsonl")
+
+
+def overrides(student: Path, teachers: str, problems: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        f"model={student}",
+        f"problems.path={problems}",
+        f"teachers={teachers}",
+        f"output={out}",
+        "trainer.max_steps=3",
+        "trainer.per_device_train_batch_size=2",
+        "trainer.max_completion_length=24",
+        "trainer.logging_steps=1",
+        "trainer.save_steps=2",
+        "trainer.disable_tqdm=true",
+        *extra,
+    ]
+
+
+def opd(*args: str) -> int:
+    return main(["opd", "--config", str(REPO / "recipes/demo/opd.yaml"), *args])
+
+
+def local(path: Path) -> str:
+    return f"{{'*': {{model: {path}}}}}"
+
+
+def served(url: str, retries: int = 1) -> str:
+    server = f"base_url: '{url}', model: teacher, api_key_env: OPD_TEST_KEY, max_retries: {retries}"
+    return f"{{'*': {{server: {{{server}}}}}}}"
+
+
+# --- a local teacher ---------------------------------------------------------------------------------------
+
+
+def test_local_teacher_scores_equal_a_plain_forward_pass(teacher_dir):
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.train.opd_config import TeacherSpec
+    from pipeline.train.opd_teachers import LocalTeacher
+
+    teacher = LocalTeacher(TeacherSpec(model=str(teacher_dir)), {}, "cpu", chunk_size=5)
+    seqs = [([5, 6, 7], [8, 9, 10, 11]), ([12, 13], [14, 15])]
+    scores = teacher.score(seqs, k=3)
+    model = AutoModelForCausalLM.from_pretrained(teacher_dir).eval()
+    for (p, c), s in zip(seqs, scores, strict=True):
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([p + c])).logits[0].float(), -1)
+        rows = logp[len(p) - 1 : len(p) + len(c) - 1]  # the positions that predict each completion token
+        assert torch.allclose(s.logprob, rows[torch.arange(len(c)), torch.tensor(c)], atol=1e-5)
+        assert torch.equal(s.topk_ids.long(), rows.topk(3).indices)
+        assert torch.allclose(s.topk_logprobs, rows.topk(3).values, atol=1e-5)
+
+
+def test_opd_trains_with_a_local_teacher_and_records_costs(tiny_model_dir, teacher_dir, problems, tmp_path):
+    out = tmp_path / "out"
+    assert opd(*overrides(tiny_model_dir, local(teacher_dir), problems, out)) == 0
+    manifest = read_manifest(out)
+    counts = manifest["counts"]
+    assert manifest["stage"] == "opd" and manifest["teachers"] == {"*": str(teacher_dir)}
+    assert counts["global_step"] == 3 and counts["rollouts"] == 6 and counts["problems_seen"] == 6
+    steps = [e for e in manifest["log_history"] if "opd/reverse_kl" in e]
+    assert len(steps) == 3
+    for key in (
+        "opd/correct",
+        "completions/mean_length",
+        "completions/clipped_ratio",
+        "time/rollout_s",
+        "time/teacher_s",
+        "time/optim_s",
+    ):
+        assert all(e.get(key) is not None for e in steps), key
+    # every rollout's completion was scored once: 3 steps x 2 rollouts of at most 24 tokens
+    assert 0 < counts["teacher_tokens_scored"] == steps[-1]["opd/teacher_tokens"] <= 6 * 24
+    # the loss logged is the sampled reverse KL itself (its value), not a surrogate
+    assert all(abs(e["loss"] - e["opd/reverse_kl"]) < 1e-3 for e in steps)
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+
+
+def test_opd_trains_with_trls_full_vocabulary_jsd_against_one_local_teacher(
+    tiny_model_dir, teacher_dir, problems, tmp_path
+):
+    out = tmp_path / "out"
+    full = ("opd.loss=jsd", "opd.support=full", "trainer.beta=1.0", "trainer.max_steps=2")
+    assert opd(*overrides(tiny_model_dir, local(teacher_dir), problems, out, *full)) == 0
+    steps = [e for e in read_manifest(out)["log_history"] if "opd/reverse_kl" in e]
+    assert len(steps) == 2 and all(e["loss"] > 0 for e in steps)
+
+
+def test_model_card_says_on_policy_distillation_from_its_teacher(
+    tiny_model_dir, teacher_dir, problems, tmp_path
+):
+    out = tmp_path / "out"
+    assert opd(*overrides(tiny_model_dir, local(teacher_dir), problems, out, "trainer.max_steps=1")) == 0
+    stage = tmp_path / "stage"
+    assert (
+        main(["push", str(out), "--repo-id", "me/opd-student", "--dry-run", "--stage-dir", str(stage)]) == 0
+    )
+    card = (stage / "main" / "README.md").read_text()
+    assert f"on-policy distillation from `{teacher_dir}`" in card
+    assert "opd.loss" in card and "sampled_reverse_kl" in card
+
+
+def test_rerun_of_a_finished_run_trains_nothing_and_a_kill_resumes(
+    tiny_model_dir, teacher_dir, problems, tmp_path
+):
+    out = tmp_path / "out"
+    args = overrides(
+        tiny_model_dir, local(teacher_dir), problems, out, "trainer.max_steps=40", "trainer.save_steps=1"
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "opd",
+        "--config",
+        str(REPO / "recipes/demo/opd.yaml"),
+        *args,
+    ]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / "checkpoint-3" / "trainer_state.json").is_file():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert read_manifest(out) is None
+    resumed = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    manifest = read_manifest(out)
+    assert manifest["counts"]["global_step"] == 40 and "checkpoint-" in manifest["resumed_from"]
+    before = sorted(p.name for p in out.iterdir()), (out / "manifest.json").read_bytes()
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert again.returncode == 0 and "already complete" in again.stderr
+    assert (sorted(p.name for p in out.iterdir()), (out / "manifest.json").read_bytes()) == before
+
+
+# --- routing and pre-flight --------------------------------------------------------------------------------
+
+
+def test_unmapped_sources_are_listed_before_any_model_loads(tiny_model_dir, teacher_dir, tmp_path, capsys):
+    rows = [
+        {"id": str(i), "problem": f"What is {i}+1?", "answer": str(i + 1), "source": s}
+        for i, s in enumerate(["toy", "geo", "geo", "nt"])
+    ]
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    teachers = f"{{toy: {{model: {teacher_dir}}}}}"
+    assert opd(*overrides(tiny_model_dir, teachers, path, tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert "no teacher for source 'geo' (2 problems), 'nt' (1 problems)" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_problems_without_the_problem_field_are_refused_with_file_and_line(
+    tiny_model_dir, teacher_dir, tmp_path, capsys
+):
+    path = tmp_path / "p.jsonl"
+    path.write_text(
+        json.dumps({"id": "a", "problem": "What is 1+1?"})
+        + "\n"
+        + json.dumps({"id": "b", "question": "x"})
+        + "\n"
+    )
+    assert opd(*overrides(tiny_model_dir, local(teacher_dir), path, tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:2" in err and "'problem'" in err
+
+
+def test_each_source_is_scored_by_its_own_teacher(tiny_model_dir, teacher_dir):
+    from pipeline.train.opd_config import OPDSettings, TeacherSpec
+    from pipeline.train.opd_teachers import LocalTeacher
+    from pipeline.train.opd_trainer import OPDTrainer
+
+    a = LocalTeacher(TeacherSpec(model=str(teacher_dir)), {}, "cpu")
+    b = LocalTeacher(TeacherSpec(model=str(tiny_model_dir)), {}, "cpu")
+    routes = {"toy": "toy", "geo": "geo"}
+    trainer = SimpleNamespace(teachers={"toy": a, "geo": b}, route=routes.get, opd=OPDSettings(topk=4))
+    seqs = [([5, 6], [7, 8, 9]), ([10, 11], [12]), ([13], [14, 15])]
+    got = OPDTrainer._score(trainer, ["geo", "toy", "geo"], seqs)
+    for s, teacher, seq in zip(got, (b, a, b), seqs, strict=True):
+        # batched (right-padded) and alone: equal up to float rounding
+        assert torch.allclose(s.logprob, teacher.score([seq], 4)[0].logprob, atol=1e-5)
+
+
+def chat_template_variant(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    for f in dst.glob("*.jinja"):
+        f.write_text(
+            f.read_text().replace(
+                "'<|im_start|>' + message['role'] + '\\n'", "'<|im_start|>' + message['role'] + ':\\n'"
+            )
+        )
+    config = dst / "tokenizer_config.json"
+    data = json.loads(config.read_text())
+    if "chat_template" in data:
+        data["chat_template"] = data["chat_template"].replace(
+            "message['role'] + '\\n'", "message['role'] + ':\\n'"
+        )
+        config.write_text(json.dumps(data))
+    return dst
+
+
+def test_a_teacher_with_another_chat_template_is_refused_with_the_first_differing_tokens(
+    tiny_model_dir, teacher_dir, problems, tmp_path, capsys
+):
+    other = chat_template_variant(teacher_dir, tmp_path / "teacher-other-template")
+    assert opd(*overrides(tiny_model_dir, local(other), problems, tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert "tokenises the rendered prompt differently from the student, from token" in err
+    assert "student [" in err and "vs teacher [" in err and "Traceback" not in err
+    assert not list((tmp_path / "out").glob("checkpoint-*"))
+
+
+def test_a_teacher_with_another_tokenizer_is_refused(tiny_model_dir, problems, tmp_path, capsys):
+    from pipeline.tiny_model import TinyModelSpec, build_tiny_model
+
+    other = build_tiny_model(tmp_path / "other", TinyModelSpec(vocab_size=700, seed=3))
+    assert opd(*overrides(tiny_model_dir, local(other), problems, tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert "vocabulary differs from the student's" in err and "GOLD" in err
+
+
+def test_resuming_with_another_teacher_set_is_refused(
+    tiny_model_dir, teacher_dir, problems, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    assert opd(*overrides(tiny_model_dir, local(teacher_dir), problems, out, "trainer.max_steps=2")) == 0
+    more = overrides(
+        tiny_model_dir, local(tiny_model_dir), problems, out, "trainer.max_steps=4", "check_template=false"
+    )
+    assert opd(*more) == 2
+    assert "resuming would mix them" in capsys.readouterr().err
+
+
+# --- a served teacher (a real vllm serve on loopback) ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def teacher_server(teacher_dir, tmp_path_factory):
+    with serve_vllm(
+        teacher_dir, tmp_path_factory.mktemp("server") / "server.log", "--max-logprobs", "20"
+    ) as url:
+        yield url
+
+
+class FlakyProxy:
+    """A loopback HTTP proxy to the vLLM server that answers 503 to every scoring request past `allow`."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream, self.allow, self.seen, self.keys = upstream.removesuffix("/v1"), 10**9, 0, set()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                proxy.keys.add(self.headers.get("Authorization"))
+                if self.path.endswith("/completions"):
+                    proxy.seen += 1
+                    if proxy.seen > proxy.allow:
+                        self.send_response(503)
+                        self.end_headers()
+                        return
+                req = urllib.request.Request(
+                    proxy.upstream + self.path, body, {"Content-Type": "application/json"}
+                )
+                with urllib.request.urlopen(req, timeout=120) as r:
+                    data = r.read()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+
+def test_served_teacher_scores_equal_the_local_teachers(teacher_server, teacher_dir):
+    from pipeline.generate.config import ServerConfig
+    from pipeline.train.opd_config import TeacherSpec
+    from pipeline.train.opd_teachers import LocalTeacher, ServedTeacher
+
+    local_t = LocalTeacher(TeacherSpec(model=str(teacher_dir)), {}, "cpu")
+    served_t = ServedTeacher(
+        TeacherSpec(server=ServerConfig(base_url=teacher_server, model="teacher", concurrency=2))
+    )
+    tok = local_t.tokenizer
+    prompt = local_t.prompt_ids([{"role": "user", "content": "What is 7+4?"}], False)
+    seqs = [
+        (
+            prompt,
+            tok.encode(
+                "<think>\nI add 7 and 4: 7 + 4 = 11.\n</think>\n\nThe answer is 11.", add_special_tokens=False
+            ),
+        ),
+        (prompt[:5], [17, 30, 99, 5, 250]),
+    ]
+    for a, b in zip(local_t.score(seqs, 5), served_t.score(seqs, 5), strict=True):
+        # both in float32: vLLM's CPU kernels and transformers' differ by float rounding only
+        assert (a.logprob - b.logprob).abs().max() < 2e-3
+        assert (a.topk_logprobs - b.topk_logprobs).abs().max() < 2e-3
+        top1 = a.topk_logprobs[:, 0] - a.topk_logprobs[:, 1] > 1e-2  # ties may swap order
+        assert torch.equal(a.topk_ids[top1, 0], b.topk_ids[top1, 0])
+    assert served_t.prompt_ids([{"role": "user", "content": "What is 7+4?"}], False) == prompt
+
+
+def test_opd_with_a_served_teacher_survives_its_outage_and_resumes(
+    tiny_model_dir, teacher_server, problems, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("OPD_TEST_KEY", SECRET)
+    proxy = FlakyProxy(teacher_server)
+    out = tmp_path / "out"
+    args = overrides(
+        tiny_model_dir, served(proxy.url), problems, out, "trainer.max_steps=4", "opd.loss=jsd", "opd.topk=5"
+    )
+    proxy.allow = 4  # 2 rollouts a step: steps 1 and 2 are scored, step 3 finds the teacher down
+    assert opd(*args) == 2
+    err = capsys.readouterr().err
+    assert f"teacher 'teacher' at {proxy.url} failed after 1 retries" in err and "503" in err
+    assert SECRET not in err and "Traceback" not in err
+    assert f"Bearer {SECRET}" in proxy.keys  # the key was sent to the server, and only there
+    assert (out / "checkpoint-2" / "trainer_state.json").is_file() and read_manifest(out) is None
+    proxy.allow = 10**9
+    assert opd(*args) == 0
+    manifest = read_manifest(out)
+    assert manifest["counts"]["global_step"] == 4 and manifest["resumed_from"].endswith("checkpoint-2")
+    assert SECRET not in (out / "manifest.json").read_text()
+    proxy.server.shutdown()
+
+
+def test_unreachable_served_teacher_is_named_before_training(
+    tiny_model_dir, problems, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("OPD_TEST_KEY", SECRET)
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    assert opd(*overrides(tiny_model_dir, served(url), problems, tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert f"127.0.0.1:{url.split(':')[2].split('/')[0]}/tokenize" in err and SECRET not in err

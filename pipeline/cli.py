@@ -23,6 +23,7 @@ from typing import Any
 
 from pipeline import hub, verify
 from pipeline.config import ConfigError, dump_yaml, from_dict, read_recipe, to_dict
+from pipeline.filter.sandbox import SandboxError, SandboxUnavailable
 from pipeline.records import RecordError
 
 # stage name -> (config class, run function, one-line help). A stage is listed here once it works.
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = COMMANDS.get(args.command, cmd_stage)
     try:
         return handler(args, parser)
-    except (ConfigError, RecordError) as e:
+    except (ConfigError, RecordError, SandboxUnavailable, SandboxError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -47,14 +47,18 @@ def canonical_items(limit: int) -> list[tuple[str, dict]]:
 
 def extract(commit: str, into: Path) -> Path:
     """The `pipeline` package of `commit`, unpacked under `into`."""
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "pipeline"], check=True, capture_output=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", commit, "pipeline"], check=True, capture_output=True
+    )
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
     return into
 
 
 def side(root: Path, items_file: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(root)}
-    out = subprocess.run([sys.executable, "-c", SIDE, str(items_file)], env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", SIDE, str(items_file)], env=env, capture_output=True, text=True
+    )
     if out.returncode != 0:
         raise SystemExit(f"{root}: {out.stderr[-2000:]}")
     return json.loads(out.stdout.splitlines()[-1])

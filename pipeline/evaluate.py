@@ -156,7 +156,6 @@ def grade(cfg: EvalConfig, folder: Path, kind: str) -> list[dict[str, Any]]:
     items = [(gradable_text(s.completion), s) for s in samples]
     if kind == "code":
         from pipeline.filter.code_grader import grade_code_many, normalize_tests
-
         from pipeline.filter.sandbox import Sandbox
 
         verdicts = grade_code_many(

@@ -1,9 +1,9 @@
 """An unprivileged uid for sandbox tests: a system user, and the `pipeline` package where it can read it.
 
-    user = SandboxUser.create()            # root only: useradd once, a world-readable copy of `pipeline`
-    user.run(["-m", "pipeline.verify", ...])  # /usr/bin/python3.11 as that user (the venv's python is under
-                                           # /root, 0700: a non-root uid cannot even execute it)
-    user.sandbox(mode="userns").run(source)   # a Sandbox-like object whose runs happen as that user
+user = SandboxUser.create()            # root only: useradd once, a world-readable copy of `pipeline`
+user.run(["-m", "pipeline.verify", ...])  # /usr/bin/python3.11 as that user (the venv's python is under
+                                       # /root, 0700: a non-root uid cannot even execute it)
+user.sandbox(mode="userns").run(source)   # a Sandbox-like object whose runs happen as that user
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ class SandboxUser:
         try:
             entry = pwd.getpwnam(NAME)
         except KeyError:
-            subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", NAME], check=True)
+            subprocess.run(
+                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", NAME], check=True
+            )
             entry = pwd.getpwnam(NAME)
         home = Path(tempfile.mkdtemp(prefix="distill-user-", dir="/tmp"))
         home.chmod(0o755)
@@ -76,7 +78,13 @@ class UserSandbox:
     limits: object
 
     def run(self, source: str, stdin: str = "", timeout: float = 10.0) -> RunResult:
-        job = {"limits": self.limits.__dict__, "mode": self.mode, "source": source, "stdin": stdin, "timeout": timeout}
+        job = {
+            "limits": self.limits.__dict__,
+            "mode": self.mode,
+            "source": source,
+            "stdin": stdin,
+            "timeout": timeout,
+        }
         done = self.user.run(["-c", _DRIVER], stdin=json.dumps(job), timeout=timeout + 60)
         if done.returncode != 0:
             raise RuntimeError(f"the user's grader failed: {done.stderr[-2000:]}")

@@ -80,7 +80,9 @@ def processes_with(marker: str) -> list[int]:
 
 
 def test_a_program_reads_its_input_and_reports_its_output(any_mode):
-    result = run(any_mode, "import sys\nprint(input()[::-1])\nprint('warning', file=sys.stderr)", stdin="abc\n")
+    result = run(
+        any_mode, "import sys\nprint(input()[::-1])\nprint('warning', file=sys.stderr)", stdin="abc\n"
+    )
     assert result.ok and result.returncode == 0 and not result.timed_out
     assert (result.stdout, result.stderr, result.mode) == ("cba\n", "warning\n", any_mode.mode)
 
@@ -111,7 +113,9 @@ def test_the_box_holds_the_interpreter_its_directory_and_nothing_else_of_the_hos
     seen, listing = result.stdout.splitlines()
     assert seen == str([False] * len(hidden))
     # the interpreter's own directories (here a venv under /work/main and a python under /root) and no more
-    assert listing.endswith("['scratch.txt'] ['null', 'urandom', 'zero']")  # a fresh /tmp: nothing of another run
+    assert listing.endswith(
+        "['scratch.txt'] ['null', 'urandom', 'zero']"
+    )  # a fresh /tmp: nothing of another run
 
 
 def test_long_output_is_cut_to_the_limit(sandbox):
@@ -177,7 +181,11 @@ def test_a_memory_bomb_fails_inside_the_sandbox(sandbox):
         (Limits(cpu_seconds=1), "while True: pass", None),  # SIGXCPU long before the 10 s wall clock
         (Limits(file_bytes=1 << 20), "open('/tmp/big', 'wb').write(bytes(2 << 20))", "File too large"),
         (Limits(open_files=16), "files = [open('/dev/null') for _ in range(100)]", "Too many open files"),
-        (Limits(disk_bytes=1 << 20), "[open(f'/tmp/{i}', 'wb').write(bytes(512 << 10)) for i in range(4)]", "No space"),
+        (
+            Limits(disk_bytes=1 << 20),
+            "[open(f'/tmp/{i}', 'wb').write(bytes(512 << 10)) for i in range(4)]",
+            "No space",
+        ),
     ],
 )
 def test_resource_limits_hold_inside(limits, source, error):

@@ -37,9 +37,22 @@ CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x02000000, 
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 NAMESPACES = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
-MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC, MS_PRIVATE, MS_RELATIME = 1024, 2048, 4096, 16384, 1 << 18, 1 << 21
+MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC, MS_PRIVATE, MS_RELATIME = (
+    1024,
+    2048,
+    4096,
+    16384,
+    1 << 18,
+    1 << 21,
+)
 MNT_DETACH = 2
-PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_SECCOMP, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 4, 22, 36, 38
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_SECCOMP, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = (
+    1,
+    4,
+    22,
+    36,
+    38,
+)
 KEYCTL_JOIN_SESSION_KEYRING = 1
 INNER_UID = 1000
 """The program's uid inside a user namespace (mode "userns"): the one uid mapped, to the caller's."""
@@ -195,7 +208,12 @@ def _bpf(arch: int, denied: list[int], clone: int, clone3: int) -> bytes:
     # clone: ld args[0] | jset ns | allow | eperm | enosys | kill
     base = 4 + n + 2  # index of the first `allow`
     at = {"allow": base, "clone": base + 1, "eperm": base + 4, "enosys": base + 5, "kill": base + 6}
-    prog = [(ld, 0, 0, 4), (jeq, 0, at["kill"] - 2, arch), (ld, 0, 0, 0), (jge, at["kill"] - 4, 0, 0x40000000)]
+    prog = [
+        (ld, 0, 0, 4),
+        (jeq, 0, at["kill"] - 2, arch),
+        (ld, 0, 0, 0),
+        (jge, at["kill"] - 4, 0, 0x40000000),
+    ]
     for nr in denied:
         prog.append((jeq, at["eperm"] - len(prog) - 1, 0, nr))
     prog.append((jeq, at["enosys"] - len(prog) - 1, 0, clone3))
@@ -299,7 +317,7 @@ def _end_all() -> None:
     children until none is left also gets those forked meanwhile (their parents' death hands them to us)."""
     while True:
         for pid in _descendants():
-            try:
+            try:  # noqa: SIM105 (contextlib: one more import per program)
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
@@ -315,7 +333,9 @@ def _supervise(spec: dict, fds: dict[str, int]) -> None:
     """Run the program, wait for it or the limit, write the report. In a pid namespace this is pid 1: when it
     returns the kernel kills every process the program left, however it daemonised."""
     _prctl(PR_SET_DUMPABLE, 0)  # the program (same uid in userns) cannot ptrace or read the jail's fds
-    _check(_libc.syscall(_SYSCALLS[os.uname().machine]["keyctl"], KEYCTL_JOIN_SESSION_KEYRING, None), "keyctl")
+    _check(
+        _libc.syscall(_SYSCALLS[os.uname().machine]["keyctl"], KEYCTL_JOIN_SESSION_KEYRING, None), "keyctl"
+    )
     if spec["mode"] == "landlock":
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
         _place_files(spec["cwd"], spec)

@@ -27,8 +27,8 @@ import types
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.filter.runner import Ref, decode, encode
 from pipeline.filter.channel import Channel, ChannelClosed
+from pipeline.filter.runner import Ref, decode, encode
 
 _NEVER_IMPORTED = {"antigravity", "this", "idlelib", "turtle", "tkinter"}
 _SAFE_EXCEPTIONS = {
@@ -61,7 +61,9 @@ class Remote:
             return decode(reply["ok"])
         kind, message = str(reply.get("raised")), str(reply.get("message"))
         # never StopIteration: raised through map() or a generator it would end the tests' loop early
-        raise _SAFE_EXCEPTIONS.get(kind, CandidateError)(message if kind in _SAFE_EXCEPTIONS else f"{kind}: {message}")
+        raise _SAFE_EXCEPTIONS.get(kind, CandidateError)(
+            message if kind in _SAFE_EXCEPTIONS else f"{kind}: {message}"
+        )
 
     def __repr__(self) -> str:
         return f"<the answer's {self.__name__}>"
@@ -108,7 +110,9 @@ def _run_tests(tests: dict[str, Any], channel: Channel) -> None:
         namespace: dict[str, Any] = {"__name__": "__tests__"}
         exec(compile(tests.get("prelude", ""), "prompt", "exec"), namespace)
         exec(compile(tests["test"], "test", "exec"), namespace)
-        candidate = namespace[tests["entry_point"]] = Remote(channel, tests["entry_point"])  # as in one program
+        candidate = namespace[tests["entry_point"]] = Remote(
+            channel, tests["entry_point"]
+        )  # as in one program
         namespace["check"](candidate)
     else:
         code = compile("\n".join(tests["asserts"]), "tests", "exec")

@@ -18,7 +18,15 @@ import sys
 from pathlib import Path
 
 from pipeline.filter import jail, landlock
-from pipeline.filter.sandbox import MODES, Mode, ModeChoice, Sandbox, SandboxError, _blocked_ancestor, box_contents
+from pipeline.filter.sandbox import (
+    MODES,
+    Mode,
+    ModeChoice,
+    Sandbox,
+    SandboxError,
+    _blocked_ancestor,
+    box_contents,
+)
 
 log = logging.getLogger("distill.sandbox")
 PROBE_TIMEOUT = 20.0
@@ -92,7 +100,9 @@ def resolve_mode(choice: ModeChoice = "auto", python: str = sys.executable) -> M
         if why[mode] is None:
             skipped = "; ".join(f"{m}: {r}" for m, r in why.items() if r)
             (log.warning if skipped else log.info)(
-                "code sandbox: mode %s%s", mode, f" (stronger modes unavailable: {skipped})" if skipped else ""
+                "code sandbox: mode %s%s",
+                mode,
+                f" (stronger modes unavailable: {skipped})" if skipped else "",
             )
             return mode
     reasons = "; ".join(f"{m}: {r}" for m, r in why.items())

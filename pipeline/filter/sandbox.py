@@ -25,8 +25,8 @@ Not bounded by any mode: the total memory of a run's processes (RLIMIT_AS is per
 from __future__ import annotations
 
 import functools
-import marshal
 import logging
+import marshal
 import os
 import secrets
 import shutil
@@ -222,7 +222,9 @@ class Sandbox:
         """Run `source` as a Python program, with `stdin` as its input, for at most `timeout` seconds."""
         return self.run_in(self.resolved_mode(), source, stdin, timeout, None)[0]
 
-    def converse(self, source: str, talk: Callable[[Channel], T], timeout: float = 10.0) -> tuple[RunResult, T]:
+    def converse(
+        self, source: str, talk: Callable[[Channel], T], timeout: float = 10.0
+    ) -> tuple[RunResult, T]:
         """Run `source` under the harness (runner.py) while `talk(channel)` calls its functions; both results.
 
         ChannelClosed from `talk` is kept as its result (the run's status says why the program stopped).
@@ -238,7 +240,9 @@ class Sandbox:
         self, mode: Mode, source: str, stdin: str, timeout: float, talk: Callable[[Channel], T] | None
     ) -> tuple[RunResult, T | ChannelClosed | None]:
         """One run in `mode` (no detection: the probes of modes.py use this)."""
-        box = Path(tempfile.mkdtemp(prefix="distill-sandbox-"))  # 0700: the run's files are the grader's alone
+        box = Path(
+            tempfile.mkdtemp(prefix="distill-sandbox-")
+        )  # 0700: the run's files are the grader's alone
         try:
             files = {"main.py": box / "main.py"}
             files["main.py"].write_text(source, encoding="utf-8")
@@ -332,13 +336,17 @@ class Sandbox:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)  # the jail's pid 1 dies with it, and the kernel ends its namespace
             proc.wait()
-            raise SandboxError(f"the sandbox supervisor did not finish in {timeout + SUPERVISOR_GRACE} s") from None
+            raise SandboxError(
+                f"the sandbox supervisor did not finish in {timeout + SUPERVISOR_GRACE} s"
+            ) from None
 
     def _result(self, mode: Mode, returncode: int, reports: list[dict], box: Path) -> RunResult:
         errors = [r["error"] for r in reports if "error" in r]
         if returncode != 0 or errors or not reports:
             stderr, _ = _read_capped(box / "stderr", 4000)
-            raise SandboxError(f"sandbox ({mode}) failed (supervisor exit {returncode}): {'; '.join(errors) or stderr}")
+            raise SandboxError(
+                f"sandbox ({mode}) failed (supervisor exit {returncode}): {'; '.join(errors) or stderr}"
+            )
         report = reports[-1]
         stdout, cut_out = _read_capped(box / "stdout", self.limits.output_bytes)
         stderr, cut_err = _read_capped(box / "stderr", self.limits.output_bytes)

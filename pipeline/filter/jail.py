@@ -13,7 +13,7 @@ The root by construction (namespace modes) is an empty tmpfs holding the interpr
 system libraries bound read-only, /dev with null, zero and urandom bound from the host, a fresh /proc of the
 new pid namespace (pids only), /sandbox (the program, read-only) and /tmp, a tmpfs of `disk_bytes`, the only
 writable place; pivot_root makes it `/` and the host's tree is detached. Every mode then joins a new session
-keyring, sets no_new_privs and installs a seccomp filter (`_seccomp`) before exec.
+keyring, sets no_new_privs and installs the seccomp filter of seccomp.py before exec.
 
 The jail writes marshalled dicts to the status fd: `{"status": wait status or None, "timed_out", "elapsed"}`, or
 `{"error": ...}` when the box could not be built. Standard library only, nothing from `pipeline`: it runs with -S,
@@ -23,13 +23,11 @@ and imports as little as it can (no json, re or typing: it starts once per progr
 from __future__ import annotations
 
 import ctypes
-import errno
 import fcntl
 import marshal
 import os
 import resource
 import signal
-import struct
 import sys
 import time
 
@@ -46,43 +44,13 @@ MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC, MS_PRIVATE, MS_RELATIME = (
     1 << 21,
 )
 MNT_DETACH = 2
-PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_SECCOMP, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = (
-    1,
-    4,
-    22,
-    36,
-    38,
-)
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 4, 36, 38
 KEYCTL_JOIN_SESSION_KEYRING = 1
 INNER_UID = 1000
 """The program's uid inside a user namespace (mode "userns"): the one uid mapped, to the caller's."""
 DEVICES = ("null", "zero", "urandom")
 CHANNEL_FDS = (3, 4)
 """Where the program finds the request and reply pipes of the harness, when there are any."""
-
-# Machine -> syscall numbers the filter needs (AUDIT_ARCH first).
-_SYSCALLS = {
-    "x86_64": {
-        "arch": 0xC000003E, "socket": 41, "clone": 56, "clone3": 435, "unshare": 272, "setns": 308,
-        "mount": 165, "umount2": 166, "pivot_root": 155, "keyctl": 250, "add_key": 248, "request_key": 249,
-        "memfd_create": 319, "memfd_secret": 447, "shmget": 29, "msgget": 68, "mq_open": 240,
-        "io_uring_setup": 425, "userfaultfd": 323, "ptrace": 101, "perf_event_open": 298, "bpf": 321,
-        "open_tree": 428, "fsopen": 430, "move_mount": 429,
-    },
-    "aarch64": {
-        "arch": 0xC00000B7, "socket": 198, "clone": 220, "clone3": 435, "unshare": 97, "setns": 268,
-        "mount": 40, "umount2": 39, "pivot_root": 41, "keyctl": 219, "add_key": 217, "request_key": 218,
-        "memfd_create": 279, "memfd_secret": 447, "shmget": 194, "msgget": 186, "mq_open": 180,
-        "io_uring_setup": 425, "userfaultfd": 282, "ptrace": 117, "perf_event_open": 241, "bpf": 280,
-        "open_tree": 428, "fsopen": 430, "move_mount": 429,
-    },
-}  # fmt: skip
-SECCOMP_ARCH = set(_SYSCALLS)
-_DENIED = (  # EPERM: memory outside the limits (memfd, SysV shm, message queues), keys, new namespaces, mounts
-    "memfd_create", "memfd_secret", "shmget", "msgget", "mq_open", "io_uring_setup", "userfaultfd", "keyctl",
-    "add_key", "request_key", "unshare", "setns", "mount", "umount2", "pivot_root", "ptrace", "perf_event_open",
-    "bpf", "open_tree", "fsopen", "move_mount",
-)  # fmt: skip
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -107,7 +75,7 @@ def _prctl(option: int, arg2: int, arg3: int | None = None) -> None:
 
 
 def _syscall(name: str, *args: object) -> int:
-    return _check(_libc.syscall(_SYSCALLS[os.uname().machine][name], *args), name)
+    return _check(_libc.syscall(_sibling("seccomp").SYSCALLS[os.uname().machine][name], *args), name)
 
 
 # --- the box's namespaces (modes "namespaces" and "userns") -------------------------------------------------
@@ -197,45 +165,6 @@ def _build_root(spec: dict) -> None:
 # --- the program's restrictions (every mode) ----------------------------------------------------------------
 
 
-def _bpf(arch: int, denied: list[int], clone: int, clone3: int) -> bytes:
-    """A seccomp program: other ABIs (x32, i386) kill, `denied` fail with EPERM, clone3 with ENOSYS (so libc
-    falls back to clone, whose flags a classic BPF filter can read), clone with namespace flags with EPERM."""
-    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
-    allow, kill = 0x7FFF0000, 0x80000000
-    eperm, enosys = 0x00050000 | errno.EPERM, 0x00050000 | errno.ENOSYS
-    n = len(denied)
-    # layout: 0 ld arch | 1 jeq | 2 ld nr | 3 jge x32 | 4.. jeq denied | jeq clone3 | jeq clone | allow |
-    # clone: ld args[0] | jset ns | allow | eperm | enosys | kill
-    base = 4 + n + 2  # index of the first `allow`
-    at = {"allow": base, "clone": base + 1, "eperm": base + 4, "enosys": base + 5, "kill": base + 6}
-    prog = [
-        (ld, 0, 0, 4),
-        (jeq, 0, at["kill"] - 2, arch),
-        (ld, 0, 0, 0),
-        (jge, at["kill"] - 4, 0, 0x40000000),
-    ]
-    for nr in denied:
-        prog.append((jeq, at["eperm"] - len(prog) - 1, 0, nr))
-    prog.append((jeq, at["enosys"] - len(prog) - 1, 0, clone3))
-    prog.append((jeq, at["clone"] - len(prog) - 1, 0, clone))
-    prog += [(ret, 0, 0, allow), (ld, 0, 0, 16), (jset, 1, 0, NAMESPACES | CLONE_NEWUSER), (ret, 0, 0, allow)]
-    prog += [(ret, 0, 0, eperm), (ret, 0, 0, enosys), (ret, 0, 0, kill)]
-    return b"".join(struct.pack("=HBBI", *op) for op in prog)
-
-
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-
-def _seccomp(deny_sockets: bool) -> None:
-    """Inherited and irrevocable: see `_DENIED`; sockets too in mode "landlock" (no network namespace)."""
-    numbers = _SYSCALLS[os.uname().machine]
-    denied = [numbers[name] for name in _DENIED] + ([numbers["socket"]] if deny_sockets else [])
-    code = _bpf(numbers["arch"], denied, numbers["clone"], numbers["clone3"])
-    buffer = ctypes.create_string_buffer(code)
-    _prctl(PR_SET_SECCOMP, 2, ctypes.addressof(_SockFprog(len(code) // 8, ctypes.addressof(buffer))))
-
-
 def _become(spec: dict) -> None:
     """Drop root for good (modes run as root); in a user namespace the exec of a non-zero uid drops the caps."""
     uid = spec["uid"]
@@ -247,12 +176,12 @@ def _become(spec: dict) -> None:
     _prctl(PR_SET_NO_NEW_PRIVS, 1)  # setuid binaries give nothing back, and Landlock/seccomp need it
 
 
-def _landlock() -> object:
-    """landlock.py, beside this file (`python -I` puts no script directory on sys.path)."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import landlock  # noqa: PLC0415
-
-    return landlock
+def _sibling(name: str) -> object:
+    """landlock.py or seccomp.py, beside this file (`python -I` puts no script directory on sys.path)."""
+    if name not in sys.modules:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        __import__(name)
+    return sys.modules[name]
 
 
 def _exec_program(spec: dict, fds: dict[str, int]) -> None:
@@ -269,8 +198,8 @@ def _exec_program(spec: dict, fds: dict[str, int]) -> None:
         for name, (soft, hard) in spec["rlimits"].items():
             resource.setrlimit(getattr(resource, name), (soft, hard))
         if spec["mode"] == "landlock":
-            _landlock().restrict(spec["binds"], spec["cwd"])
-        _seccomp(deny_sockets=spec["mode"] == "landlock")
+            _sibling("landlock").restrict(spec["binds"], spec["cwd"])
+        _sibling("seccomp").install(deny_sockets=spec["mode"] == "landlock")
         os.execve(spec["python"], [spec["python"], "-I", "-B", *spec["argv"]], os.environ)
     except BaseException as e:
         os.write(fds["status"], marshal.dumps({"error": f"cannot start the program: {e}"}))
@@ -333,9 +262,7 @@ def _supervise(spec: dict, fds: dict[str, int]) -> None:
     """Run the program, wait for it or the limit, write the report. In a pid namespace this is pid 1: when it
     returns the kernel kills every process the program left, however it daemonised."""
     _prctl(PR_SET_DUMPABLE, 0)  # the program (same uid in userns) cannot ptrace or read the jail's fds
-    _check(
-        _libc.syscall(_SYSCALLS[os.uname().machine]["keyctl"], KEYCTL_JOIN_SESSION_KEYRING, None), "keyctl"
-    )
+    _syscall("keyctl", KEYCTL_JOIN_SESSION_KEYRING, None)  # a fresh session keyring, no key of the grader's
     if spec["mode"] == "landlock":
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
         _place_files(spec["cwd"], spec)
@@ -367,8 +294,9 @@ def _high_fds(spec: dict) -> dict[str, int]:
 
 def main(spec: dict) -> None:
     fds = _high_fds(spec)
+    _sibling("seccomp")  # imported while the host's files are still readable by us
     if spec["mode"] == "landlock":
-        _landlock()  # imported while the host's files are still readable by us
+        _sibling("landlock")
     try:
         if spec["mode"] != "landlock":
             _enter_namespaces(userns=spec["mode"] == "userns")

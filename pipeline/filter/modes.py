@@ -17,16 +17,9 @@ import platform
 import sys
 from pathlib import Path
 
-from pipeline.filter import jail, landlock
-from pipeline.filter.sandbox import (
-    MODES,
-    Mode,
-    ModeChoice,
-    Sandbox,
-    SandboxError,
-    _blocked_ancestor,
-    box_contents,
-)
+from pipeline.filter import landlock, seccomp
+from pipeline.filter.box import blocked_ancestor, box_contents
+from pipeline.filter.sandbox import MODES, Mode, ModeChoice, Sandbox, SandboxError
 
 log = logging.getLogger("distill.sandbox")
 PROBE_TIMEOUT = 20.0
@@ -56,7 +49,7 @@ def userns_fix() -> str:
 
 def _precheck(mode: Mode, python: str) -> str | None:
     """Why `mode` cannot work here, from what it needs; None when it may."""
-    if platform.machine() not in jail.SECCOMP_ARCH:
+    if platform.machine() not in seccomp.SECCOMP_ARCH:
         return f"no seccomp filter for {platform.machine()} (x86_64 and aarch64 only)"
     if mode == "namespaces" and os.geteuid() != 0:
         return "needs root"
@@ -68,7 +61,7 @@ def _precheck(mode: Mode, python: str) -> str | None:
                 f"needs Landlock ABI >= {landlock.MINIMUM_ABI} (Linux >= 6.12 with landlock in the `lsm=` boot "
                 f"list), this kernel has {version or 'none'}"
             )
-        blocked = [b for p in box_contents(python)[0] if (b := _blocked_ancestor(Path(p)))]
+        blocked = [b for p in box_contents(python)[0] if (b := blocked_ancestor(Path(p)))]
         if blocked and os.geteuid() == 0:
             return f"{python} lies under {blocked[0]}, which the run's uid cannot enter: use a world-readable python"
     return None

@@ -24,13 +24,11 @@ Not bounded by any mode: the total memory of a run's processes (RLIMIT_AS is per
 
 from __future__ import annotations
 
-import functools
 import logging
 import marshal
 import os
 import secrets
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -41,6 +39,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pipeline.filter import jail, runner
+from pipeline.filter.box import box_contents, environment, processes_of
 from pipeline.filter.channel import Channel, ChannelClosed
 
 log = logging.getLogger("distill.sandbox")
@@ -50,9 +49,6 @@ ModeChoice = Literal["auto", "namespaces", "userns", "landlock"]
 MODES: tuple[Mode, ...] = ("namespaces", "userns", "landlock")
 UID_BASE, UID_COUNT = 0x70000000, 1 << 24
 """Run uids (root): systemd's "unused" 1879048192-2147352575, above the container ranges."""
-LIBRARIES = ("/usr/lib", "/usr/lib64", "/lib", "/lib64", "/lib32", "/libx32")
-"""System library directories bound in (the interpreter's shared libraries); symlinks among them recreated."""
-LINKS = ("/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
 SUPERVISOR_GRACE = 10.0
 """Seconds past the program's limit before the supervisor itself counts as hung and is killed."""
 
@@ -132,57 +128,6 @@ class Job:
 
 def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-# --- what the box holds -------------------------------------------------------------------------------------
-
-
-def _outside(paths: set[Path]) -> list[str]:
-    """The paths that lie under no other of them (binding a parent binds its children)."""
-    return sorted(str(p) for p in paths if not any(p != q and p.is_relative_to(q) for q in paths))
-
-
-@functools.cache
-def box_contents(python: str) -> tuple[list[str], dict[str, str]]:
-    """(directories bound read-only, symlinks recreated): the interpreter's installs and the system libraries."""
-    exe = Path(python).absolute()
-    installs = {exe.resolve().parent.parent}
-    if (exe.parent.parent / "pyvenv.cfg").exists():
-        installs.add(exe.parent.parent)
-    links = {p: os.readlink(p) for p in LINKS if os.path.islink(p)}
-    libraries = {Path(p) for p in LIBRARIES if os.path.isdir(p) and p not in links}
-    return _outside(installs | libraries), links
-
-
-def _blocked_ancestor(path: Path) -> Path | None:
-    """The outermost directory on `path` that other users cannot enter (no o+x), if any."""
-    for directory in [*reversed(path.parents), path]:
-        if not os.stat(directory).st_mode & stat.S_IXOTH:
-            return directory
-    return None
-
-
-def _environment(home: str, tmp: str) -> dict[str, str]:
-    """All a run sees of the environment: nothing inherited, so no token or key of the parent's."""
-    return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "HOME": home,
-        "TMPDIR": tmp,
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "OMP_NUM_THREADS": "1",  # BLAS thread pools count against `processes` and `memory_bytes`
-        "OPENBLAS_NUM_THREADS": "1",
-    }
-
-
-def _processes_of(uid: int) -> int:
-    count = 0
-    for entry in os.listdir("/proc"):
-        try:
-            count += entry.isdigit() and os.stat(f"/proc/{entry}").st_uid == uid
-        except OSError:
-            continue
-    return count
 
 
 def _reports(status: Any) -> list[dict[str, Any]]:
@@ -266,7 +211,7 @@ class Sandbox:
             (box / "root").mkdir()
             cwd, where = "/tmp", "/sandbox"
         names = ["runner.py", "main.py"] if "runner.py" in files else ["main.py"]
-        processes = None if root or mode != "landlock" else _processes_of(os.getuid()) + self.limits.processes
+        processes = None if root or mode != "landlock" else processes_of(os.getuid()) + self.limits.processes
         return {
             "mode": mode,
             "uid": uid,
@@ -303,7 +248,7 @@ class Sandbox:
                 stdout=stdout,
                 stderr=stderr,
                 pass_fds=tuple(spec["fds"].values()),
-                env=_environment(home, "/tmp" if spec["mode"] != "landlock" else home),
+                env=environment(home, "/tmp" if spec["mode"] != "landlock" else home),
                 start_new_session=True,  # no controlling terminal, and a process group to kill if it hangs
             )
             try:

@@ -92,6 +92,7 @@ def _enter_namespaces(userns: bool) -> None:
             f.write(f"{INNER_UID} {uid} 1")
         with open("/proc/self/gid_map", "w") as f:
             f.write(f"{INNER_UID} {gid} 1")
+    _check(_libc.sethostname(b"sandbox", 7), "sethostname")  # the host's name stays outside too
 
 
 def _locked_flags(path: str) -> int:

@@ -30,7 +30,8 @@ from typing import Any
 from pipeline.filter.channel import Channel, ChannelClosed
 from pipeline.filter.runner import Ref, decode, encode
 
-_NEVER_IMPORTED = {"antigravity", "this", "idlelib", "turtle", "tkinter"}
+_NEVER_IMPORTED = {"antigravity", "this", "idlelib", "turtle", "turtledemo", "tkinter"}
+"""Standard modules whose import does something (opens a browser, prints, needs a display)."""
 _SAFE_EXCEPTIONS = {
     name: e
     for name, e in vars(builtins).items()
@@ -80,7 +81,7 @@ def _names(code: types.CodeType) -> set[str]:
 
 def _module(kind: str, name: str) -> types.ModuleType | None:
     """The standard module the tests mean by `name`, when the answer bound a module to that name."""
-    if name in sys.stdlib_module_names and name not in _NEVER_IMPORTED:
+    if name in sys.stdlib_module_names and not name.startswith("_") and name not in _NEVER_IMPORTED:
         return importlib.import_module(name)
     return None
 

@@ -130,6 +130,11 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def _private(path: Path, mode: str = "wb") -> Any:
+    """A new file of the run, 0600 whatever the umask: no other user reads a program or its output."""
+    return open(path, mode, opener=lambda p, flags: os.open(p, flags, 0o600))  # noqa: SIM115
+
+
 def _reports(status: Any) -> list[dict[str, Any]]:
     """The marshalled dicts the jail (and the program's child before exec) wrote to the status file."""
     reports = []
@@ -190,10 +195,12 @@ class Sandbox:
         )  # 0700: the run's files are the grader's alone
         try:
             files = {"main.py": box / "main.py"}
-            files["main.py"].write_text(source, encoding="utf-8")
+            with _private(files["main.py"]) as f:
+                f.write(source.encode())
             if talk is not None:
                 files["runner.py"] = Path(runner.__file__)
-            (box / "stdin").write_text(stdin, encoding="utf-8")
+            with _private(box / "stdin") as f:
+                f.write(stdin.encode())
             spec = self._spec(mode, box, files, timeout)
             return self._supervise(spec, box, timeout, talk)
         finally:
@@ -234,9 +241,9 @@ class Sandbox:
         requests, replies = os.pipe() if talk else (None, None), os.pipe() if talk else (None, None)
         with (
             open(box / "stdin", "rb") as stdin,
-            open(box / "stdout", "wb") as stdout,
-            open(box / "stderr", "wb") as stderr,
-            open(box / "status", "w+b") as status,
+            _private(box / "stdout") as stdout,
+            _private(box / "stderr") as stderr,
+            _private(box / "status", "w+b") as status,
         ):
             spec["fds"] = {"status": status.fileno()}
             if talk:

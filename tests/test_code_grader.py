@@ -308,3 +308,35 @@ def test_a_stdio_answer_cannot_read_the_expected_output(tmp_path, mode_sandbox):
     )
     verdict = grade_code(answer(cheat), STDIO, sandbox=mode_sandbox)
     assert (verdict.correct, verdict.reason) == (False, "wrong_output")
+
+
+@needs_root
+def test_the_filter_keeps_right_code_drops_wrong_and_hostile_code_and_reports_the_mode(tmp_path):
+    from tests.conftest import run_distill
+
+    answers = {
+        "right": "def f(x):\n    return x * x",
+        "wrong": WRONG,
+        "always_equal": CHEATS["always_equal"],
+        "reexec_under_O": CHEATS["reexec_under_O"],
+    }
+    rows = []
+    for i, code in enumerate(answers.values()):
+        completion = f"<think>\nsquare it\n</think>\n\n{answer(code)}"
+        rows.append({"id": f"sq/{i}", "problem_id": "sq", "sample_index": i, "problem": "Square x.",
+                     "answer": None, "prompt": [{"role": "user", "content": "Square x."}], "completion": completion,
+                     "finish_reason": "stop", "num_prompt_tokens": 3, "num_completion_tokens": 9, "teacher": "t",
+                     "sampling": {}, "tests": SQUARE})  # fmt: skip
+    (tmp_path / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = tmp_path / "code.yaml"
+    recipe.write_text(
+        f"stage: filter\ninput: {tmp_path / 'samples.jsonl'}\noutput: {tmp_path / 'out'}\ncount_tokens: false\n"
+        "steps:\n  - name: parse\n  - name: code\n    sandbox:\n      mode: auto\n"
+    )
+    result = run_distill("filter", "--config", str(recipe))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "code sandbox: mode namespaces" in result.stderr  # auto says what it picked
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    rejected = [json.loads(line) for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
+    assert report["sandbox"] == "namespaces" and report["kept"] == 1
+    assert sorted(r["id"] for r in rejected) == ["sq/1", "sq/2", "sq/3"]

@@ -8,9 +8,11 @@ small so that the fork and memory bombs stay cheap on a 2-core machine.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import uuid
 from pathlib import Path
@@ -347,3 +349,43 @@ def test_a_batch_runs_concurrently_but_never_more_than_max_workers_at_once(sandb
     spans = [(float(row[1]), float(row[2])) for row in rows]
     overlaps = [sum(start <= s < end for start, end in spans) for s, _ in spans]
     assert max(overlaps) == 2
+
+
+def test_mode_landlock_cannot_touch_the_users_own_files_or_processes(user):
+    """What Landlock does not cover, seccomp refuses: the metadata of files the user owns, and the user's other
+    processes (there is no pid namespace to hide them)."""
+    folder = Path(tempfile.mkdtemp(prefix="distill-owned-", dir="/tmp"))
+    try:
+        folder.chmod(0o755)
+        owned = folder / "owned.txt"
+        owned.write_text("mine")
+        owned.chmod(0o600)
+        os.chown(owned, user.uid, user.gid)
+        before = owned.stat()
+        other = subprocess.Popen(["sleep", "60"], user=user.uid, group=user.gid, extra_groups=[])
+        source = f"""
+            import os, resource
+            for name, action in [
+                ("chmod", lambda: os.chmod({str(owned)!r}, 0o666)),
+                ("utime", lambda: os.utime({str(owned)!r}, (0, 0))),
+                ("xattr", lambda: os.setxattr({str(owned)!r}, "user.x", b"1")),
+                ("nice", lambda: os.setpriority(os.PRIO_PROCESS, {other.pid}, 19)),
+                ("limit", lambda: resource.prlimit({other.pid}, resource.RLIMIT_NOFILE, (3, 3))),
+                ("kill", lambda: os.kill({other.pid}, 9)),
+            ]:
+                try:
+                    action()
+                    print("did", name)
+                except OSError:
+                    print("refused", name)
+        """
+        result = user.sandbox("landlock", SMALL).run(textwrap.dedent(source))
+        alive = other.poll() is None
+        nice = int(Path(f"/proc/{other.pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+        other.kill()
+        other.wait()
+        after = owned.stat()
+    finally:
+        shutil.rmtree(folder)
+    assert result.ok and "did" not in result.stdout and result.stdout.count("refused") == 6, result.stdout
+    assert (after.st_mode, after.st_mtime) == (before.st_mode, before.st_mtime) and alive and nice == 0

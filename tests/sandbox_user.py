@@ -58,10 +58,18 @@ class SandboxUser:
     def remove(self) -> None:
         shutil.rmtree(self.home, ignore_errors=True)
 
-    def run(self, args: list[str], stdin: str = "", cwd: Path | None = None, timeout: float = 120):
+    def run(
+        self,
+        args: list[str],
+        stdin: str = "",
+        cwd: Path | None = None,
+        timeout: float = 120,
+        prefix: tuple = (),
+    ):
+        """`/usr/bin/python3.11 ARGS` as the user (`prefix`, e.g. ("unshare", "-r"), runs in front of it)."""
         env = {**os.environ, "PYTHONPATH": str(self.home), "HOME": str(self.home)}
         return subprocess.run(
-            [PYTHON, *args], input=stdin, capture_output=True, text=True, env=env, cwd=cwd or self.home,
+            [*prefix, PYTHON, *args], input=stdin, capture_output=True, text=True, env=env, cwd=cwd or self.home,
             user=self.uid, group=self.gid, extra_groups=[], timeout=timeout,
         )  # fmt: skip
 

@@ -207,25 +207,19 @@ def test_distill_verify_code_as_an_unprivileged_user(tmp_path):
         rows, expected = _code_rows()
         src = write_lines(work / "code.jsonl", [json.dumps(r) for r in rows])
         src.chmod(0o644)
-        for mode in ("auto", "landlock"):
-            out = work / f"out-{mode}.jsonl"
-            args = [
-                "-m",
-                "pipeline.cli",
-                "verify",
-                str(src),
-                "-o",
-                str(out),
-                "--kind",
-                "code",
-                "--sandbox-mode",
-                mode,
-            ]
-            done = user.run(args)
+        # plain user (auto: userns), forced landlock, and rootless root (`unshare -r`: uid 0 of a user namespace)
+        for name, mode, prefix, used in [
+            ("user", "auto", (), "userns"),
+            ("landlock", "landlock", (), "landlock"),
+            ("rootless", "auto", ("unshare", "-r"), "userns"),
+        ]:
+            out = work / f"out-{name}.jsonl"
+            args = ["verify", str(src), "-o", str(out), "--kind", "code", "--sandbox-mode", mode]
+            done = user.run(["-m", "pipeline.cli", *args], prefix=prefix)
             assert done.returncode == 0, done.stderr
             graded = [json.loads(line) for line in out.read_text().splitlines()]
-            assert [r["correct"] for r in graded] == expected, mode
-            assert {r["sandbox"] for r in graded} == {"userns" if mode == "auto" else "landlock", None}
+            assert [r["correct"] for r in graded] == expected, name
+            assert {r["sandbox"] for r in graded} == {used, None}
         refused = user.run(["-m", "pipeline.cli", "verify", str(src), "-o", str(work / "x.jsonl"), "--kind", "code",
                             "--sandbox-mode", "namespaces"])  # fmt: skip
         assert refused.returncode == 2 and "Traceback" not in refused.stderr

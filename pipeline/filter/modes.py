@@ -47,13 +47,20 @@ def userns_fix() -> str:
     return "in a container, its seccomp profile may refuse unshare(2): run it with user namespaces allowed"
 
 
+def real_root() -> bool:
+    """uid 0 of the host, not of a user namespace (where uid_map maps 0 to some user's uid)."""
+    return os.geteuid() == 0 and (_read("/proc/self/uid_map") or "").split() == ["0", "0", "4294967295"]
+
+
 def _precheck(mode: Mode, python: str) -> str | None:
     """Why `mode` cannot work here, from what it needs; None when it may."""
     if platform.machine() not in seccomp.SECCOMP_ARCH:
         return f"no seccomp filter for {platform.machine()} (x86_64 and aarch64 only)"
+    if mode != "userns" and os.geteuid() == 0 and not real_root():
+        return "uid 0 of a user namespace (rootless container, `unshare -r`) cannot hand out uids: use userns"
     if mode == "namespaces" and os.geteuid() != 0:
         return "needs root"
-    if mode == "userns" and os.geteuid() == 0:  # root's processes skip RLIMIT_NPROC, even in a user namespace
+    if mode == "userns" and real_root():  # the host's root skips RLIMIT_NPROC, even in a user namespace
         return "is for users other than root (root uses mode namespaces)"
     if mode == "landlock":
         if (version := landlock.abi()) < landlock.MINIMUM_ABI:

@@ -20,6 +20,10 @@ class ChannelClosed(BaseException):  # not an Exception: tests under `except Exc
     """The program stopped answering: it ended, hit the wall-clock limit, or sent garbage too long to read."""
 
 
+class ChannelTimeout(ChannelClosed):
+    """The wall-clock limit passed while the grader waited for the program."""
+
+
 class Channel:
     """The grader's end of the harness's pipes: JSON lines out and in, within the run's wall-clock deadline."""
 
@@ -28,15 +32,17 @@ class Channel:
         self._buffer = b""
         self.closed = False
 
-    def _fail(self, why: str) -> ChannelClosed:
+    def _fail(self, why: str, kind: type[ChannelClosed] = ChannelClosed) -> ChannelClosed:
         self.closed = True
-        return ChannelClosed(why)
+        return kind(why)
 
     def _wait(self, readable: bool) -> None:
+        if self.closed:
+            raise ChannelClosed("the conversation already ended")
         remaining = self._deadline - time.monotonic()
         fds = ([self._in], [], []) if readable else ([], [self._out], [])
-        if self.closed or remaining <= 0 or not any(select.select(*fds, remaining)):
-            raise self._fail("no answer in time")
+        if remaining <= 0 or not any(select.select(*fds, remaining)):
+            raise self._fail("no answer in time", ChannelTimeout)
 
     def send(self, message: dict[str, Any]) -> None:
         data = json.dumps(message).encode() + b"\n"

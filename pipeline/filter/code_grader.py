@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.filter.channel import ChannelClosed
+from pipeline.filter.channel import ChannelClosed, ChannelTimeout
 from pipeline.filter.judge import Outcome, judge
 from pipeline.filter.sandbox import RunResult, Sandbox, cores
 
@@ -174,8 +174,8 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def _failure(code: str, result: RunResult, timeout: float) -> Verdict:
-    if result.timed_out:
+def _failure(code: str, result: RunResult, timeout: float, late: bool = False) -> Verdict:
+    if result.timed_out or late:
         return Verdict(False, code, "timeout", f"still running after {timeout} s", result.mode)
     error = _last_line(result.stderr)
     reason = "syntax_error" if error.startswith(_SYNTAX_ERRORS) else "failed"
@@ -190,7 +190,7 @@ def _run_tests(code: str, tests: dict[str, Any], timeout: float, sandbox: Sandbo
     program = "\n\n".join(piece for piece in pieces if piece) + "\n"
     result, outcome = sandbox.converse(program, lambda channel: judge(tests, channel), timeout=timeout)
     if isinstance(outcome, ChannelClosed):  # it ended, crashed or timed out before the tests were done
-        return _failure(code, result, timeout)
+        return _failure(code, result, timeout, late=isinstance(outcome, ChannelTimeout))
     assert isinstance(outcome, Outcome)
     if outcome.passed:
         return Verdict(True, code, "passed", "", result.mode)

@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -135,6 +136,12 @@ def _private(path: Path, mode: str = "wb") -> Any:
     return open(path, mode, opener=lambda p, flags: os.open(p, flags, 0o600))  # noqa: SIM115
 
 
+def _close(*fds: int) -> None:
+    for fd in fds:
+        if fd >= 0:
+            os.close(fd)
+
+
 def _reports(status: Any) -> list[dict[str, Any]]:
     """The marshalled dicts the jail (and the program's child before exec) wrote to the status file."""
     reports = []
@@ -190,9 +197,7 @@ class Sandbox:
         self, mode: Mode, source: str, stdin: str, timeout: float, talk: Callable[[Channel], T] | None
     ) -> tuple[RunResult, T | ChannelClosed | None]:
         """One run in `mode` (no detection: the probes of modes.py use this)."""
-        box = Path(
-            tempfile.mkdtemp(prefix="distill-sandbox-")
-        )  # 0700: the run's files are the grader's alone
+        box = Path(tempfile.mkdtemp(prefix="distill-sandbox-"))  # 0700: the run's files are ours alone
         try:
             files = {"main.py": box / "main.py"}
             with _private(files["main.py"]) as f:
@@ -238,7 +243,7 @@ class Sandbox:
     def _supervise(
         self, spec: dict[str, Any], box: Path, timeout: float, talk: Callable[[Channel], T] | None
     ) -> tuple[RunResult, T | ChannelClosed | None]:
-        requests, replies = os.pipe() if talk else (None, None), os.pipe() if talk else (None, None)
+        requests, replies = (os.pipe(), os.pipe()) if talk else ((-1, -1), (-1, -1))
         with (
             open(box / "stdin", "rb") as stdin,
             _private(box / "stdout") as stdout,
@@ -248,38 +253,33 @@ class Sandbox:
             spec["fds"] = {"status": status.fileno()}
             if talk:
                 spec["fds"].update(requests=requests[0], replies=replies[1])
-            home = spec["cwd"]
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", jail.__file__, marshal.dumps(spec).hex()],
-                stdin=stdin,
-                stdout=stdout,
-                stderr=stderr,
-                pass_fds=tuple(spec["fds"].values()),
-                env=environment(home, "/tmp" if spec["mode"] != "landlock" else home),
-                start_new_session=True,  # no controlling terminal, and a process group to kill if it hangs
-            )
             try:
-                answer = self._talk(talk, requests, replies, timeout) if talk else None
+                proc = subprocess.Popen(
+                    [sys.executable, "-I", "-S", jail.__file__, marshal.dumps(spec).hex()],
+                    stdin=stdin,
+                    stdout=stdout,
+                    stderr=stderr,
+                    pass_fds=tuple(spec["fds"].values()),
+                    env=environment(spec["cwd"], "/tmp" if spec["mode"] != "landlock" else spec["cwd"]),
+                    start_new_session=True,  # no controlling terminal, and a process group to kill if it hangs
+                )
             finally:
+                _close(requests[0], replies[1])  # the jail's ends: EOF reaches us when the program's close
+            try:
+                answer = self._talk(talk, requests[1], replies[0], timeout) if talk else None
+            finally:
+                _close(requests[1], replies[0])  # the harness reads end of input and exits
                 self._wait(proc, timeout)
             status.seek(0)
             reports = _reports(status)
         return self._result(spec["mode"], proc.returncode, reports, box), answer
 
-    def _talk(self, talk: Callable[[Channel], T], requests: tuple, replies: tuple, timeout: float) -> Any:
-        import time
-
-        os.close(requests[0])
-        os.close(replies[1])
-        os.set_blocking(requests[1], False)
-        channel = Channel(requests[1], replies[0], time.monotonic() + timeout, self.limits.reply_bytes)
+    def _talk(self, talk: Callable[[Channel], T], requests: int, replies: int, timeout: float) -> Any:
+        os.set_blocking(requests, False)
         try:
-            return talk(channel)
+            return talk(Channel(requests, replies, time.monotonic() + timeout, self.limits.reply_bytes))
         except ChannelClosed as e:
             return e
-        finally:
-            os.close(requests[1])  # the harness reads end of input and exits
-            os.close(replies[0])
 
     @staticmethod
     def _wait(proc: subprocess.Popen, timeout: float) -> None:

@@ -56,18 +56,30 @@ class Remote:
         self._channel, self.__name__ = channel, name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        reply = self._channel.ask({"op": "call", "name": self.__name__, "args": encode(list(args)),
-                                   "kwargs": encode(kwargs)})  # fmt: skip
+        request = {"op": "call", "name": self.__name__, "args": encode(list(args)), "kwargs": encode(kwargs)}
+        reply = _ask(self._channel, request)
         if "ok" in reply:
             return decode(reply["ok"])
-        kind, message = str(reply.get("raised")), str(reply.get("message"))
-        # never StopIteration: raised through map() or a generator it would end the tests' loop early
-        raise _SAFE_EXCEPTIONS.get(kind, CandidateError)(
-            message if kind in _SAFE_EXCEPTIONS else f"{kind}: {message}"
-        )
+        raise _exception(str(reply.get("raised")), str(reply.get("message")))
 
     def __repr__(self) -> str:
         return f"<the answer's {self.__name__}>"
+
+
+def _ask(channel: Channel, request: dict[str, Any]) -> dict[str, Any]:
+    reply = channel.ask(request)
+    if not isinstance(reply, dict):
+        raise CandidateError("the answer's harness sent something that is not a reply")
+    return reply
+
+
+def _exception(kind: str, message: str) -> Exception:
+    """The answer's exception as one of ours: a builtin type by name (never StopIteration, which through map()
+    or a generator would end the tests' loop early), else CandidateError; only the message crosses."""
+    try:
+        return _SAFE_EXCEPTIONS[kind](message)
+    except (KeyError, TypeError):  # not a safe builtin, or one whose constructor wants more (UnicodeError)
+        return CandidateError(f"{kind}: {message}")
 
 
 def _names(code: types.CodeType) -> set[str]:
@@ -87,7 +99,7 @@ def _module(kind: str, name: str) -> types.ModuleType | None:
 
 
 def _asserts_namespace(code: types.CodeType, channel: Channel) -> dict[str, Any]:
-    reply = channel.ask({"op": "kinds", "names": sorted(_names(code))})
+    reply = _ask(channel, {"op": "kinds", "names": sorted(_names(code))})
     kinds, values = dict(reply.get("kinds", {})), dict(reply.get("values", {}))
     functions = {n for n, k in kinds.items() if k == "function"}
     tested = {n for n in functions if not hasattr(builtins, n)} or functions

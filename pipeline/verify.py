@@ -119,11 +119,11 @@ def _grade_math(records: list[Record], args: argparse.Namespace) -> list[Any]:
 def _grade_code(records: list[Record], args: argparse.Namespace) -> list[Any]:
     """Each record's code answer against its own `tests` (raw HumanEval / MBPP / stdio records accepted)."""
     from pipeline.filter.code_grader import grade_code_many, normalize_tests
-    from pipeline.filter.modes import require_mode
     from pipeline.filter.parse import gradable_text
     from pipeline.filter.sandbox import Sandbox
 
-    sandbox = Sandbox(mode=require_mode(args.sandbox_mode))  # before any grading: no sandbox, one clear error
+    sandbox = Sandbox(mode=args.sandbox_mode)
+    sandbox.resolved_mode()  # before any grading: no sandbox, one clear error
     tests = []
     for r in records:
         raw = r.row.get("tests", r.row)

@@ -9,8 +9,9 @@ Modes (`sandbox.mode` in recipes; "auto" takes the first that works here, in thi
 - "namespaces" (root): new mount, pid, network, IPC, UTS and cgroup namespaces; a root by construction (the
   interpreter's directories and the system libraries read-only, /dev null, zero and urandom, a fresh /proc of
   its pid namespace, /tmp a tmpfs of `disk_bytes`, nothing else of the host); a fresh uid no one else has.
-- "userns" (any user, where unprivileged user namespaces are allowed): the same box inside a new user
-  namespace mapping only the caller's uid; the program runs as that one uid (1000 inside), without capabilities.
+- "userns" (users other than root, uid 0 of a rootless container or `unshare -r` too, where unprivileged user
+  namespaces are allowed): the same box inside a new user namespace mapping only the caller's uid; the program
+  runs as that one uid (1000 inside), without capabilities.
 - "landlock" (Linux >= 6.12, neither of the above): the host's tree, but Landlock lets the program read only
   the interpreter, the system libraries and its own directory, create or write no file (so disk use is its
   capped stdout and stderr), not signal or reach abstract sockets outside; seccomp refuses every socket.

@@ -1,6 +1,7 @@
 """The sandbox's supervisor: build the program's box, run the program in it as an unprivileged uid, report.
 
-`sandbox.py` starts it as `python -I -S jail.py SPEC` (the spec a dict, marshalled, in hex). By mode:
+`sandbox.py` starts it as `python -I -S jail.py SPEC_FILE` (a marshalled dict, in the run's 0700 folder: not in
+the command line, which a program of the same uid could read in /proc/1/cmdline). By mode:
 
 - "namespaces" (root): unshare new mount, pid, network, IPC, UTS and cgroup namespaces, then fork the box's
   init (pid 1), which builds a root by construction and runs the program as a fresh host uid;
@@ -310,4 +311,5 @@ def main(spec: dict) -> None:
 
 
 if __name__ == "__main__":
-    main(marshal.loads(bytes.fromhex(sys.argv[1])))
+    with open(sys.argv[1], "rb") as spec_file:
+        main(marshal.load(spec_file))

@@ -254,9 +254,11 @@ class Sandbox:
             spec["fds"] = {"status": status.fileno()}
             if talk:
                 spec["fds"].update(requests=requests[0], replies=replies[1])
+            with _private(box / "spec") as f:
+                marshal.dump(spec, f)
             try:
                 proc = subprocess.Popen(
-                    [sys.executable, "-I", "-S", jail.__file__, marshal.dumps(spec).hex()],
+                    [sys.executable, "-I", "-S", jail.__file__, str(box / "spec")],
                     stdin=stdin,
                     stdout=stdout,
                     stderr=stderr,

@@ -9,8 +9,12 @@ The namespace modes bind `binds` read-only into the box's empty root and recreat
 from __future__ import annotations
 
 import functools
+import json
 import os
+import site
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 LIBRARIES = ("/usr/lib", "/usr/lib64", "/lib", "/lib64", "/lib32", "/libx32")
@@ -33,6 +37,18 @@ def box_contents(python: str) -> tuple[list[str], dict[str, str]]:
     links = {p: os.readlink(p) for p in LINKS if os.path.islink(p)}
     libraries = {Path(p) for p in LIBRARIES if os.path.isdir(p) and p not in links}
     return _outside(installs | libraries), links
+
+
+@functools.cache
+def site_packages(python: str) -> list[str]:
+    """The site-packages directories of `python` (its venv's, if any), which the harness puts on sys.path."""
+    if os.path.abspath(python) == os.path.abspath(sys.executable):
+        return [p for p in site.getsitepackages() if os.path.isdir(p)]
+    probe = (
+        "import json, os, site; print(json.dumps([p for p in site.getsitepackages() if os.path.isdir(p)]))"
+    )
+    done = subprocess.run([python, "-I", "-c", probe], capture_output=True, text=True, timeout=60)
+    return json.loads(done.stdout) if done.returncode == 0 else []
 
 
 def blocked_ancestor(path: Path) -> Path | None:

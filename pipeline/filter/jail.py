@@ -196,7 +196,7 @@ def _exec_program(spec: dict, fds: dict[str, int]) -> None:
         if spec["mode"] == "landlock":
             _sibling("landlock").restrict(spec["binds"], spec["cwd"])
         _sibling("seccomp").install(landlock=spec["mode"] == "landlock")
-        os.execve(spec["python"], [spec["python"], "-I", "-B", *spec["argv"]], os.environ)
+        os.execve(spec["python"], [spec["python"], "-I", "-S", "-B", *spec["argv"]], os.environ)
     except BaseException as e:
         os.write(fds["status"], marshal.dumps({"error": f"cannot start the program: {e}"}))
     os._exit(126)

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pipeline.filter import jail, runner
-from pipeline.filter.box import box_contents, environment, processes_of
+from pipeline.filter.box import box_contents, environment, processes_of, site_packages
 from pipeline.filter.channel import Channel, ChannelClosed
 
 log = logging.getLogger("distill.sandbox")
@@ -203,16 +203,17 @@ class Sandbox:
             files = {"main.py": box / "main.py"}
             with _private(files["main.py"]) as f:
                 f.write(source.encode())
-            if talk is not None:
-                files["runner.py"] = Path(runner.__file__)
+            files["runner.py"] = Path(runner.__file__)
             with _private(box / "stdin") as f:
                 f.write(stdin.encode())
-            spec = self._spec(mode, box, files, timeout)
+            spec = self._spec(mode, box, files, timeout, talk is not None)
             return self._supervise(spec, box, timeout, talk)
         finally:
             shutil.rmtree(box, ignore_errors=True)
 
-    def _spec(self, mode: Mode, box: Path, files: dict[str, Path], timeout: float) -> dict[str, Any]:
+    def _spec(
+        self, mode: Mode, box: Path, files: dict[str, Path], timeout: float, talk: bool
+    ) -> dict[str, Any]:
         binds, links = box_contents(self.python)
         root = os.geteuid() == 0
         uid = UID_BASE + secrets.randbelow(UID_COUNT) if root and mode != "userns" else None
@@ -223,7 +224,7 @@ class Sandbox:
         else:
             (box / "root").mkdir()
             cwd, where = "/tmp", "/sandbox"
-        names = ["runner.py", "main.py"] if "runner.py" in files else ["main.py"]
+        serve = ["--serve"] if talk else []
         processes = None if root or mode != "landlock" else processes_of(os.getuid()) + self.limits.processes
         return {
             "mode": mode,
@@ -231,7 +232,7 @@ class Sandbox:
             "root": str(box / "root"),
             "cwd": cwd,
             "files": {name: str(path) for name, path in files.items()},
-            "argv": [f"{where}/{name}" for name in names],
+            "argv": [f"{where}/runner.py", *serve, f"{where}/main.py", *site_packages(self.python)],
             "python": self.python,
             "binds": binds,
             "links": links,

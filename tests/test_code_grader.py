@@ -340,3 +340,43 @@ def test_the_filter_keeps_right_code_drops_wrong_and_hostile_code_and_reports_th
     rejected = [json.loads(line) for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
     assert report["sandbox"] == "namespaces" and report["kept"] == 1
     assert sorted(r["id"] for r in rejected) == ["sq/1", "sq/2", "sq/3"]
+
+
+@needs_root
+def test_every_cheat_fails_for_an_unprivileged_user_in_modes_userns_and_landlock(tmp_path):
+    """The same answers, graded by `distill verify` run as a plain user (the tests create it)."""
+    from tests.sandbox_user import SandboxUser
+
+    user = SandboxUser.create()
+    try:
+        work = user.home / "work"
+        work.mkdir()
+        os.chown(work, user.uid, user.gid)
+        names = sorted(CHEATS)
+        rows = [{"id": n, "completion": answer(CHEATS[n]), "tests": SQUARE} for n in names]
+        rows.append({"id": "right", "completion": answer("def f(x):\n    return x * x"), "tests": SQUARE})
+        src = work / "cheats.jsonl"
+        src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        src.chmod(0o644)
+        for mode in ("userns", "landlock"):
+            out = work / f"{mode}.jsonl"
+            args = [
+                "verify",
+                str(src),
+                "-o",
+                str(out),
+                "--kind",
+                "code",
+                "--sandbox-mode",
+                mode,
+                "--timeout",
+                "5",
+            ]
+            done = user.run(["-m", "pipeline.cli", *args])
+            assert done.returncode == 0, done.stderr
+            graded = {
+                r["id"]: (r["correct"], r["sandbox"]) for r in map(json.loads, out.read_text().splitlines())
+            }
+            assert graded == {**{n: (False, mode) for n in names}, "right": (True, mode)}
+    finally:
+        user.remove()

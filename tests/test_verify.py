@@ -178,7 +178,8 @@ def _code_rows() -> tuple[list[dict], list[bool | None]]:
     return rows, [expected for *_, expected in answers]
 
 
-def test_distill_verify_code_as_root_gives_each_answer_its_verdict_and_names_the_mode(tmp_path):
+def test_distill_verify_code_gives_each_answer_its_verdict_and_names_the_mode(tmp_path):
+    from pipeline.filter.sandbox import Sandbox
     from tests.conftest import run_distill
 
     rows, expected = _code_rows()
@@ -187,7 +188,8 @@ def test_distill_verify_code_as_root_gives_each_answer_its_verdict_and_names_the
     assert result.returncode == 0, result.stderr
     out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["correct"] for r in out] == expected
-    assert {r["sandbox"] for r in out} == {"namespaces", None}  # None: no tests, nothing ran
+    # as root "namespaces"; None: no tests, nothing ran
+    assert {r["sandbox"] for r in out} == {Sandbox().resolved_mode(), None}
 
 
 def test_distill_verify_code_as_an_unprivileged_user(tmp_path):

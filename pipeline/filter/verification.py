@@ -69,7 +69,7 @@ class Code(Step):
     def prepare(self) -> None:
         from pipeline.filter.modes import require_mode
 
-        self.mode = require_mode(self.options.sandbox.mode)
+        require_mode(self.options.sandbox.mode)  # SandboxUnavailable before the stage runs any step
 
     def run(self, items: list[Item], context: Context) -> dict[int, Drop]:
         from pipeline.filter.code_grader import grade_code_many, normalize_tests

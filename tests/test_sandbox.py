@@ -14,7 +14,9 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -389,3 +391,26 @@ def test_mode_landlock_cannot_touch_the_users_own_files_or_processes(user):
         shutil.rmtree(folder)
     assert result.ok and "did" not in result.stdout and result.stdout.count("refused") == 6, result.stdout
     assert (after.st_mode, after.st_mtime) == (before.st_mode, before.st_mtime) and alive and nice == 0
+
+
+def test_a_concurrent_run_cannot_find_another_runs_program_or_output(any_mode):
+    marker = f"other-run-{uuid.uuid4().hex}"
+    other = f"import time\nprint({marker!r}, flush=True)\ntime.sleep(3)\n# {marker}\n"
+    spy = f"""
+        import glob, os
+        found = []
+        for pattern in ["/tmp/distill-sandbox-*/*", "/tmp/*/*", "/proc/*/cwd/*", "/proc/*/fd/*"]:
+            for path in glob.glob(pattern):
+                try:
+                    if {marker!r} in open(path, errors="replace").read():
+                        found.append(path)
+                except OSError:
+                    pass
+        print("found", found)
+    """
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(any_mode.run, other, "", 10.0)
+        time.sleep(1.0)  # the other run is sleeping, its main.py and stdout in place
+        result = run(any_mode, spy)
+        assert first.result().ok
+    assert result.ok and result.stdout.strip() == "found []", result.stdout + result.stderr

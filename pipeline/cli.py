@@ -23,6 +23,7 @@ from typing import Any
 
 from pipeline import hub, verify
 from pipeline.config import ConfigError, dump_yaml, from_dict, read_recipe, to_dict
+from pipeline.filter.sandbox import SandboxError, SandboxUnavailable
 from pipeline.records import RecordError
 from pipeline.train.opd_config import TeacherError
 
@@ -248,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = COMMANDS.get(args.command, cmd_stage)
     try:
         return handler(args, parser)
-    except (ConfigError, RecordError, TeacherError) as e:
+    except (ConfigError, RecordError, TeacherError, SandboxUnavailable, SandboxError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from pipeline.benchmarks import BENCHMARKS, load_benchmark
 from pipeline.config import ConfigError, Source, to_dict
+from pipeline.filter.sandbox import SandboxConfig
 from pipeline.generate.config import Backend, GenerateConfig, PromptConfig, SamplingConfig, ServerConfig
 from pipeline.records import DataSource, read_jsonl, read_samples, to_row, write_json, write_jsonl
 
@@ -68,6 +69,8 @@ class EvalConfig:
     """Seconds to grade one math answer (code: per program)."""
     regrade: bool = False
     """Only grade the samples already saved under `output` (no generation)."""
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    """`sandbox.mode` for code benchmarks: auto, namespaces, userns or landlock."""
 
     def __post_init__(self) -> None:
         if not self.benchmarks:
@@ -153,9 +156,12 @@ def grade(cfg: EvalConfig, folder: Path, kind: str) -> list[dict[str, Any]]:
     items = [(gradable_text(s.completion), s) for s in samples]
     if kind == "code":
         from pipeline.filter.code_grader import grade_code_many, normalize_tests
+        from pipeline.filter.sandbox import Sandbox
 
         verdicts = grade_code_many(
-            [(t, normalize_tests(s.tests) if s.tests else None) for t, s in items], timeout=cfg.timeout
+            [(t, normalize_tests(s.tests) if s.tests else None) for t, s in items],
+            timeout=cfg.timeout,
+            sandbox=Sandbox(mode=cfg.sandbox.mode),
         )
     else:
         from pipeline.filter.math_grader import grade_many
@@ -216,7 +222,17 @@ def settings(cfg: EvalConfig, spec: ModelSpec) -> dict[str, Any]:
     }
 
 
+def check_sandbox(cfg: EvalConfig) -> str | None:
+    """The sandbox mode code benchmarks will use, checked before anything is generated (None: no code)."""
+    if not any(BENCHMARKS[b.name].kind == "code" for b in cfg.benchmarks):
+        return None
+    from pipeline.filter.modes import require_mode
+
+    return require_mode(cfg.sandbox.mode)
+
+
 def run(cfg: EvalConfig, args: Any = None) -> int:
+    sandbox = check_sandbox(cfg)
     results = {"models": [], "settings": {}}
     # each benchmark loaded (Hub or local) and written once, for every model
     problem_files = {} if cfg.regrade else {b.name: write_problems(cfg, b) for b in cfg.benchmarks}
@@ -237,7 +253,7 @@ def run(cfg: EvalConfig, args: Any = None) -> int:
                 metrics[bench.name]["pass@1_stderr"],
             )
         results["models"].append({"model": spec.path, "label": label, "metrics": metrics})
-        results["settings"][label] = settings(cfg, spec)
+        results["settings"][label] = {**settings(cfg, spec), "sandbox": sandbox}
     results["config"] = to_dict(cfg)
     write_json(Path(cfg.output) / "results.json", results)
     table = markdown_table(results)

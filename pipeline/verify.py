@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.filter.sandbox import SandboxError, SandboxUnavailable
 from pipeline.records import RecordError, read_jsonl, write_jsonl
 
 HELP = (
@@ -37,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--answer-field", default="answer", help="field holding the gold answer (null: none)")
     parser.add_argument("--workers", type=_positive(int), help="grading processes (default: one per core)")
     parser.add_argument("--timeout", type=_positive(float), default=5.0, help="seconds to grade one record")
+    parser.add_argument(
+        "--sandbox-mode",
+        choices=["auto", "namespaces", "userns", "landlock"],
+        default="auto",
+        help="code: how programs are confined (default: the strongest this machine allows)",
+    )
 
 
 def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -54,7 +61,7 @@ def main_verify(args: argparse.Namespace) -> int:
     try:
         records = read_records(Path(args.input), args.completion_field)
         verdicts = GRADERS[args.kind](records, args)  # checks its own fields before grading anything
-    except RecordError as e:
+    except (RecordError, SandboxUnavailable, SandboxError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     rows = (with_verdict(r.row, verdict) for r, verdict in zip(records, verdicts, strict=True))
@@ -113,7 +120,10 @@ def _grade_code(records: list[Record], args: argparse.Namespace) -> list[Any]:
     """Each record's code answer against its own `tests` (raw HumanEval / MBPP / stdio records accepted)."""
     from pipeline.filter.code_grader import grade_code_many, normalize_tests
     from pipeline.filter.parse import gradable_text
+    from pipeline.filter.sandbox import Sandbox
 
+    sandbox = Sandbox(mode=args.sandbox_mode)
+    sandbox.resolved_mode()  # before any grading: no sandbox, one clear error
     tests = []
     for r in records:
         raw = r.row.get("tests", r.row)
@@ -122,16 +132,16 @@ def _grade_code(records: list[Record], args: argparse.Namespace) -> list[Any]:
         except (ValueError, TypeError, KeyError) as e:
             raise RecordError(f"{r.where}: field 'tests': {e}") from None
     items = [(gradable_text(r.completion), t) for r, t in zip(records, tests, strict=True)]
-    return grade_code_many(items, timeout=args.timeout, workers=args.workers)
+    return grade_code_many(items, timeout=args.timeout, workers=args.workers, sandbox=sandbox)
 
 
 def with_verdict(row: dict[str, Any], verdict: Any) -> dict[str, Any]:
-    return {
-        **row,
-        "correct": verdict.correct,
-        "extracted_answer": verdict.extracted_answer,
-        "verdict_reason": verdict.reason,
-    }
+    """The row with its verdict; code verdicts also name the sandbox mode the code ran in."""
+    graded = {"correct": verdict.correct, "extracted_answer": verdict.extracted_answer}
+    graded["verdict_reason"] = verdict.reason
+    if hasattr(verdict, "sandbox"):
+        graded["sandbox"] = verdict.sandbox
+    return {**row, **graded}
 
 
 # --kind -> grader: (records, args) -> one verdict (correct, extracted_answer, reason) per record, in order.

@@ -218,3 +218,165 @@ def test_a_completion_is_graded_on_its_answer_and_an_endless_one_times_out():
     assert grade_code(gradable_text(completion), tests).reason == "passed"
     endless = grade_code(answer("def f(x):\n    while True:\n        pass\nf(1)"), tests, timeout=1)
     assert (endless.correct, endless.reason) == (False, "timeout")
+
+
+# --- answers that try to pass without being right -----------------------------------------------------------
+
+SQUARE = {"kind": "asserts", "asserts": ["assert f(2) == 4", "assert f(3) == 9"]}
+WRONG = "def f(x):\n    return x + 2\n"  # right for 2, wrong for 3
+CHEATS = {
+    "reexec_under_O": "import os, sys\nif not sys.flags.optimize:\n    os.execv(sys.executable, [sys.executable, '-O', *sys.argv])\n"
+    + WRONG,
+    "own_source_and_token": "import sys\nprint(open(sys.argv[-1]).read()[-40:])\n" + WRONG,
+    "frame_constants": (
+        "import sys\ndef f(x):\n    frame = sys._getframe()\n    while frame:\n"
+        "        for c in frame.f_code.co_consts:\n            if isinstance(c, int) and c == x * x:\n"
+        "                return c\n        frame = frame.f_back\n    return x + 2\n"
+    ),
+    "excepthook_prints_success": "import sys\nsys.excepthook = lambda *a: print('passed')\n" + WRONG,
+    "always_equal": "class E:\n    def __eq__(self, other):\n        return True\n    __hash__ = None\ndef f(x):\n    return E()\n",
+    "int_subclass_always_equal": "class E(int):\n    def __eq__(self, other):\n        return True\ndef f(x):\n    return E(0)\n",
+    "linecache_expected": (
+        "import linecache, sys\ndef f(x):\n    for name in list(linecache.cache) + ['tests', '<string>']:\n"
+        "        for line in linecache.getlines(name):\n            if f'f({x}) ==' in line:\n"
+        "                return int(line.split('==')[1])\n    return x + 2\n"
+    ),
+    "settrace_skips_asserts": "import sys\nsys.settrace(lambda *a: None)\n" + WRONG,
+    "fake_protocol_on_stdout": "print('{\"ok\": 9}')\nprint('{\"ready\": true}')\n" + WRONG,
+    "fake_replies_on_its_pipe": 'import os\nos.write(4, b\'{"ready": true}\\n{"kinds": {}}\\n\')\n' + WRONG,
+    "exits_0_before_tests": "import sys\n" + WRONG + "sys.exit(0)\n",
+    "exits_0_inside_a_call": "import os\ndef f(x):\n    os._exit(0)\n",
+    "stop_iteration_ends_a_loop": "def f(x):\n    raise StopIteration\n",
+    "kills_its_supervisor": "import os, signal\nfor pid in (1, os.getppid()):\n    try:\n        os.kill(pid, signal.SIGKILL)\n    except OSError:\n        pass\n"
+    + WRONG,
+    "exception_carrying_an_object": "class E:\n    def __eq__(self, o):\n        return True\ndef f(x):\n    raise ValueError(E())\n",
+    "huge_reply": "def f(x):\n    return 'x' * (40 << 20)\n",
+    "deep_reply": "def f(x):\n    v = []\n    for _ in range(100000):\n        v = [v]\n    return v\n",
+}
+
+
+@pytest.fixture(scope="module", params=["namespaces", "landlock"])
+def mode_sandbox(request):
+    from pipeline.filter.sandbox import Sandbox, SandboxUnavailable
+
+    python = "/usr/bin/python3.11" if request.param == "landlock" else Sandbox().python
+    sandbox = Sandbox(mode=request.param, python=python)
+    try:
+        sandbox.resolved_mode()
+    except SandboxUnavailable as e:
+        pytest.skip(str(e))
+    return sandbox
+
+
+@needs_root
+@pytest.mark.parametrize("name", sorted(CHEATS))
+def test_a_wrong_answer_cannot_make_itself_pass(name, mode_sandbox):
+    tests = dict(SQUARE)
+    if name == "stop_iteration_ends_a_loop":  # map() would take a StopIteration for its end
+        tests = {"kind": "asserts", "asserts": ["assert all(map(lambda x: f(x) == x * x, [2, 3]))"]}
+    verdict = grade_code(answer(CHEATS[name]), tests, timeout=5, sandbox=mode_sandbox)
+    assert verdict.correct is False, verdict
+    assert verdict.sandbox == mode_sandbox.mode
+
+
+@needs_root
+def test_the_same_wrong_answer_fails_and_the_right_one_passes_in_every_mode(mode_sandbox):
+    right = grade_code(answer("def f(x):\n    return x * x"), SQUARE, sandbox=mode_sandbox)
+    wrong = grade_code(answer(WRONG), SQUARE, sandbox=mode_sandbox)
+    assert (right.correct, wrong.correct, wrong.detail) == (True, False, "AssertionError")
+
+
+@needs_root
+def test_redefining_a_builtin_or_a_prompt_helper_changes_nothing(humaneval, mode_sandbox):
+    tests = {"kind": "asserts", "asserts": ["assert int(f(3)) == 9"]}
+    cheat = "int = lambda x: 9\n" + WRONG
+    assert grade_code(answer(cheat), tests, sandbox=mode_sandbox).correct is False
+    poly_cheat = "def poly(xs, x):\n    return 0\ndef find_zero(xs):\n    return 12345.0\n"
+    verdict = grade_code(answer(poly_cheat), normalize_tests(humaneval["HumanEval/32"]), sandbox=mode_sandbox)
+    assert verdict.correct is False
+
+
+@needs_root
+def test_a_stdio_answer_cannot_read_the_expected_output(tmp_path, mode_sandbox):
+    graded = tmp_path / "graded.jsonl"
+    graded.write_text(json.dumps({"tests": STDIO}))
+    graded.chmod(0o644)
+    cheat = (
+        "import glob, json\nfor path in glob.glob('/tmp/**/*.jsonl', recursive=True) + "
+        f"[{str(graded)!r}]:\n    try:\n        print(json.load(open(path))['tests']['cases'][0]['output'])\n"
+        "        break\n    except Exception:\n        pass\nelse:\n    print(0)\n"
+    )
+    verdict = grade_code(answer(cheat), STDIO, sandbox=mode_sandbox)
+    assert (verdict.correct, verdict.reason) == (False, "wrong_output")
+
+
+@needs_root
+def test_the_filter_keeps_right_code_drops_wrong_and_hostile_code_and_reports_the_mode(tmp_path):
+    from tests.conftest import run_distill
+
+    answers = {
+        "right": "def f(x):\n    return x * x",
+        "wrong": WRONG,
+        "always_equal": CHEATS["always_equal"],
+        "reexec_under_O": CHEATS["reexec_under_O"],
+    }
+    rows = []
+    for i, code in enumerate(answers.values()):
+        completion = f"<think>\nsquare it\n</think>\n\n{answer(code)}"
+        rows.append({"id": f"sq/{i}", "problem_id": "sq", "sample_index": i, "problem": "Square x.",
+                     "answer": None, "prompt": [{"role": "user", "content": "Square x."}], "completion": completion,
+                     "finish_reason": "stop", "num_prompt_tokens": 3, "num_completion_tokens": 9, "teacher": "t",
+                     "sampling": {}, "tests": SQUARE})  # fmt: skip
+    (tmp_path / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = tmp_path / "code.yaml"
+    recipe.write_text(
+        f"stage: filter\ninput: {tmp_path / 'samples.jsonl'}\noutput: {tmp_path / 'out'}\ncount_tokens: false\n"
+        "steps:\n  - name: parse\n  - name: code\n    sandbox:\n      mode: auto\n"
+    )
+    result = run_distill("filter", "--config", str(recipe))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "code sandbox: mode namespaces" in result.stderr  # auto says what it picked
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    rejected = [json.loads(line) for line in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
+    assert report["sandbox"] == "namespaces" and report["kept"] == 1
+    assert sorted(r["id"] for r in rejected) == ["sq/1", "sq/2", "sq/3"]
+
+
+@needs_root
+def test_every_cheat_fails_for_an_unprivileged_user_in_modes_userns_and_landlock(tmp_path):
+    """The same answers, graded by `distill verify` run as a plain user (the tests create it)."""
+    from tests.sandbox_user import SandboxUser
+
+    user = SandboxUser.create()
+    try:
+        work = user.home / "work"
+        work.mkdir()
+        os.chown(work, user.uid, user.gid)
+        names = sorted(CHEATS)
+        rows = [{"id": n, "completion": answer(CHEATS[n]), "tests": SQUARE} for n in names]
+        rows.append({"id": "right", "completion": answer("def f(x):\n    return x * x"), "tests": SQUARE})
+        src = work / "cheats.jsonl"
+        src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        src.chmod(0o644)
+        for mode in ("userns", "landlock"):
+            out = work / f"{mode}.jsonl"
+            args = [
+                "verify",
+                str(src),
+                "-o",
+                str(out),
+                "--kind",
+                "code",
+                "--sandbox-mode",
+                mode,
+                "--timeout",
+                "5",
+            ]
+            done = user.run(["-m", "pipeline.cli", *args])
+            assert done.returncode == 0, done.stderr
+            graded = {
+                r["id"]: (r["correct"], r["sandbox"]) for r in map(json.loads, out.read_text().splitlines())
+            }
+            assert graded == {**{n: (False, mode) for n in names}, "right": (True, mode)}
+    finally:
+        user.remove()

@@ -147,3 +147,108 @@ def test_distill_verify_grades_code_answers_against_their_tests(tmp_path):
     assert [r["correct"] for r in out] == [True, False, False, True, None]
     assert [r["verdict_reason"] for r in out] == ["passed", "failed", "no_code", "passed", "no_tests"]
     assert out[0]["tests"] == problem  # every input field kept
+
+
+# --- code, as root and as an unprivileged user --------------------------------------------------------------
+
+
+def _code_rows() -> tuple[list[dict], list[bool | None]]:
+    """Right, wrong and hostile answers to HumanEval/0 and a stdio problem, with the verdict each deserves."""
+    from tests.conftest import SHARED_DATA
+
+    problem = json.loads((SHARED_DATA / "benchmarks" / "humaneval.jsonl").read_text().splitlines()[0])
+    stdio = [{"input": "21\n", "output": "42\n"}]
+    fence = "```python\n{}\n```"
+    answers = [
+        (problem["prompt"] + problem["canonical_solution"], problem, True),
+        ("def has_close_elements(n, t):\n    return False", problem, False),
+        ("class E:\n    def __eq__(self, o):\n        return True\ndef has_close_elements(n, t):\n    return E()",
+         problem, False),
+        ("import os, sys\nif not sys.flags.optimize:\n    os.execv(sys.executable, [sys.executable, '-O', *sys.argv])\n"
+         "def has_close_elements(n, t):\n    return True", problem, False),
+        ("print(int(input()) * 2)", stdio, True),
+        ("import glob\nprint(open(glob.glob('/tmp/**/code.jsonl', recursive=True)[0]).read().count('42'))", stdio,
+         False),
+        ("print(1)", None, None),
+    ]  # fmt: skip
+    rows = [
+        {"id": f"r{i}", "completion": fence.format(code), "tests": t}
+        for i, (code, t, _) in enumerate(answers)
+    ]
+    return rows, [expected for *_, expected in answers]
+
+
+def test_distill_verify_code_gives_each_answer_its_verdict_and_names_the_mode(tmp_path):
+    from pipeline.filter.sandbox import Sandbox
+    from tests.conftest import run_distill
+
+    rows, expected = _code_rows()
+    src = write_lines(tmp_path / "code.jsonl", [json.dumps(r) for r in rows])
+    result = run_distill("verify", str(src), "-o", str(tmp_path / "out.jsonl"), "--kind", "code")
+    assert result.returncode == 0, result.stderr
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["correct"] for r in out] == expected
+    # as root "namespaces"; None: no tests, nothing ran
+    assert {r["sandbox"] for r in out} == {Sandbox().resolved_mode(), None}
+
+
+def test_distill_verify_code_as_an_unprivileged_user(tmp_path):
+    import os
+
+    import pytest
+
+    from tests.sandbox_user import SandboxUser
+
+    if os.geteuid() != 0:
+        pytest.skip("creating the test user needs root")
+    user = SandboxUser.create()
+    try:
+        work = user.home / "work"
+        work.mkdir()
+        os.chown(work, user.uid, user.gid)
+        rows, expected = _code_rows()
+        src = write_lines(work / "code.jsonl", [json.dumps(r) for r in rows])
+        src.chmod(0o644)
+        # plain user (auto: userns), forced landlock, and rootless root (`unshare -r`: uid 0 of a user namespace)
+        for name, mode, prefix, used in [
+            ("user", "auto", (), "userns"),
+            ("landlock", "landlock", (), "landlock"),
+            ("rootless", "auto", ("unshare", "-r"), "userns"),
+        ]:
+            out = work / f"out-{name}.jsonl"
+            args = ["verify", str(src), "-o", str(out), "--kind", "code", "--sandbox-mode", mode]
+            done = user.run(["-m", "pipeline.cli", *args], prefix=prefix)
+            assert done.returncode == 0, done.stderr
+            graded = [json.loads(line) for line in out.read_text().splitlines()]
+            assert [r["correct"] for r in graded] == expected, name
+            assert {r["sandbox"] for r in graded} == {used, None}
+        refused = user.run(["-m", "pipeline.cli", "verify", str(src), "-o", str(work / "x.jsonl"), "--kind", "code",
+                            "--sandbox-mode", "namespaces"])  # fmt: skip
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+        assert (
+            refused.stderr.startswith("error: no code sandbox available")
+            and "namespaces: needs root" in refused.stderr
+        )
+        assert not (work / "x.jsonl").exists()
+    finally:
+        user.remove()
+
+
+def test_filter_checks_the_sandbox_before_any_step_and_fails_in_one_line(tmp_path):
+    import os
+
+    import pytest
+
+    from tests.conftest import run_distill
+
+    if os.geteuid() != 0:
+        pytest.skip("mode userns is refused to root only")
+    recipe = tmp_path / "code.yaml"
+    recipe.write_text(
+        f"stage: filter\ninput: {tmp_path / 'missing.jsonl'}\noutput: {tmp_path / 'out'}\ncount_tokens: false\n"
+        "steps:\n  - name: parse\n  - name: code\n    sandbox:\n      mode: userns\n"  # userns is not for root
+    )
+    result = run_distill("filter", "--config", str(recipe))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: no code sandbox available (sandbox.mode=userns): userns: " in result.stderr
+    assert not (tmp_path / "out").exists()

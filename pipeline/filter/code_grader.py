@@ -12,12 +12,13 @@ A problem's `tests`, normalised (`normalize_tests` builds it from raw HumanEval,
 
 Two optional pieces of code (default "") in the first two kinds: `prelude` runs before the answer's code
 (HumanEval's prompt, whose imports and helper functions the answer may rely on; the answer's own definitions
-come after, so they win) and `setup` after it, before the tests (MBPP's `test_setup_code`, which may use the
-answer's classes). Such a program is prelude + code + setup + tests (`check(entry_point)` or the asserts), and
-passes when it exits 0 having printed a random token put after the tests, so an answer that exits early
-(`sys.exit(0)`, `exit()`) does not pass by skipping them. A stdio program is the code alone, run once per case
-(stopping at the first failure), its output compared with the expected one line by line, each line's runs of
-whitespace collapsed and blank lines at either end ignored.
+come after, so they win) and `setup` after it (MBPP's `test_setup_code`, which may use the answer's classes).
+The program prelude + code + setup runs in the sandbox under the harness (runner.py), which only loads it and
+calls its functions on request; the tests run on the grader's side (judge.py), calling those functions over a
+pipe and getting back plain data, so no program text can reach an assert, an expected value or the verdict.
+A stdio program is the code alone, run once per case (stopping at the first failure); its output is compared
+here with the expected one, which never enters the sandbox, line by line, each line's runs of whitespace
+collapsed and blank lines at either end ignored.
 
 Verdicts: `correct` True: passed; False: failed (an assertion or any other error), wrong_output (stdio),
 syntax_error, timeout, no_code; None: no_tests (nothing to run it against).
@@ -26,13 +27,14 @@ syntax_error, timeout, no_code; None: no_tests (nothing to run it against).
 from __future__ import annotations
 
 import json
-import secrets
 import textwrap
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.filter.channel import ChannelClosed, ChannelTimeout
+from pipeline.filter.judge import Outcome, judge
 from pipeline.filter.sandbox import RunResult, Sandbox, cores
 
 PYTHON_TAGS = ("python", "python3", "py", "py3")
@@ -49,6 +51,8 @@ class Verdict:
     """passed, failed, wrong_output, syntax_error, timeout, no_code or no_tests."""
     detail: str = ""
     """What went wrong: the error's last line, or the stdio case, expected and actual output (cut short)."""
+    sandbox: str | None = None
+    """The sandbox mode the code ran in (None when nothing ran)."""
 
 
 # --- the code -----------------------------------------------------------------------------------------------
@@ -170,29 +174,27 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def _failure(code: str, result: RunResult, timeout: float) -> Verdict:
-    if result.timed_out:
-        return Verdict(False, code, "timeout", f"still running after {timeout} s")
+def _failure(code: str, result: RunResult, timeout: float, late: bool = False) -> Verdict:
+    if result.timed_out or late:
+        return Verdict(False, code, "timeout", f"still running after {timeout} s", result.mode)
     error = _last_line(result.stderr)
     reason = "syntax_error" if error.startswith(_SYNTAX_ERRORS) else "failed"
-    return Verdict(False, code, reason, error or f"exit status {result.returncode}")
+    if result.returncode == 0 and not error:
+        error = "exited before the tests finished"
+    return Verdict(False, code, reason, error or f"exit status {result.returncode}", result.mode)
 
 
 def _run_tests(code: str, tests: dict[str, Any], timeout: float, sandbox: Sandbox) -> Verdict:
-    """humaneval and asserts: one program, the answer, then the tests, then a token only a full run prints."""
-    token = secrets.token_hex(8)
-    if tests["kind"] == "humaneval":
-        test = f"{tests['test']}\n\ncheck({tests['entry_point']})"
-    else:
-        test = "\n".join(tests["asserts"])
-    pieces = [tests.get("prelude", ""), code, tests.get("setup", ""), test, f"print({token!r})"]
+    """humaneval and asserts: the program in the sandbox, its tests here (judge.py)."""
+    pieces = [tests.get("prelude", ""), code, tests.get("setup", "")]
     program = "\n\n".join(piece for piece in pieces if piece) + "\n"
-    result = sandbox.run(program, timeout=timeout)
-    if not result.ok:
-        return _failure(code, result, timeout)
-    if result.stdout.rstrip().endswith(token):
-        return Verdict(True, code, "passed")
-    return Verdict(False, code, "failed", "exited before the tests finished")
+    result, outcome = sandbox.converse(program, lambda channel: judge(tests, channel), timeout=timeout)
+    if isinstance(outcome, ChannelClosed):  # it ended, crashed or timed out before the tests were done
+        return _failure(code, result, timeout, late=isinstance(outcome, ChannelTimeout))
+    assert isinstance(outcome, Outcome)
+    if outcome.passed:
+        return Verdict(True, code, "passed", "", result.mode)
+    return Verdict(False, code, "failed", outcome.detail, result.mode)
 
 
 def _lines(text: str) -> list[str]:
@@ -204,11 +206,12 @@ def _run_cases(code: str, cases: list[dict[str, str]], timeout: float, sandbox: 
         result = sandbox.run(code, stdin=case["input"], timeout=timeout)
         if not result.ok:
             verdict = _failure(code, result, timeout)
-            return Verdict(False, code, verdict.reason, f"case {number}: {verdict.detail}")
+            return Verdict(False, code, verdict.reason, f"case {number}: {verdict.detail}", result.mode)
         if _lines(result.stdout) != _lines(case["output"]):
             expected, got = case["output"].strip()[:100], result.stdout.strip()[:100]
-            return Verdict(False, code, "wrong_output", f"case {number}: expected {expected!r}, got {got!r}")
-    return Verdict(True, code, "passed")
+            detail = f"case {number}: expected {expected!r}, got {got!r}"
+            return Verdict(False, code, "wrong_output", detail, result.mode)
+    return Verdict(True, code, "passed", "", result.mode)
 
 
 def grade_code(

@@ -91,10 +91,12 @@ def run_steps(steps: list, items: list[Item], context: Context) -> tuple[dict[in
 
 
 def run(cfg: FilterConfig, args: Any = None) -> int:
+    steps = cfg.build_steps()
+    for step in steps:
+        step.prepare()  # e.g. no code sandbox here: one clear error before anything runs
     items = load_items(cfg)
     if not items:
         raise RecordError(f"{cfg.input}: no samples")
-    steps = cfg.build_steps()
     context = Context(
         count_tokens=token_counter(cfg, items, any(isinstance(s, Length) for s in steps)), workers=cfg.workers
     )
@@ -105,6 +107,8 @@ def run(cfg: FilterConfig, args: Any = None) -> int:
     assert len(kept) + len(fate) == len(items)  # every sample kept or rejected exactly once
     report = build_report(items, fate, step_log, context)
     report["seconds"] = round(time.perf_counter() - started, 2)
+    if context.sandbox:
+        report["sandbox"] = context.sandbox
     publish(cfg, items, fate, kept, report)
     log.info("kept %d of %d samples -> %s", len(kept), len(items), cfg.output)
     return 0

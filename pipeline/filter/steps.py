@@ -57,6 +57,8 @@ class Context:
     count_tokens: Any = None
     workers: int | None = None
     verdicts: dict[str, Counter] = field(default_factory=dict)
+    sandbox: str | None = None
+    """The sandbox mode code ran in (the code step sets it), for the report."""
 
     def record_verdict(self, item: Item) -> None:
         key = {True: "correct", False: "wrong", None: "cannot_tell"}[item.correct]
@@ -77,6 +79,9 @@ class Step:
 
     def __init__(self, options: Any) -> None:
         self.options = options
+
+    def prepare(self) -> None:
+        """Check what the step needs before the stage runs any step (the code step: its sandbox)."""
 
     def check(self, item: Item) -> Drop | None:
         raise TypeError(f"step {self.name} implements run(), not check()")

@@ -8,10 +8,11 @@ them: a gold that does not parse says nothing about the trace).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pipeline.filter.parse import gradable_text
+from pipeline.filter.sandbox import Sandbox, SandboxConfig
 from pipeline.filter.steps import Context, Drop, Item, Step
 
 
@@ -62,11 +63,20 @@ class Code(Step):
         """Seconds of wall clock per program (per case for stdin/stdout tests)."""
         cannot_tell: Literal["drop", "keep"] = "drop"
         """Problems without tests."""
+        sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+        """`sandbox.mode`: auto, namespaces, userns or landlock (see pipeline/filter/sandbox.py)."""
+
+    def prepare(self) -> None:
+        from pipeline.filter.modes import require_mode
+
+        require_mode(self.options.sandbox.mode)  # SandboxUnavailable before the stage runs any step
 
     def run(self, items: list[Item], context: Context) -> dict[int, Drop]:
         from pipeline.filter.code_grader import grade_code_many, normalize_tests
 
         tests = [normalize_tests(it.sample.tests) if it.sample.tests is not None else None for it in items]
         pairs = [(gradable_text(it.sample.completion), t) for it, t in zip(items, tests, strict=True)]
-        verdicts = grade_code_many(pairs, timeout=self.options.timeout, workers=context.workers)
+        sandbox = Sandbox(mode=self.options.sandbox.mode)
+        context.sandbox = sandbox.resolved_mode()
+        verdicts = grade_code_many(pairs, self.options.timeout, context.workers, sandbox)
         return apply_verdicts(items, verdicts, context, self.options.cannot_tell)

@@ -23,7 +23,7 @@ from typing import Any
 
 from pipeline import hub, verify
 from pipeline.config import ConfigError, dump_yaml, from_dict, read_recipe, to_dict
-from pipeline.records import RecordError
+from pipeline.errors import UserError
 
 # stage name -> (config class, run function, one-line help). A stage is listed here once it works.
 STAGES: dict[str, tuple[str, str, str]] = {
@@ -178,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if name == "generate":
             p.add_argument("--shard", help="i/N: process the i-th of N deterministic shards of the problems")
+        else:
+            p.add_argument(
+                "--allow-incomplete",
+                action="store_true",
+                help="read an input folder without its manifest.json (the remains of a killed or failed run)",
+            )
 
     p = sub.add_parser("validate", help="check a recipe and print it resolved (loads no model)")
     p.add_argument("--config", required=True, help="recipe YAML")
@@ -242,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = COMMANDS.get(args.command, cmd_stage)
     try:
         return handler(args, parser)
-    except (ConfigError, RecordError) as e:
+    except UserError as e:  # ours, with file/line/field and what to do; anything else is a bug: traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -21,10 +21,12 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from pipeline.errors import UserError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A recipe or override that does not fit its dataclass; `key` is the dotted path it is about, if any."""
 
     def __init__(self, message: str, key: str | None = None) -> None:

@@ -25,6 +25,7 @@ from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+from pipeline.errors import UserError
 from pipeline.records import read_manifest
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ SKIP = {
 TEXT_SUFFIXES = (".json", ".jsonl", ".md", ".txt", ".yaml", ".yml", ".jinja")
 
 
-class PushError(Exception):
+class PushError(UserError):
     """A push that cannot go ahead as asked; the message says why and what to do."""
 
 

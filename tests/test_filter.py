@@ -17,7 +17,7 @@ from pipeline.filter.select import Select
 from pipeline.filter.stage import run
 from pipeline.filter.steps import Context, Format, Item, Language, Length, Repetition, repeated_ngram_ratio
 from pipeline.logprobs import TopK, write_sidecar
-from pipeline.records import RecordError, Sample, read_manifest
+from pipeline.records import RecordError, Sample, read_manifest, write_manifest
 from tests.conftest import SHARED_DATA, run_distill
 
 BENCH = SHARED_DATA / "benchmarks"
@@ -212,14 +212,15 @@ def test_whole_stage_accounts_for_every_sample_once(tmp_path):
     ids = [s.id for s in samples]
     topk = [
         TopK(
-            np.arange(5, dtype=np.int32),
-            np.zeros(5, np.float16),
-            np.tile(np.arange(3, dtype=np.int32), (5, 1)),
-            np.full((5, 3), -1.0, np.float16),
+            np.arange(s.num_completion_tokens, dtype=np.int32),
+            np.zeros(s.num_completion_tokens, np.float16),
+            np.tile(np.arange(3, dtype=np.int32), (s.num_completion_tokens, 1)),
+            np.full((s.num_completion_tokens, 3), -1.0, np.float16),
         )
-        for _ in ids
+        for s in samples
     ]
     write_sidecar(src.parent / "logprobs-00000.safetensors", ids, topk)
+    write_manifest(src.parent, "generate", {}, [], {})  # a complete generate output
     recipe = tmp_path / "f.yaml"
     recipe.write_text(
         f"stage: filter\ninput: {src.parent}\noutput: {tmp_path / 'out'}\ntokenizer: null\nsteps:\n"
@@ -242,7 +243,8 @@ def test_whole_stage_accounts_for_every_sample_once(tmp_path):
     row = table[0]
     assert row["prompt"] == [{"role": "user", "content": "What is 2+3?"}]
     assert row["completion"] == [{"role": "assistant", "content": GOOD}]
-    assert row["teacher_token_ids"] == list(range(5)) and len(row["teacher_topk_ids"]) == 5
+    n = row["num_completion_tokens"]
+    assert row["teacher_token_ids"] == list(range(n)) and len(row["teacher_topk_ids"]) == n
     report = json.loads((out / "report.json").read_text())
     assert report["input"] == len(samples) and report["kept"] == 1
     assert sum(s["dropped"] for s in report["steps"]) == len(samples) - 1

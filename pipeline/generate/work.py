@@ -18,7 +18,15 @@ from typing import Any
 from pipeline.config import ConfigError
 from pipeline.generate.config import GenerateConfig
 from pipeline.prompts import THINK_PREFIX, build_messages, load_prompt
-from pipeline.records import Problem, RecordError, Sample, load_problems, read_jsonl, read_samples, write_json
+from pipeline.records import (
+    Problem,
+    RecordError,
+    Sample,
+    located_problems,
+    read_jsonl,
+    read_unique_samples,
+    write_json,
+)
 
 FINGERPRINT = "fingerprint.json"
 
@@ -30,6 +38,8 @@ class Work:
     problem: Problem
     sample_index: int
     existing: Sample | None = None
+    where: str = ""
+    """`file:line` of the problem (or sample) it comes from, for errors."""
 
     @property
     def id(self) -> str:
@@ -71,18 +81,25 @@ def in_shard(problem_id: str, shard: tuple[int, int] | None) -> bool:
 
 
 def load_work(cfg: GenerateConfig, shard: tuple[int, int] | None) -> list[Work]:
+    """The planned samples, every input record read and checked; no input at all is an error."""
     if cfg.mode == "score":
-        work, seen = [], set()
-        for s in read_samples(cfg.samples):
-            if s.id in seen:
-                raise RecordError(f"{cfg.samples}: sample id {s.id!r} appears twice")
-            seen.add(s.id)
-            if in_shard(s.problem_id, shard):
-                problem = Problem(s.problem_id, s.problem, s.answer, s.source, s.tests, s.metadata)
-                work.append(Work(problem, s.sample_index, existing=s))
-        return work
-    problems = [p for p in load_problems(cfg.problems) if in_shard(p.id, shard)]
-    return [Work(p, i) for p in problems for i in range(cfg.sampling.n)]
+        work = [
+            Work(Problem(s.problem_id, s.problem, s.answer, s.source, s.tests, s.metadata), s.sample_index, s)
+            for s in read_unique_samples(cfg.samples)
+            if in_shard(s.problem_id, shard)
+        ]
+    else:
+        problems = [(w, p) for w, p in located_problems(cfg.problems) if in_shard(p.id, shard)]
+        work = [Work(p, i, where=w) for w, p in problems for i in range(cfg.sampling.n)]
+    if not work:
+        source = cfg.samples if cfg.mode == "score" else cfg.problems.describe()
+        field = "samples" if cfg.mode == "score" else "problems"
+        raise RecordError(
+            f"{source}: field '{field}': no {'samples' if cfg.mode == 'score' else 'problems'}"
+            f"{' in shard ' + cfg.shard if shard else ''}; nothing to generate",
+            hint="check the file (and 'limit'); an empty output would look complete",
+        )
+    return work
 
 
 def chat_template_sha(chat_template: Any) -> str:
@@ -107,18 +124,63 @@ def fingerprint(cfg: GenerateConfig, tokenizer: Any) -> dict[str, Any]:
         "chat_template": chat_template_sha(chat_template) if chat_template else None,
         **{f"sampling.{k}": v for k, v in asdict(cfg.sampling).items()},
         "logprobs": cfg.logprobs,
+        **plan_fingerprint(cfg),
     }
 
 
+def plan_fingerprint(cfg: GenerateConfig) -> dict[str, Any]:
+    """What decides which samples are planned: the input's selection settings (the hashes come with the work)."""
+    if cfg.mode == "score":
+        return {}
+    return {"problems.limit": cfg.problems.limit, "problems.fields": dict(cfg.problems.fields)}
+
+
+def content_hashes(work: list[Work]) -> dict[str, str]:
+    """Problem id (score mode: sample id) -> a hash of what a sample is made from (text, gold; completion)."""
+    hashes: dict[str, str] = {}
+    for w in work:
+        key = w.existing.id if w.existing else w.problem.id
+        text = w.existing.completion if w.existing else f"{w.problem.problem}\0{w.problem.answer}"
+        hashes.setdefault(key, hashlib.sha256(text.encode()).hexdigest()[:16])
+    return hashes
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    changed = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if a == b:
+            continue
+        if k == "content" and isinstance(a, dict) and isinstance(b, dict):
+            edited = sorted(i for i in set(a) & set(b) if a[i] != b[i])
+            for label, ids in (("changed", edited), ("added", sorted(set(b) - set(a))),
+                               ("removed", sorted(set(a) - set(b)))):  # fmt: skip
+                if ids:
+                    changed.append(
+                        f"input records {label}: {len(ids)} ({', '.join(ids[:3])}{', ...' * (len(ids) > 3)})"
+                    )
+        else:
+            changed.append(f"{k}: {a!r} -> {b!r}")
+    return changed
+
+
+def has_samples(out: Path) -> bool:
+    return any(out.glob("samples-*.jsonl"))
+
+
+def write_fingerprint(out: Path, fp: dict[str, Any]) -> None:
+    """Stored with the first committed samples (not before: a run that fails before any sample leaves the
+    folder free for a fixed rerun with other settings)."""
+    if not has_samples(out) or not (out / FINGERPRINT).exists():
+        write_json(out / FINGERPRINT, fp)
+
+
 def check_fingerprint(out: Path, fp: dict[str, Any]) -> None:
+    """Refuse to add samples made differently to a folder that holds samples, listing what changed."""
     path = out / FINGERPRINT
-    if not path.exists():
-        write_json(path, fp)
+    if not path.exists() or not has_samples(out):
         return
-    old = json.loads(path.read_text())
-    changed = [
-        f"{k}: {old.get(k)!r} -> {fp.get(k)!r}" for k in sorted(set(old) | set(fp)) if old.get(k) != fp.get(k)
-    ]
+    changed = _changes(json.loads(path.read_text()), fp)
     if changed:
         raise ConfigError(
             f"{out} holds samples made with other settings; changed: {'; '.join(changed)}. "
@@ -170,17 +232,33 @@ def render_requests(cfg: GenerateConfig, todo: list[Work], tokenizer: Any, max_m
             cache[w.problem.id] = (messages, ids)
         messages, ids = cache[w.problem.id]
         completion_ids = score_ids(w.existing, tokenizer) if w.existing else []
-        budget = cfg.sampling.max_tokens
-        if max_model_len is not None:
-            budget = min(budget, max_model_len - len(ids) - len(completion_ids))
-            if budget < 1:
-                raise RecordError(
-                    f"sample {w.id}: prompt{' + completion' if completion_ids else ''} has "
-                    f"{len(ids) + len(completion_ids)} tokens; the model's context is {max_model_len}"
-                )
         seed = cfg.sampling.sample_seed(w.problem.id, w.sample_index)
-        requests.append(Request(w.id, messages, seed, budget, ids, prefix, prefix_ids, completion_ids))
+        request = Request(
+            w.id, messages, seed, cfg.sampling.max_tokens, ids, prefix, prefix_ids, completion_ids
+        )
+        requests.append(request)
+    fit_budgets(cfg, requests, max_model_len, {w.id: w.where for w in todo})
     return requests
+
+
+def fit_budgets(
+    cfg: GenerateConfig, requests: list, max_model_len: int | None, where: dict[str, str] | None = None
+) -> None:
+    """Cap each request's new tokens to what fits the model's context; a prompt that leaves no room is an
+    error naming the input file and line (checked before the engine starts, then again with its real limit)."""
+    if max_model_len is None:
+        return
+    for r in requests:
+        used = len(r.prompt_ids) + len(r.completion_ids)
+        r.max_tokens = min(cfg.sampling.max_tokens, max_model_len - used)
+        if r.max_tokens < 1:
+            origin = (where or {}).get(r.sample_id) or f"sample {r.sample_id}"
+            raise RecordError(
+                f"{origin}: field '{'completion' if r.completion_ids else 'problem'}': the prompt"
+                f"{' + completion' if r.completion_ids else ''} is {used} tokens; the model's context is "
+                f"{max_model_len} (max_model_len)",
+                hint="shorten or drop this record, or use a model with a longer context",
+            )
 
 
 def score_ids(sample: Sample, tokenizer: Any) -> list[int]:

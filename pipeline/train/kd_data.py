@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.errors import UserError
 
-class AlignmentError(ValueError):
+
+class AlignmentError(UserError, ValueError):
     """Stored teacher token ids that are not the student's tokens of the completion."""
 
 

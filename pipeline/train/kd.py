@@ -213,8 +213,9 @@ def run(cfg: KDStageConfig, args: Any = None) -> int:
     import os
 
     from pipeline.train.models import load_tokenizer
-    from pipeline.train.sft import LAUNCHED, already_trained, relaunch, train_and_save
+    from pipeline.train.sft import LAUNCHED, already_trained, check_inputs, relaunch, train_and_save
 
+    check_inputs(cfg, args)
     if already_trained(cfg, "kd"):
         return 0
     if cfg.launch.accelerate_config and not os.environ.get(LAUNCHED):

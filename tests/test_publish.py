@@ -73,7 +73,9 @@ def test_sft_reading_a_folder_whose_publish_was_killed_gets_the_previous_output_
     recipe = filter_recipe(tmp_path, write_generate_output(tmp_path / "gen", 3))
     out = tmp_path / "out"
     assert run_distill("filter", "--config", str(recipe)).returncode == 0
-    killed = run_distill("filter", "--config", str(recipe), env={"DISTILL_TEST_KILL_AT": "publish:after-aside"})
+    killed = run_distill(
+        "filter", "--config", str(recipe), env={"DISTILL_TEST_KILL_AT": "publish:after-aside"}
+    )
     assert killed.returncode == -signal.SIGKILL
     assert not out.exists() and len(leftovers(out)) == 2  # the old output aside, the new one staged
     from pipeline.handoff import require_complete

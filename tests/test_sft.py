@@ -161,7 +161,9 @@ def test_a_kill_while_saving_a_checkpoint_resumes_from_the_last_complete_one(tin
     recipe = sft_recipe(tiny_model_dir, tmp_path)
     out = tmp_path / "out"
     # SIGKILL inside the second weights save (checkpoint-6), after its config.json was written
-    killed = run_distill("sft", "--config", str(recipe), env={"DISTILL_TEST_KILL_AT": "checkpoint:mid-save@2"})
+    killed = run_distill(
+        "sft", "--config", str(recipe), env={"DISTILL_TEST_KILL_AT": "checkpoint:mid-save@2"}
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert (out / "checkpoint-6" / "config.json").exists()
     assert not (out / "checkpoint-6" / "trainer_state.json").exists() and read_manifest(out) is None

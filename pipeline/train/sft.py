@@ -153,6 +153,7 @@ def train_and_save(cfg: SFTStageConfig, trainer: Any, dataset: Any, stage: str) 
     counts = {
         "examples": len(dataset),  # the dataset's rows; training_rows: after packing / truncation
         "training_rows": len(trainer.train_dataset),
+        "dropped": getattr(trainer, "dropped", {}),  # kd: examples left out, per reason
         "world_size": trainer.args.world_size,
         "global_step": trainer.state.global_step,
         "epochs": round(trainer.state.epoch, 4),

@@ -74,6 +74,8 @@ def run_steps(steps: list, items: list[Item], context: Context) -> tuple[dict[in
         drops = step.run([items[i] for i in alive], context)
         for j, drop in drops.items():
             fate[alive[j]] = (step.name, drop)
+            if step.failure:
+                context.record_failure(items[alive[j]])
         reasons: dict[str, int] = {}
         for drop in drops.values():
             reasons[drop.reason] = reasons.get(drop.reason, 0) + 1

@@ -72,7 +72,8 @@ class FilterConfig:
             options = {k: v for k, v in spec.items() if k != "name"}
             steps.append(STEPS[name](from_dict(STEPS[name].Options, options, source, f"steps[{i}].")))
             if isinstance(steps[-1], Select) and steps[-1].needs_grading():
-                require_grading_before(steps[:-1], i, where)
+                block = source.where_block(f"steps[{i}].") if isinstance(source, Source) else source
+                require_grading_before(steps[:-1], i, block)
         return steps
 
 

@@ -74,9 +74,9 @@ def run(cfg: GenerateConfig, args: Any = None, engine: Engine | None = None, tok
     shard = parse_shard(cfg.shard) if cfg.shard else None
     out = output_folder(cfg, shard)
     preflight.check_output_folder(out)
+    work = load_work(cfg, shard)  # reads and validates every input record before anything is written
     if engine is None and cfg.backend != "openai":
         preflight.check_model(cfg.model, "model", cfg.revision)
-    work = load_work(cfg, shard)  # reads and validates every input record before anything is written
     if tokenizer is None and cfg.backend != "openai":
         tokenizer = load_tokenizer(cfg)
     fp = fingerprint(cfg, tokenizer) | {"content": content_hashes(work)}

@@ -217,6 +217,15 @@ def settings(cfg: EvalConfig, spec: ModelSpec) -> dict[str, Any]:
 
 
 def run(cfg: EvalConfig, args: Any = None) -> int:
+    from pipeline.handoff import require_trained_model
+    from pipeline.preflight import check_output_folder
+
+    check_output_folder(cfg.output)
+    for i, spec in enumerate(cfg.model_specs()):  # a killed sft / kd folder is not a model to score
+        field = f"models[{i}].path" if i < len(cfg.models) else "model"
+        require_trained_model(
+            spec.path, allow_incomplete=getattr(args, "allow_incomplete", False), field=field
+        )
     results = {"models": [], "settings": {}}
     # each benchmark loaded (Hub or local) and written once, for every model
     problem_files = {} if cfg.regrade else {b.name: write_problems(cfg, b) for b in cfg.benchmarks}

@@ -20,6 +20,7 @@ from pipeline.publish import recover_folder
 from pipeline.records import MANIFEST, read_manifest
 
 _SHARD = re.compile(r"^shard-(\d+)-of-(\d+)$")
+_CHECKPOINT = re.compile(r"^checkpoint-\d+$")
 # files only our stages write: a folder holding one of them without a manifest is a stage's unfinished output
 MARKERS = ("fingerprint.json", "rejected.jsonl", "report.json", "report.png", "trainer_state.json",
            "training_args.bin")  # fmt: skip
@@ -80,12 +81,13 @@ def _checked(folder: Path, stages: tuple[str, ...], allow: bool, field: str) -> 
     if manifest is None:
         if allow:
             return None
+        rerun = " or ".join(f"`distill {s}`" for s in stages)
         raise IncompleteInput(
-            f"no {MANIFEST}: the {' or '.join(stages)} run that writes this folder did not finish "
+            f"no {MANIFEST}: the {'/'.join(stages)} run that writes this folder did not finish "
             "(killed or failed), so it may hold only part of its output",
             file=folder,
             field=field,
-            hint=f"rerun `distill {stages[0]}` with its recipe (it resumes where it stopped), "
+            hint=f"rerun {rerun} with its recipe (it resumes where it stopped), "
             "or pass --allow-incomplete to read it as it is",
         )
     if manifest.get("stage") not in stages:
@@ -110,3 +112,24 @@ def is_stage_output(folder: str | Path) -> bool:
         or any((folder / m).exists() for m in MARKERS)
         or any(folder.glob("checkpoint-*"))
     )
+
+
+TRAINED = ("sft", "kd", "opd")  # the stages whose output is a model
+
+
+def require_trained_model(path: str | Path, *, allow_incomplete: bool = False, field: str = "model") -> None:
+    """A model folder to evaluate or train from: a training output must be finished, a `checkpoint-N` complete;
+    other folders (a base model, a download) and Hub ids pass."""
+    from pipeline.train.checkpoints import is_complete
+
+    path = Path(path)
+    if _CHECKPOINT.match(path.name) and path.is_dir():
+        if not (is_complete(path) or allow_incomplete):
+            raise IncompleteInput(
+                "an incomplete checkpoint (no trainer_state.json or weights: the run was killed while saving it)",
+                file=path,
+                field=field,
+                hint="use an earlier checkpoint or the finished model folder",
+            )
+    elif is_stage_output(path):
+        require_complete(path, TRAINED, allow_incomplete=allow_incomplete, field=field)

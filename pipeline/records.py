@@ -326,7 +326,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # as a plain open() would: some writers (safetensors) make 0600 files
+        os.chmod(
+            tmp, 0o666 & ~_umask()
+        )  # as a plain open() would: some writers (safetensors) make 0600 files
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -178,12 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if name == "generate":
             p.add_argument("--shard", help="i/N: process the i-th of N deterministic shards of the problems")
-        else:
-            p.add_argument(
-                "--allow-incomplete",
-                action="store_true",
-                help="read an input folder without its manifest.json (the remains of a killed or failed run)",
-            )
+        p.add_argument(
+            "--allow-incomplete",
+            action="store_true",
+            help="read an input folder without its manifest.json (the remains of a killed or failed run)",
+        )
 
     p = sub.add_parser("validate", help="check a recipe and print it resolved (loads no model)")
     p.add_argument("--config", required=True, help="recipe YAML")

@@ -187,3 +187,15 @@ def test_sidecars_get_the_same_permissions_as_shards(teacher_dir, tmp_path):
         == mode(out / "samples-00000.jsonl")
         == mode(out / "manifest.json")
     )
+
+
+def test_a_huge_prompt_is_refused_without_tokenizing_it(tiny_model_dir, tmp_path):
+    rows = problem_rows()
+    rows[2]["problem"] = "What is " + "1 + " * 5_000_000 + "1?"  # 20 MB
+    problems = tmp_path / "p.jsonl"
+    problems.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = generate_recipe(tmp_path, tiny_model_dir, problems, "engine: {max_model_len: 512}")
+    started = time.monotonic()
+    result = run_distill("generate", "--config", str(recipe))
+    fails_with(result, r"p.jsonl:3: field 'problem': the prompt is over 512 tokens \(20,000,010 characters\)")
+    assert time.monotonic() - started < 60

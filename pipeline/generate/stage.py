@@ -21,6 +21,7 @@ from pipeline.generate.config import GenerateConfig, parse_shard
 from pipeline.generate.engines import Completion, Engine, build_engine
 from pipeline.generate.progress import Stats, progress_bar
 from pipeline.generate.work import (
+    FINGERPRINT,
     Work,
     check_fingerprint,
     content_hashes,
@@ -30,10 +31,10 @@ from pipeline.generate.work import (
     load_work,
     read_all_samples,
     render_requests,
-    write_fingerprint,
 )
+from pipeline.handoff import require_complete
 from pipeline.logprobs import sidecar_path, write_sidecar
-from pipeline.records import RecordError, ShardWriter, atomic_write, read_manifest, write_manifest
+from pipeline.records import RecordError, ShardWriter, atomic_write, read_manifest, write_json, write_manifest
 
 log = logging.getLogger("distill.generate")
 
@@ -74,6 +75,9 @@ def run(cfg: GenerateConfig, args: Any = None, engine: Engine | None = None, tok
     shard = parse_shard(cfg.shard) if cfg.shard else None
     out = output_folder(cfg, shard)
     preflight.check_output_folder(out)
+    if cfg.mode == "score":  # scoring another run's samples: that run must have finished
+        require_complete(cfg.samples, "generate", allow_incomplete=getattr(args, "allow_incomplete", False),
+                         field="samples")  # fmt: skip
     work = load_work(cfg, shard)  # reads and validates every input record before anything is written
     if engine is None and cfg.backend != "openai":
         preflight.check_model(cfg.model, "model", cfg.revision)
@@ -122,7 +126,7 @@ def generate(
                 stats.add(completion)
                 if len(buffer) >= cfg.flush_every:
                     flush(cfg, writer, buffer, by_id, fp)
-                    buffer = []
+                    buffer, fp = [], None  # stored once, with this run's first samples
                 update()
             if buffer:
                 flush(cfg, writer, buffer, by_id, fp)
@@ -138,12 +142,13 @@ def flush(
     writer: ShardWriter,
     completions: list[Completion],
     by_id: dict[str, Work],
-    fp: dict[str, Any],
+    fp: dict[str, Any] | None,
 ) -> None:
-    """Commit a batch: the fingerprint with the first batch, the logprob sidecar, then the Sample shard (its
-    presence marks the batch done)."""
-    write_fingerprint(writer.folder, fp)
-    fault_point("generate:after-fingerprint")
+    """Commit a batch: the run's fingerprint with its first batch (`fp`, None after), the logprob sidecar, then
+    the Sample shard (its presence marks the batch done)."""
+    if fp is not None:
+        write_json(writer.folder / FINGERPRINT, fp)
+        fault_point("generate:after-fingerprint")
     index = writer.next_index()
     shard_path = writer.path(index)
     records = [by_id[c.request.sample_id].to_sample(cfg, c) for c in completions]

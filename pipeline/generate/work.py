@@ -25,7 +25,6 @@ from pipeline.records import (
     located_problems,
     read_jsonl,
     read_unique_samples,
-    write_json,
 )
 
 FINGERPRINT = "fingerprint.json"
@@ -146,33 +145,42 @@ def content_hashes(work: list[Work]) -> dict[str, str]:
 
 
 def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    changed = []
-    for k in sorted(set(old) | set(new)):
+    """What differs between two fingerprints, as lines for the user. The plan may grow (problems appended, a
+    larger `limit`): the samples already written stay valid. Anything else is a change."""
+    records = _content_changes(old.get("content"), new.get("content"))
+    shrunk = any(not line.startswith("input records added") for line in records)
+    keys = []
+    for k in sorted(old):  # a key the old fingerprint lacks (made by an older version) cannot be compared
         a, b = old.get(k), new.get(k)
-        if a == b:
+        if a == b or k == "content" or (k == "problems.limit" and not shrunk and _larger(a, b)):
             continue
-        if k == "content" and isinstance(a, dict) and isinstance(b, dict):
-            edited = sorted(i for i in set(a) & set(b) if a[i] != b[i])
-            for label, ids in (("changed", edited), ("added", sorted(set(b) - set(a))),
-                               ("removed", sorted(set(a) - set(b)))):  # fmt: skip
-                if ids:
-                    changed.append(
-                        f"input records {label}: {len(ids)} ({', '.join(ids[:3])}{', ...' * (len(ids) > 3)})"
-                    )
-        else:
-            changed.append(f"{k}: {a!r} -> {b!r}")
-    return changed
+        keys.append(f"{k}: {a!r} -> {b!r}")
+    return records + keys if shrunk or keys else []
+
+
+def _larger(old_limit: int | None, new_limit: int | None) -> bool:
+    return new_limit is None or (old_limit is not None and new_limit > old_limit)
+
+
+def _content_changes(a: Any, b: Any) -> list[str]:
+    """Input records changed, removed or added between two {id: hash} maps."""
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return []
+    lines = []
+    for label, ids in (
+        ("changed", sorted(i for i in set(a) & set(b) if a[i] != b[i])),
+        ("removed", sorted(set(a) - set(b))),
+        ("added", sorted(set(b) - set(a))),
+    ):
+        if ids:
+            lines.append(
+                f"input records {label}: {len(ids)} ({', '.join(ids[:3])}{', ...' * (len(ids) > 3)})"
+            )
+    return lines
 
 
 def has_samples(out: Path) -> bool:
     return any(out.glob("samples-*.jsonl"))
-
-
-def write_fingerprint(out: Path, fp: dict[str, Any]) -> None:
-    """Stored with the first committed samples (not before: a run that fails before any sample leaves the
-    folder free for a fixed rerun with other settings)."""
-    if not has_samples(out) or not (out / FINGERPRINT).exists():
-        write_json(out / FINGERPRINT, fp)
 
 
 def check_fingerprint(out: Path, fp: dict[str, Any]) -> None:
@@ -220,11 +228,16 @@ def render_requests(cfg: GenerateConfig, todo: list[Work], tokenizer: Any, max_m
     prefix_ids = tokenizer.encode(prefix, add_special_tokens=False) if (prefix and tokenizer) else []
     cache: dict[str, tuple[list[dict[str, str]], list[int]]] = {}
     requests = []
+    longest = max(map(len, tokenizer.get_vocab()), default=1) if tokenizer is not None else 0
     for w in todo:
         if w.problem.id not in cache:
             messages = (
                 w.existing.prompt if w.existing else build_messages(template, w.problem.problem, system)
             )
+            if max_model_len and len(w.problem.problem) > max_model_len * longest:
+                refuse_long(
+                    w, f"over {max_model_len} tokens ({len(w.problem.problem):,} characters)", max_model_len
+                )
             ids = []
             if tokenizer is not None:
                 text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -253,12 +266,22 @@ def fit_budgets(
         r.max_tokens = min(cfg.sampling.max_tokens, max_model_len - used)
         if r.max_tokens < 1:
             origin = (where or {}).get(r.sample_id) or f"sample {r.sample_id}"
+            what = f"the prompt{' + completion' if r.completion_ids else ''} is {used} tokens"
             raise RecordError(
-                f"{origin}: field '{'completion' if r.completion_ids else 'problem'}': the prompt"
-                f"{' + completion' if r.completion_ids else ''} is {used} tokens; the model's context is "
-                f"{max_model_len} (max_model_len)",
+                f"{origin}: field '{'completion' if r.completion_ids else 'problem'}': {what}; the model's "
+                f"context is {max_model_len} (max_model_len)",
                 hint="shorten or drop this record, or use a model with a longer context",
             )
+
+
+def refuse_long(w: Work, size: str, max_model_len: int) -> None:
+    """A text longer than the context even if every token were the vocabulary's longest: refused untokenized
+    (tokenizing a 50 MB prompt takes minutes)."""
+    raise RecordError(
+        f"{w.where or 'sample ' + w.id}: field 'problem': the prompt is {size}; the model's context is "
+        f"{max_model_len} (max_model_len)",
+        hint="shorten or drop this record, or use a model with a longer context",
+    )
 
 
 def score_ids(sample: Sample, tokenizer: Any) -> list[int]:

@@ -46,6 +46,9 @@ def check_inputs(cfg: SFTStageConfig, args: Any = None) -> None:
     preflight.check_deepspeed(cfg.launch.accelerate_config, cfg.trainer, "launch.accelerate_config")
     preflight.check_output_folder(cfg.output)
     preflight.check_model(cfg.model, "model", cfg.revision)
+    kd = getattr(cfg, "kd", None)
+    if kd is not None and kd.teacher == "online":
+        preflight.check_model(kd.teacher_model, "kd.teacher_model")
     allow = getattr(args, "allow_incomplete", False)
     for i, entry in enumerate(cfg.data):
         if entry.path is not None:

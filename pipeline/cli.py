@@ -9,6 +9,10 @@
 
 Only argparse and the light config modules are imported here, so `distill --help` is instant; each stage
 imports its heavy libraries (torch, vLLM, TRL) when it runs.
+
+Errors: any UserError (pipeline/errors.py: recipes, records, paths, models, hand-offs, push) is printed as one
+line `error: FILE[:LINE]: field 'X': what is wrong; what to do` with exit code 2; an error about a recipe field
+gets the recipe line (or the override) that set it. Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -117,8 +121,21 @@ def cmd_stage(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         overrides.append(f"shard={args.shard}")
     cfg = load_stage_config(args.command, args.config, overrides)
     run = _resolve(STAGES[args.command][1])
-    result = run(cfg, args)
+    try:
+        result = run(cfg, args)
+    except UserError as e:
+        if e.file is None and e.field:  # a recipe field: say where the recipe (or an override) sets it
+            raise UserError(str(e), file=recipe_where(args.config, overrides, e.field)) from None
+        raise
     return int(result) if isinstance(result, int) else 0
+
+
+def recipe_where(path: str, overrides: list[str], key: str) -> str:
+    """`recipe.yaml:LINE` of a dotted key, or the override that set it."""
+    from pipeline.config import Source
+
+    _, lines = read_recipe(path)
+    return Source(path, lines, {o.partition("=")[0] for o in overrides}).where(key)
 
 
 def cmd_tiny_model(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -48,7 +48,7 @@ def check_model(name: str, field: str = "model", revision: str | None = None) ->
         return
     if Path(name).expanduser().exists():
         raise UserError(f"{name} is a file; a model is a folder", field=field, hint="give the model's folder")
-    if _looks_local(name) or name.count("/") != 1:
+    if _looks_local(name):
         raise UserError(
             f"no such model folder {name!r}",
             field=field,
@@ -64,13 +64,22 @@ def _check_hub_model(name: str, field: str, revision: str | None) -> None:
 
     try:
         hf_hub_download(name, "config.json", revision=revision)
-    except HFValidationError as e:
-        raise UserError(f"{name!r} is not a Hub id: {e}", field=field, hint="give a local folder") from None
-    except Exception as e:  # offline, unreachable, gated or missing: all mean "cannot get it from here"
+    except HFValidationError:
         raise UserError(
-            f"cannot get model {name} from the Hub: {type(e).__name__}: {str(e).splitlines()[0][:200]}",
+            f"no such model folder {name!r}, and it is not a Hub id either",
             field=field,
-            hint="use a reachable Hub id (HF_HUB_OFFLINE unset, network, access), or a local path to the model",
+            hint="give the path of a local model folder, or a Hub id like owner/name",
+        ) from None
+    except Exception as e:  # offline, unreachable, gated or missing: all mean "cannot get it from here"
+        why = (
+            "the Hub is offline (HF_HUB_OFFLINE=1) and it is not cached"
+            if hub_offline()
+            else (f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
+        )
+        raise UserError(
+            f"no local folder {name!r}, and cannot get it from the Hub: {why}",
+            field=field,
+            hint="use a reachable Hub id (network, access, HF_HUB_OFFLINE unset), or a local path to the model",
         ) from None
 
 

@@ -110,7 +110,7 @@ def test_an_empty_problems_file_publishes_nothing(tiny_model_dir, tmp_path):
 
 def test_a_prompt_longer_than_the_context_is_refused_before_the_engine_starts(tiny_model_dir, tmp_path):
     rows = problem_rows()
-    rows[1]["problem"] = "What is " + " + ".join(["1"] * 5000) + "?"
+    rows[1]["problem"] = "What is " + " + ".join(["1"] * 400) + "?"
     problems = tmp_path / "p.jsonl"
     problems.write_text("".join(json.dumps(r) + "\n" for r in rows))
     recipe = generate_recipe(tmp_path, tiny_model_dir, problems, "engine: {max_model_len: 512}")

@@ -325,13 +325,19 @@ def test_bad_input_names_file_line_and_publishes_nothing(tmp_path):
 
 def test_samples_that_failed_before_grading_count_against_their_problems_pass_rate(tmp_path):
     """1 correct + 3 cut off by the token budget is a 1/4 pass rate, not 1/1."""
-    samples = [sample("p", 0, GOOD)] + [sample("p", i, "<think>\nI add 2 and", finish="length") for i in (1, 2, 3)]
+    samples = [sample("p", 0, GOOD)] + [
+        sample("p", i, "<think>\nI add 2 and", finish="length") for i in (1, 2, 3)
+    ]
     samples += [sample("q", 0, GOOD), sample("q", 1, GOOD + " ")]
     src = write_samples(tmp_path / "in.jsonl", samples)
     steps = "steps=[{name: parse}, {name: finished}, {name: math}, {name: select, min_pass_rate: 0.5}]"
-    cfg = load_config(FilterConfig, None, [f"input={src}", f"output={tmp_path / 'out'}", "count_tokens=false", steps])
+    cfg = load_config(
+        FilterConfig, None, [f"input={src}", f"output={tmp_path / 'out'}", "count_tokens=false", steps]
+    )
     assert run(cfg) == 0
-    rejected = {r["id"]: r for r in map(json.loads, (tmp_path / "out" / "rejected.jsonl").read_text().splitlines())}
+    rejected = {
+        r["id"]: r for r in map(json.loads, (tmp_path / "out" / "rejected.jsonl").read_text().splitlines())
+    }
     assert rejected["p/0"]["reason"] == "pass_rate_too_low" and rejected["p/0"]["detail"] == "1/4 correct"
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["pass_rate"]["per_problem"] == {"p": 0.25, "q": 1.0}
@@ -340,10 +346,15 @@ def test_samples_that_failed_before_grading_count_against_their_problems_pass_ra
 @pytest.mark.parametrize("window", ["min_pass_rate: 0.2", "max_pass_rate: 0.9"])
 def test_a_pass_rate_window_without_grading_before_it_is_refused_at_validation(tmp_path, window):
     recipe = tmp_path / "f.yaml"
-    recipe.write_text(f"stage: filter\ninput: x\nsteps:\n  - name: parse\n  - name: select\n    {window}\n  - name: math\n")
+    recipe.write_text(
+        f"stage: filter\ninput: x\nsteps:\n  - name: parse\n  - name: select\n    {window}\n  - name: math\n"
+    )
     result = run_distill("validate", "--config", str(recipe))
     assert result.returncode == 2
-    assert "f.yaml:5: field 'steps[1]': select's min_pass_rate / max_pass_rate need a grading step" in result.stderr
+    assert (
+        "f.yaml:5: field 'steps[1]': select's min_pass_rate / max_pass_rate need a grading step"
+        in result.stderr
+    )
     recipe.write_text("stage: filter\ninput: x\nsteps:\n  - name: select\n    per_problem: 1\n")
     assert run_distill("validate", "--config", str(recipe)).returncode == 0  # no window: nothing to grade
 
@@ -430,7 +441,9 @@ def test_a_damaged_sidecar_fails_the_filter_naming_shard_sample_and_token(tmp_pa
     make, message = SIDECAR_DAMAGE[damage]
     make(folder)
     recipe = tmp_path / "f.yaml"
-    recipe.write_text(f"stage: filter\ninput: {folder}\noutput: {tmp_path / 'out2'}\nsteps:\n  - name: parse\n")
+    recipe.write_text(
+        f"stage: filter\ninput: {folder}\noutput: {tmp_path / 'out2'}\nsteps:\n  - name: parse\n"
+    )
     result = run_distill("filter", "--config", str(recipe))
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     import re
@@ -443,7 +456,9 @@ def test_filter_refuses_a_generate_folder_without_its_manifest(tmp_path):
     folder, _, _ = generate_folder(tmp_path)
     (folder / "manifest.json").unlink()  # generate was killed: the folder holds part of its samples
     recipe = tmp_path / "f.yaml"
-    recipe.write_text(f"stage: filter\ninput: {folder}\noutput: {tmp_path / 'out'}\nsteps:\n  - name: parse\n")
+    recipe.write_text(
+        f"stage: filter\ninput: {folder}\noutput: {tmp_path / 'out'}\nsteps:\n  - name: parse\n"
+    )
     result = run_distill("filter", "--config", str(recipe))
     assert result.returncode == 2 and not (tmp_path / "out").exists()
     assert result.stderr.startswith(f"error: {folder}: field 'input': no manifest.json: the generate run")

@@ -153,7 +153,9 @@ def dataset_card(
 ) -> str:
     import yaml
 
-    config = (data.manifest or {}).get("config")
+    from pipeline.redact import redact
+
+    config = redact((data.manifest or {}).get("config"))
     return render(
         "dataset_card.md",
         front_matter=dataset_front_matter(data, license_, data_files, rejected),

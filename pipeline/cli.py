@@ -9,6 +9,10 @@
 
 Only argparse and the light config modules are imported here, so `distill --help` is instant; each stage
 imports its heavy libraries (torch, vLLM, TRL) when it runs.
+
+Errors: any UserError (pipeline/errors.py: recipes, records, paths, models, hand-offs, push) is printed as one
+line `error: FILE[:LINE]: field 'X': what is wrong; what to do` with exit code 2; an error about a recipe field
+gets the recipe line (or the override) that set it. Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -23,9 +27,8 @@ from typing import Any
 
 from pipeline import hub, verify
 from pipeline.config import ConfigError, dump_yaml, from_dict, read_recipe, to_dict
+from pipeline.errors import UserError
 from pipeline.filter.sandbox import SandboxError, SandboxUnavailable
-from pipeline.records import RecordError
-from pipeline.train.opd_config import TeacherError
 
 # stage name -> (config class, run function, one-line help). A stage is listed here once it works.
 STAGES: dict[str, tuple[str, str, str]] = {
@@ -124,8 +127,21 @@ def cmd_stage(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         overrides.append(f"shard={args.shard}")
     cfg = load_stage_config(args.command, args.config, overrides)
     run = _resolve(STAGES[args.command][1])
-    result = run(cfg, args)
+    try:
+        result = run(cfg, args)
+    except UserError as e:
+        if e.file is None and e.field:  # a recipe field: say where the recipe (or an override) sets it
+            raise UserError(str(e), file=recipe_where(args.config, overrides, e.field)) from None
+        raise
     return int(result) if isinstance(result, int) else 0
+
+
+def recipe_where(path: str, overrides: list[str], key: str) -> str:
+    """`recipe.yaml:LINE` of a dotted key, or the override that set it."""
+    from pipeline.config import Source
+
+    _, lines = read_recipe(path)
+    return Source(path, lines, {o.partition("=")[0] for o in overrides}).where(key)
 
 
 def cmd_tiny_model(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -185,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if name == "generate":
             p.add_argument("--shard", help="i/N: process the i-th of N deterministic shards of the problems")
+        p.add_argument(
+            "--allow-incomplete",
+            action="store_true",
+            help="read an input folder without its manifest.json (the remains of a killed or failed run)",
+        )
 
     p = sub.add_parser("validate", help="check a recipe and print it resolved (loads no model)")
     p.add_argument("--config", required=True, help="recipe YAML")
@@ -249,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     handler = COMMANDS.get(args.command, cmd_stage)
     try:
         return handler(args, parser)
-    except (ConfigError, RecordError, TeacherError, SandboxUnavailable, SandboxError) as e:
+    # ours (file/line/field and what to do; the sandbox's say what is missing); anything else is a bug: traceback
+    except (UserError, SandboxUnavailable, SandboxError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -21,10 +21,12 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from pipeline.errors import UserError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A recipe or override that does not fit its dataclass; `key` is the dotted path it is about, if any."""
 
     def __init__(self, message: str, key: str | None = None) -> None:
@@ -115,16 +117,45 @@ def apply_override(data: dict[str, Any], override: str) -> None:
         value = parse_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    node = data
-    *parents, last = key.split(".")
-    for part in parents:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"override {override!r}: '{part}' is not a mapping")
-        node = child
+    steps = _override_path(key, override)
+    node: Any = data
+    for step, following in zip(steps, steps[1:], strict=False):
+        node = _child(node, step, following, override)
+    last = steps[-1]
+    if isinstance(last, int) and not (isinstance(node, list) and last < len(node)):
+        raise ConfigError(f"override {override!r}: no list item [{last}] to set", key=key)
     node[last] = value
+
+
+_PART = re.compile(r"^([^.\[\]]+)((?:\[\d+\])*)$")
+
+
+def _override_path(key: str, override: str) -> list[str | int]:
+    """`steps[6].per_problem` -> ["steps", 6, "per_problem"]: mapping keys and list indices."""
+    path: list[str | int] = []
+    for part in key.split("."):
+        m = _PART.match(part)
+        if not m:
+            raise ConfigError(f"override {override!r}: '{part}' is not a key or key[index]", key=key)
+        path.append(m.group(1))
+        path.extend(int(i) for i in re.findall(r"\d+", m.group(2)))
+    return path
+
+
+def _child(node: Any, step: str | int, following: str | int, override: str) -> Any:
+    """The mapping or list under `node[step]`, creating a mapping where a key path goes on into nothing."""
+    if isinstance(step, int):
+        if not isinstance(node, list) or step >= len(node):
+            raise ConfigError(f"override {override!r}: no list item [{step}] to change")
+        return node[step]
+    if not isinstance(node, dict):
+        raise ConfigError(f"override {override!r}: '{step}' is inside a list item, not a mapping")
+    if node.get(step) is None:
+        node[step] = [] if isinstance(following, int) else {}
+    child = node[step]
+    if not isinstance(child, dict | list):
+        raise ConfigError(f"override {override!r}: '{step}' is not a mapping")
+    return child
 
 
 def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> T:
@@ -150,10 +181,19 @@ class Source:
     overridden: set[str]
 
     def where(self, key: str) -> str:
-        if any(key == o or key.startswith(o + ".") for o in self.overridden):
+        if any(key == o or key.startswith((o + ".", o + "[")) for o in self.overridden):
             return f"override '{key}=...'"
         line = self.lines.get(key)
         return f"{self.name}:{line}" if line else self.name
+
+    def where_block(self, prefix: str) -> str:
+        """Where a block's values came from, for an error about the block as a whole (its own checks): the
+        overrides inside it when there are any, since they changed it last, else its recipe line."""
+        block = prefix.rstrip(".")
+        inside = sorted(o for o in self.overridden if block and o.startswith((prefix, block + "[")))
+        if inside:
+            return ", ".join(f"override '{o}=...'" for o in inside)
+        return self.where(block)
 
 
 def from_dict(cls: type[T], data: Any, source: Source | str = "<dict>", prefix: str = "") -> T:
@@ -185,9 +225,7 @@ def from_dict(cls: type[T], data: Any, source: Source | str = "<dict>", prefix: 
     except (TypeError, ValueError) as e:
         if isinstance(e, ConfigError):
             raise
-        raise ConfigError(
-            f"{source.where(prefix.rstrip('.'))}: {prefix.rstrip('.') or 'recipe'}: {e}"
-        ) from None
+        raise ConfigError(f"{source.where_block(prefix)}: {prefix.rstrip('.') or 'recipe'}: {e}") from None
 
 
 def _describe(tp: Any) -> str:

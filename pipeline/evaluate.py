@@ -232,6 +232,15 @@ def check_sandbox(cfg: EvalConfig) -> str | None:
 
 
 def run(cfg: EvalConfig, args: Any = None) -> int:
+    from pipeline.handoff import require_trained_model
+    from pipeline.preflight import check_output_folder
+
+    check_output_folder(cfg.output)
+    for i, spec in enumerate(cfg.model_specs()):  # a killed sft / kd folder is not a model to score
+        field = f"models[{i}].path" if i < len(cfg.models) else "model"
+        require_trained_model(
+            spec.path, allow_incomplete=getattr(args, "allow_incomplete", False), field=field
+        )
     sandbox = check_sandbox(cfg)
     results = {"models": [], "settings": {}}
     # each benchmark loaded (Hub or local) and written once, for every model

@@ -22,8 +22,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipeline.errors import UserError
+from pipeline.handoff import is_stage_output, require_complete
 from pipeline.lineage import REPO_ID
-from pipeline.records import RecordError
 from pipeline.release import (
     PushError,
     Revision,
@@ -58,6 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dry-run", action="store_true", help="stage and list the files and card; upload nothing"
     )
     parser.add_argument("--stage-dir", help="where to stage (default: a temporary folder)")
+    parser.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="push a folder without its manifest.json (the remains of a killed or failed run)",
+    )
     parser.add_argument("--eval", help="eval results JSON for the card (default: <model>/eval/results.json)")
     parser.add_argument("--base-model", help="the base's Hub id, when the recipe trained from a local folder")
     parser.add_argument(
@@ -151,12 +157,15 @@ def run_push(args: argparse.Namespace) -> int:
     try:
         redactor.token = hub_token()
         return push(args, redactor)
-    except (PushError, RecordError) as e:
+    except UserError as e:
         print(f"error: {redactor.scrub(str(e))}", file=sys.stderr)
         return 2
     except Exception as e:  # the Hub's errors can quote request headers: print only a scrubbed message
         print(f"error: push failed: {type(e).__name__}: {redactor.scrub(str(e))}", file=sys.stderr)
         return 1
+
+
+PUBLISHED = ("sft", "kd", "opd", "filter")  # the stages whose outputs push publishes
 
 
 def push(args: argparse.Namespace, redactor: Redactor) -> int:
@@ -171,6 +180,8 @@ def push(args: argparse.Namespace, redactor: Redactor) -> int:
         raise PushError("HF_HUB_OFFLINE is set: unset it (or set it to 0) to push")
     if not REPO_ID.match(args.repo_id):
         raise PushError(f"--repo-id {args.repo_id!r}: expected owner/name")
+    if is_stage_output(folder):  # not a finished sft / kd / filter output: refuse to publish part of one
+        require_complete(folder, PUBLISHED, allow_incomplete=args.allow_incomplete, field="folder")
     kind = detect_kind(folder, args.kind)
     with redacted_logs(redactor), stage_root(args) as root:
         revisions = (stage_model if kind == "model" else stage_dataset)(args, folder, root)

@@ -79,7 +79,9 @@ def data_paragraphs(facts: ModelFacts) -> list[str]:
 
 
 def recipe_table(facts: ModelFacts) -> str:
-    config = facts.manifest.get("config") or {}
+    from pipeline.redact import redact
+
+    config = redact(facts.manifest.get("config") or {})  # a card never shows a `trainer.hub_token`
     peft, trainer = config.get("peft") or {}, config.get("trainer") or {}
     method = peft.get("method", "full")
     rows = [

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import UserError
+
 MANIFEST = "manifest.json"
 PACKAGES = (
     "reasoning-distill",
@@ -35,7 +37,7 @@ PACKAGES = (
 )
 
 
-class RecordError(ValueError):
+class RecordError(UserError, ValueError):
     """A record that does not fit its schema; the message names file, line and field."""
 
 
@@ -135,8 +137,9 @@ def _data_files(path: Path) -> list[Path]:
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line; a line that is not a JSON object is an error."""
     path = Path(path)
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
+    with path.open("rb") as f:  # bytes, so a bad byte is reported with its line instead of a traceback
+        for number, raw in enumerate(f, 1):
+            line = _decode(raw, path, number)
             if not line.strip():
                 continue
             try:
@@ -146,6 +149,16 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(row, dict):
                 raise RecordError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
             yield number, row
+
+
+def _decode(raw: bytes, path: Path, number: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RecordError(
+            f"{path}:{number}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+            "save the file as UTF-8"
+        ) from None
 
 
 def read_rows(source: DataSource) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -161,10 +174,7 @@ def read_rows(source: DataSource) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def _raw_rows(source: DataSource) -> Iterator[tuple[str, dict[str, Any]]]:
     if source.hub is not None:
-        import datasets
-
-        ds = datasets.load_dataset(source.hub, source.config, split=source.split)
-        for i, row in enumerate(ds):
+        for i, row in enumerate(_load_hub(source)):
             yield f"{source.describe()} row {i}", dict(row)
         return
     for file in _data_files(Path(source.path)):
@@ -174,7 +184,12 @@ def _raw_rows(source: DataSource) -> Iterator[tuple[str, dict[str, Any]]]:
             for i, row in enumerate(pq.read_table(file).to_pylist()):
                 yield f"{file} row {i}", row
         elif file.suffix == ".json":
-            rows = json.loads(file.read_text())
+            try:
+                rows = json.loads(_decode(file.read_bytes(), file, 1))
+            except json.JSONDecodeError as e:
+                raise RecordError(
+                    f"{file}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})"
+                ) from None
             if not isinstance(rows, list):
                 raise RecordError(f"{file}: expected a JSON list of objects")
             for i, row in enumerate(rows):
@@ -182,6 +197,20 @@ def _raw_rows(source: DataSource) -> Iterator[tuple[str, dict[str, Any]]]:
         else:
             for number, row in read_jsonl(file):
                 yield f"{file}:{number}", row
+
+
+def _load_hub(source: DataSource) -> Any:
+    """A Hub dataset, or one line saying it cannot be had from here and what to use instead."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(source.hub, source.config, split=source.split)
+    except Exception as e:  # offline, unreachable, no such dataset/config/split: the user's to fix
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise RecordError(
+            f"cannot load {source.describe()}: {type(e).__name__}: {first}; give a reachable Hub id "
+            "(network, HF_HUB_OFFLINE unset), or a local copy with 'path:' instead of 'hub:'"
+        ) from None
 
 
 def _field(row: dict[str, Any], where: str, name: str, kinds: tuple[type, ...], required: bool = True) -> Any:
@@ -217,13 +246,18 @@ def problem_from_row(row: dict[str, Any], where: str) -> Problem:
 
 def load_problems(source: DataSource) -> list[Problem]:
     """Problems from a file, folder or Hub dataset; duplicate ids are an error (they would collide in Samples)."""
+    return [p for _, p in located_problems(source)]
+
+
+def located_problems(source: DataSource) -> list[tuple[str, Problem]]:
+    """(`file:line`, problem) for each problem, so later checks (prompt length) can say where it came from."""
     problems, seen = [], {}
     for where, row in read_rows(source):
         p = problem_from_row(row, where)
         if p.id in seen:
             raise RecordError(f"{where}: field 'id': duplicate id {p.id!r} (first at {seen[p.id]})")
         seen[p.id] = where
-        problems.append(p)
+        problems.append((where, p))
     return problems
 
 
@@ -257,6 +291,20 @@ def read_samples(path: str | Path) -> Iterator[Sample]:
         yield sample_from_row(row, where)
 
 
+def read_unique_samples(path: str | Path) -> list[Sample]:
+    """All samples of `path`; a sample id seen twice is an error naming both places."""
+    samples, seen = [], {}
+    for where, row in read_rows(DataSource(path=str(path))):
+        sample = sample_from_row(row, where)
+        if sample.id in seen:
+            raise RecordError(
+                f"{where}: field 'id': sample id {sample.id!r} appears twice (first at {seen[sample.id]})"
+            )
+        seen[sample.id] = where
+        samples.append(sample)
+    return samples
+
+
 def to_row(record: Any) -> dict[str, Any]:
     """A record as a dict for writing: shallow (no deep copy), since it is serialised right away."""
     if dataclasses.is_dataclass(record):
@@ -278,6 +326,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
+        os.chmod(
+            tmp, 0o666 & ~_umask()
+        )  # as a plain open() would: some writers (safetensors) make 0600 files
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -289,6 +340,12 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_jsonl(path: str | Path, records: Iterable[Any]) -> Path:

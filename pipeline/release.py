@@ -25,6 +25,7 @@ from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+from pipeline.errors import UserError
 from pipeline.records import read_manifest
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ SKIP = {
 TEXT_SUFFIXES = (".json", ".jsonl", ".md", ".txt", ".yaml", ".yml", ".jinja")
 
 
-class PushError(Exception):
+class PushError(UserError):
     """A push that cannot go ahead as asked; the message says why and what to do."""
 
 
@@ -236,14 +237,15 @@ def print_listing(revisions: list[Revision]) -> None:
 
 
 def refuse_secret(revisions: list[Revision], token: str | None) -> None:
-    """Stop before a staged text file (a manifest's command line, a config) would publish the token."""
+    """Redact the staged manifests (config and command line), then stop before any staged file, of any size or
+    type, would publish a secret (pipeline/redact.py)."""
+    from pipeline.redact import find_secret, redact_json_file
+
     for rev in revisions:
-        for rel, size in rev.files:
+        for rel, _ in rev.files:
             path = rev.folder / rel
-            if (
-                token
-                and path.suffix in TEXT_SUFFIXES
-                and size < 50_000_000
-                and token in path.read_text(errors="replace")
-            ):
-                raise PushError(f"{path.resolve()}: holds your Hub token; remove it before pushing")
+            if path.name == "manifest.json":
+                redact_json_file(path, token)  # a copy replaces the link: the user's file is left as it is
+            found = find_secret(path, token)
+            if found:
+                raise PushError(f"{path.resolve()}: {found}; remove it before pushing")

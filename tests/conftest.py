@@ -80,10 +80,10 @@ def teacher_engine(teacher_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def run_distill(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):
-    """Run the real `distill` console script in a subprocess."""
-    exe = Path(sys.executable).with_name("distill")
+    """Run the real `distill` command in a subprocess (`python -m pipeline.cli`, the console script's target,
+    so the checkout under test is the one imported)."""
     return subprocess.run(
-        [str(exe), *args],
+        [sys.executable, "-m", "pipeline.cli", *args],
         capture_output=True,
         text=True,
         cwd=cwd or REPO,

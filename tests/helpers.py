@@ -96,5 +96,9 @@ def write_sft_dataset(folder: Path, rows: list[dict] | None = None) -> Path:
     import pyarrow.parquet as pq
 
     (folder / "data").mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows or sft_rows()), folder / "data" / "train-00000.parquet")
+    from pipeline.records import write_manifest
+
+    rows = rows or sft_rows()
+    pq.write_table(pa.Table.from_pylist(rows), folder / "data" / "train-00000.parquet")
+    write_manifest(folder, "filter", {}, [], {"kept": len(rows)})  # a complete filter output
     return folder

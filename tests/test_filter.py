@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -17,7 +19,7 @@ from pipeline.filter.select import Select
 from pipeline.filter.stage import run
 from pipeline.filter.steps import Context, Format, Item, Language, Length, Repetition, repeated_ngram_ratio
 from pipeline.logprobs import TopK, write_sidecar
-from pipeline.records import RecordError, Sample, read_manifest
+from pipeline.records import RecordError, Sample, read_manifest, write_manifest
 from tests.conftest import SHARED_DATA, run_distill
 
 BENCH = SHARED_DATA / "benchmarks"
@@ -212,14 +214,15 @@ def test_whole_stage_accounts_for_every_sample_once(tmp_path):
     ids = [s.id for s in samples]
     topk = [
         TopK(
-            np.arange(5, dtype=np.int32),
-            np.zeros(5, np.float16),
-            np.tile(np.arange(3, dtype=np.int32), (5, 1)),
-            np.full((5, 3), -1.0, np.float16),
+            np.arange(s.num_completion_tokens, dtype=np.int32),
+            np.zeros(s.num_completion_tokens, np.float16),
+            np.tile(np.arange(3, dtype=np.int32), (s.num_completion_tokens, 1)),
+            np.full((s.num_completion_tokens, 3), -1.0, np.float16),
         )
-        for _ in ids
+        for s in samples
     ]
     write_sidecar(src.parent / "logprobs-00000.safetensors", ids, topk)
+    write_manifest(src.parent, "generate", {}, [], {})  # a complete generate output
     recipe = tmp_path / "f.yaml"
     recipe.write_text(
         f"stage: filter\ninput: {src.parent}\noutput: {tmp_path / 'out'}\ntokenizer: null\nsteps:\n"
@@ -242,7 +245,8 @@ def test_whole_stage_accounts_for_every_sample_once(tmp_path):
     row = table[0]
     assert row["prompt"] == [{"role": "user", "content": "What is 2+3?"}]
     assert row["completion"] == [{"role": "assistant", "content": GOOD}]
-    assert row["teacher_token_ids"] == list(range(5)) and len(row["teacher_topk_ids"]) == 5
+    n = row["num_completion_tokens"]
+    assert row["teacher_token_ids"] == list(range(n)) and len(row["teacher_topk_ids"]) == n
     report = json.loads((out / "report.json").read_text())
     assert report["input"] == len(samples) and report["kept"] == 1
     assert sum(s["dropped"] for s in report["steps"]) == len(samples) - 1
@@ -317,3 +321,147 @@ def test_bad_input_names_file_line_and_publishes_nothing(tmp_path):
     recipe.write_text(f"stage: filter\ninput: {src}\nsteps:\n  - name: maths\n")
     result = run_distill("validate", "--config", str(recipe))
     assert result.returncode == 2 and "f.yaml:4: 'steps[0].name' must be one of parse" in result.stderr
+
+
+def test_samples_that_failed_before_grading_count_against_their_problems_pass_rate(tmp_path):
+    """1 correct + 3 cut off by the token budget is a 1/4 pass rate, not 1/1."""
+    samples = [sample("p", 0, GOOD)] + [
+        sample("p", i, "<think>\nI add 2 and", finish="length") for i in (1, 2, 3)
+    ]
+    samples += [sample("q", 0, GOOD), sample("q", 1, GOOD + " ")]
+    src = write_samples(tmp_path / "in.jsonl", samples)
+    steps = "steps=[{name: parse}, {name: finished}, {name: math}, {name: select, min_pass_rate: 0.5}]"
+    cfg = load_config(
+        FilterConfig, None, [f"input={src}", f"output={tmp_path / 'out'}", "count_tokens=false", steps]
+    )
+    assert run(cfg) == 0
+    rejected = {
+        r["id"]: r for r in map(json.loads, (tmp_path / "out" / "rejected.jsonl").read_text().splitlines())
+    }
+    assert rejected["p/0"]["reason"] == "pass_rate_too_low" and rejected["p/0"]["detail"] == "1/4 correct"
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["pass_rate"]["per_problem"] == {"p": 0.25, "q": 1.0}
+
+
+@pytest.mark.parametrize("window", ["min_pass_rate: 0.2", "max_pass_rate: 0.9"])
+def test_a_pass_rate_window_without_grading_before_it_is_refused_at_validation(tmp_path, window):
+    recipe = tmp_path / "f.yaml"
+    recipe.write_text(
+        f"stage: filter\ninput: x\nsteps:\n  - name: parse\n  - name: select\n    {window}\n  - name: math\n"
+    )
+    result = run_distill("validate", "--config", str(recipe))
+    assert result.returncode == 2
+    assert (
+        "f.yaml:5: field 'steps[1]': select's min_pass_rate / max_pass_rate need a grading step"
+        in result.stderr
+    )
+    recipe.write_text("stage: filter\ninput: x\nsteps:\n  - name: select\n    per_problem: 1\n")
+    assert run_distill("validate", "--config", str(recipe)).returncode == 0  # no window: nothing to grade
+
+
+def generate_folder(tmp_path: Path, shards: int = 2, per_shard: int = 3) -> tuple[Path, Path, Any]:
+    """A complete generate output: shards of samples by a teacher whose tokenizer is real, with true sidecars."""
+    from transformers import AutoTokenizer
+
+    teacher = _tokenizer_dir(tmp_path)
+    tok = AutoTokenizer.from_pretrained(teacher)
+    folder = tmp_path / "gen"
+    for s in range(shards):
+        batch = [sample(f"p{s}-{i}", 0, f"<think>\nsome text {i}\n</think>\n\n123") for i in range(per_shard)]
+        topk = []
+        for item in batch:
+            ids = tok.encode(item.completion, add_special_tokens=False) + [tok.eos_token_id]
+            item.teacher, item.num_completion_tokens = str(teacher), len(ids)
+            n = len(ids)
+            topk.append(TopK(np.asarray(ids, np.int32), np.zeros(n, np.float16),
+                             np.tile(np.arange(3, dtype=np.int32), (n, 1)), np.full((n, 3), -1.0, np.float16)))  # fmt: skip
+        write_samples(folder / f"samples-{s:05d}.jsonl", batch)
+        write_sidecar(folder / f"logprobs-{s:05d}.safetensors", [b.id for b in batch], topk)
+    write_manifest(folder, "generate", {}, [], {})
+    return folder, teacher, tok
+
+
+def _rewrite_sidecar(folder: Path, shard: int, change) -> None:
+    from pipeline.logprobs import SidecarFile
+
+    path = folder / f"logprobs-{shard:05d}.safetensors"
+    side = SidecarFile(path)
+    entries = [side.get(i) for i in side.ids]
+    ids = list(side.ids)
+    change(ids, entries)
+    del side
+    write_sidecar(path, ids, entries)
+
+
+def _drop_last_token(ids, entries):
+    e = entries[1]
+    entries[1] = TopK(e.token_ids[:-1], e.token_logprobs[:-1], e.topk_ids[:-1], e.topk_logprobs[:-1])
+
+
+def _change_a_token(ids, entries):
+    entries[2].token_ids = entries[2].token_ids.copy()
+    entries[2].token_ids[1] += 1
+
+
+SIDECAR_DAMAGE = {
+    "truncated file": (
+        lambda f: (f / "logprobs-00001.safetensors").write_bytes((f / "logprobs-00001.safetensors").read_bytes()[:300]),
+        r"gen/logprobs-00001.safetensors: not a readable logprob sidecar",
+    ),
+    "swapped": (
+        lambda f: [os.rename(f / a, f / b) for a, b in (("logprobs-00000.safetensors", "x"),
+                   ("logprobs-00001.safetensors", "logprobs-00000.safetensors"), ("x", "logprobs-00001.safetensors"))],
+        r"gen/logprobs-00000.safetensors: holds logprobs of sample 'p1-0/0', which is not in samples-00000.jsonl",
+    ),
+    "deleted": (
+        lambda f: (f / "logprobs-00000.safetensors").unlink(),
+        r"gen/samples-00000.jsonl: no logprob sidecar logprobs-00000.safetensors, while 1 other shards have one",
+    ),
+    "one token short": (
+        lambda f: _rewrite_sidecar(f, 1, _drop_last_token),
+        r"gen/samples-00001.jsonl:2: sample 'p1-1/0': logprobs-00001.safetensors holds \d+ tokens, the sample has "
+        r"num_completion_tokens \d+",
+    ),
+    "other tokens": (
+        lambda f: _rewrite_sidecar(f, 0, _change_a_token),
+        r"gen/samples-00000.jsonl:3: sample 'p0-2/0': token 1 of logprobs-00000.safetensors is \d+, the completion's "
+        r"token is \d+",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("damage", list(SIDECAR_DAMAGE))
+def test_a_damaged_sidecar_fails_the_filter_naming_shard_sample_and_token(tmp_path, damage):
+    folder, _, _ = generate_folder(tmp_path)
+    steps = "steps=[{name: parse}]"
+    cfg = load_config(FilterConfig, None, [f"input={folder}", f"output={tmp_path / 'out'}", steps])
+    assert run(cfg) == 0  # intact: passes, and kd gets every row's logprobs
+    table = pq.read_table(tmp_path / "out" / "data").to_pylist()
+    assert all(r["teacher_token_ids"] for r in table) and len(table) == 6
+    make, message = SIDECAR_DAMAGE[damage]
+    make(folder)
+    recipe = tmp_path / "f.yaml"
+    recipe.write_text(
+        f"stage: filter\ninput: {folder}\noutput: {tmp_path / 'out2'}\nsteps:\n  - name: parse\n"
+    )
+    result = run_distill("filter", "--config", str(recipe))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    import re
+
+    assert re.search("error: .*" + message, result.stderr), result.stderr[-2000:]
+    assert not (tmp_path / "out2").exists()
+
+
+def test_filter_refuses_a_generate_folder_without_its_manifest(tmp_path):
+    folder, _, _ = generate_folder(tmp_path)
+    (folder / "manifest.json").unlink()  # generate was killed: the folder holds part of its samples
+    recipe = tmp_path / "f.yaml"
+    recipe.write_text(
+        f"stage: filter\ninput: {folder}\noutput: {tmp_path / 'out'}\nsteps:\n  - name: parse\n"
+    )
+    result = run_distill("filter", "--config", str(recipe))
+    assert result.returncode == 2 and not (tmp_path / "out").exists()
+    assert result.stderr.startswith(f"error: {folder}: field 'input': no manifest.json: the generate run")
+    assert "rerun `distill generate`" in result.stderr
+    allowed = run_distill("filter", "--config", str(recipe), "--allow-incomplete")
+    assert allowed.returncode == 0, allowed.stderr[-2000:]

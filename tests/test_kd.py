@@ -201,3 +201,25 @@ def test_a_teacher_with_another_tokenizer_is_refused(tiny_model_dir, tmp_path):
     cfg = kd_config(tiny_model_dir, data, tmp_path / "out", "kd.teacher=online", f"kd.teacher_model={other}")
     with pytest.raises(ValueError, match="different tokenizers.*GOLD"):
         run(cfg)
+
+
+def test_length_truncated_samples_are_dropped_with_a_count_not_a_crash(
+    kd_data, teacher_engine, teacher_dir, tiny_model_dir, tmp_path
+):
+    """A filter recipe without the `finished` step lets samples cut by the teacher's token budget through: the
+    chat template closes them with an end-of-turn token the teacher never scored (student n+1 tokens, teacher n)."""
+    gen = teacher_recipe(teacher_dir, tmp_path / "gen", sampling__max_tokens=12, logprobs=5)
+    assert run_generate(gen, engine=teacher_engine) == 0
+    filtered = load_config(
+        FilterConfig, None, [f"input={gen.output}", f"output={tmp_path / 'cut'}", f"tokenizer={teacher_dir}",
+                             "steps=[{name: language}]"],
+    )  # fmt: skip
+    assert run_filter(filtered) == 0
+    cut = pq.read_table(tmp_path / "cut" / "data").num_rows
+    assert cut == 8
+    both = f"data=[{{path: {kd_data}}}, {{path: {tmp_path / 'cut'}}}]"
+    cfg = kd_config(tiny_model_dir, kd_data, tmp_path / "out", "trainer.max_steps=2", both)
+    assert run(cfg) == 0
+    counts = read_manifest(cfg.output)["counts"]
+    assert counts["dropped"] == {"truncated": cut}
+    assert counts["examples"] == cut + pq.read_table(kd_data / "data").num_rows

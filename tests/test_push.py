@@ -176,3 +176,41 @@ def test_a_staged_file_holding_the_token_is_refused(made, online, tmp_path, capf
     )
     out, err = capfd.readouterr()
     assert "report.json: holds your Hub token" in err and TOKEN not in out + err
+
+
+def test_tokens_in_the_manifest_are_redacted_and_a_file_still_holding_one_is_refused(made, tmp_path, capfd):
+    folder = shutil.copytree(
+        made["student"], tmp_path / "student", ignore=shutil.ignore_patterns("checkpoint-*")
+    )
+    fake = "hf_" + "A1b2" * 9  # not the user's token: found by its shape
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["config"]["trainer"]["hub_token"] = fake
+    manifest["command"] += [f"trainer.hub_token={fake}", "kd.api_key=sk-" + "x1" * 15]
+    write_json(folder / "manifest.json", manifest)
+    stage = tmp_path / "stage"
+    args = [str(folder), "--repo-id", "o/m", "--dry-run", "--stage-dir", str(stage)]
+    assert hub.main(args) == 0, capfd.readouterr().err
+    for staged in (stage / "main" / "manifest.json", stage / "main" / "README.md"):
+        text = staged.read_text()
+        assert fake not in text and "sk-x1" not in text, staged
+    assert "<redacted>" in (stage / "main" / "manifest.json").read_text()
+    assert fake in (folder / "manifest.json").read_text()  # the user's own file is left as it was
+    capfd.readouterr()
+    (folder / "notes.md").write_text(f"the token for later: {fake}\n")
+    assert hub.main(args) == 2
+    out, err = capfd.readouterr()
+    assert "notes.md: holds a token-shaped value (hf_...)" in err and fake not in out + err
+    (folder / "notes.md").unlink()
+    (folder / "extra_config.json").write_text(json.dumps({"wandb_api_key": "abcd1234efgh5678"}))
+    assert hub.main(args) == 2
+    out, err = capfd.readouterr()
+    assert "extra_config.json: holds a value for 'wandb_api_key'" in err and "abcd1234" not in out + err
+
+
+def test_push_refuses_a_training_folder_without_its_manifest(made, tmp_path, capfd):
+    folder = shutil.copytree(
+        made["student"], tmp_path / "student", ignore=shutil.ignore_patterns("checkpoint-*")
+    )
+    (folder / "manifest.json").unlink()  # sft was killed after saving the model, before its manifest
+    assert hub.main([str(folder), "--repo-id", "o/m", "--dry-run", "--stage-dir", str(tmp_path / "s")]) == 2
+    assert "field 'folder': no manifest.json: the sft/kd/opd/filter run" in capfd.readouterr().err

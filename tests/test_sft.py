@@ -143,6 +143,50 @@ def test_resume_continues_the_step_count(tiny_model_dir, tmp_path):
     assert {p.name for p in Path(second.output).glob("checkpoint-*")} == checkpoints
 
 
+def sft_recipe(model: Path, tmp_path: Path, *extra: str) -> Path:
+    """The sft_config settings as a recipe file, for runs of the real command."""
+    write_sft_dataset(tmp_path / "data")
+    lines = [f"model: {model}", f"data: [{{path: {tmp_path / 'data'}}}]", f"output: {tmp_path / 'out'}",
+             "trainer: {max_steps: 6, save_steps: 3, per_device_train_batch_size: 4, learning_rate: 3.0e-3, "
+             "logging_steps: 2, gradient_checkpointing: false, report_to: none, max_length: 256, seed: 0}",
+             *extra]  # fmt: skip
+    recipe = tmp_path / "sft.yaml"
+    recipe.write_text("stage: sft\n" + "\n".join(lines) + "\n")
+    return recipe
+
+
+def test_a_kill_while_saving_a_checkpoint_resumes_from_the_last_complete_one(tiny_model_dir, tmp_path):
+    from tests.conftest import run_distill
+
+    recipe = sft_recipe(tiny_model_dir, tmp_path)
+    out = tmp_path / "out"
+    # SIGKILL inside the second weights save (checkpoint-6), after its config.json was written
+    killed = run_distill(
+        "sft", "--config", str(recipe), env={"DISTILL_TEST_KILL_AT": "checkpoint:mid-save@2"}
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert (out / "checkpoint-6" / "config.json").exists()
+    assert not (out / "checkpoint-6" / "trainer_state.json").exists() and read_manifest(out) is None
+    resumed = run_distill("sft", "--config", str(recipe))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "skipping" in resumed.stderr and "checkpoint-6: incomplete" in resumed.stderr
+    manifest = read_manifest(out)
+    assert manifest["resumed_from"].endswith("checkpoint-3") and manifest["counts"]["global_step"] == 6
+    assert (out / "checkpoint-6" / "trainer_state.json").exists()
+
+
+def test_sft_refuses_data_without_a_manifest_naming_the_stage_to_rerun(tiny_model_dir, tmp_path):
+    from tests.conftest import run_distill
+
+    recipe = sft_recipe(tiny_model_dir, tmp_path)
+    (tmp_path / "data" / "manifest.json").unlink()  # a filter run that never finished
+    result = run_distill("sft", "--config", str(recipe))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {tmp_path / 'data'}: field 'data[0].path': no manifest.json")
+    assert "rerun `distill filter`" in result.stderr and not (tmp_path / "out").exists()
+    assert "Traceback" not in result.stderr
+
+
 def test_lora_saves_an_adapter_and_a_merged_model_that_loads_alone(tiny_model_dir, tmp_path):
     from peft import PeftModel
 

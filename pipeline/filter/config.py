@@ -71,4 +71,17 @@ class FilterConfig:
                 )
             options = {k: v for k, v in spec.items() if k != "name"}
             steps.append(STEPS[name](from_dict(STEPS[name].Options, options, source, f"steps[{i}].")))
+            if isinstance(steps[-1], Select) and steps[-1].needs_grading():
+                block = source.where_block(f"steps[{i}].") if isinstance(source, Source) else source
+                require_grading_before(steps[:-1], i, block)
         return steps
+
+
+def require_grading_before(earlier: list[Step], i: int, where: str) -> None:
+    """A pass-rate window over problems nobody graded would silently keep everything."""
+    if not any(isinstance(s, Math | Code) for s in earlier):
+        raise ConfigError(
+            f"{where}: field 'steps[{i}]': select's min_pass_rate / max_pass_rate need a grading step (math or "
+            "code) before it, or every problem passes unchecked; add one earlier in 'steps', or drop the window",
+            key=f"steps[{i}]",
+        )

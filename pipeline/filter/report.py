@@ -31,7 +31,7 @@ def length_stats(values: list[int]) -> dict[str, float] | None:
 
 
 def pass_rates(context: Context, items: list[Item]) -> dict[str, Any]:
-    graded = {pid: context.graded(pid) for pid in context.verdicts}
+    graded = {pid: context.graded(pid) for pid in context.problems()}
     per_problem = {pid: round(c / n, 4) for pid, (c, n) in graded.items() if n}
     if not per_problem:
         return {"graded_problems": 0}

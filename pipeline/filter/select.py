@@ -1,7 +1,8 @@
 """Per-problem selection: a pass-rate window (open-r1's difficulty filtering) and the best k samples.
 
 The pass rate of a problem is its share of correct verdicts among all its samples graded by `math`/`code`
-(before any drop), so this step goes after verification. Problems the teacher solves too rarely (noisy or
+plus those dropped before grading for failing (cut off by the token budget, malformed), so this step goes after
+verification (a recipe with a pass-rate window and no grading step before it is refused). Problems the teacher solves too rarely (noisy or
 unsolvable) or too often (too easy to teach anything) can be dropped whole; then at most `per_problem`
 samples of each remaining problem are kept, chosen by `rule`.
 """
@@ -27,6 +28,9 @@ class Select(Step):
         """Keep at most this many samples per problem (None: all that are left)."""
         rule: Literal["shortest", "random", "first"] = "shortest"
         seed: int = 0
+
+    def needs_grading(self) -> bool:
+        return self.options.min_pass_rate > 0 or self.options.max_pass_rate < 1
 
     def run(self, items: list[Item], context: Context) -> dict[int, Drop]:
         drops: dict[int, Drop] = {}

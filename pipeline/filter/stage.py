@@ -14,48 +14,49 @@ Every input sample ends up kept or rejected exactly once (checked before anythin
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
-from pathlib import Path
 from typing import Any
 
+from pipeline import preflight
 from pipeline.config import to_dict
 from pipeline.filter.config import FilterConfig
 from pipeline.filter.dataset import write_dataset
 from pipeline.filter.report import build_report, plot_report
+from pipeline.filter.sidecars import check_sidecars
 from pipeline.filter.steps import Context, Drop, Item, Length, count_tokens
-from pipeline.records import RecordError, read_samples, to_row, write_json, write_jsonl, write_manifest
+from pipeline.handoff import require_complete
+from pipeline.publish import publish_folder, staging_folder
+from pipeline.records import RecordError, read_unique_samples, to_row, write_json, write_jsonl, write_manifest
 
 log = logging.getLogger("distill.filter")
 
 
 def load_items(cfg: FilterConfig) -> list[Item]:
-    items, seen = [], set()
-    for sample in read_samples(cfg.input):
-        if sample.id in seen:
-            raise RecordError(f"{cfg.input}: sample id {sample.id!r} appears twice")
-        seen.add(sample.id)
-        items.append(Item.from_sample(sample))
-    return items
+    return [Item.from_sample(sample) for sample in read_unique_samples(cfg.input)]
 
 
-def token_counter(cfg: FilterConfig, items: list[Item], needed: bool) -> Any:
-    """A batch token counter with the recipe's tokenizer (default: the teacher's), or None if unavailable."""
+def load_tokenizer(cfg: FilterConfig, items: list[Item], needed: bool) -> Any:
+    """The recipe's tokenizer (default: the teacher's), or None if unavailable and not `needed`."""
     if not cfg.count_tokens:
         return None
     name = cfg.tokenizer or (items[0].sample.teacher if items else None)
-
     try:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(name)
+        return AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as e:
         if needed:
             raise RecordError(
                 f"cannot load tokenizer {name!r} to count tokens ({e}); set 'tokenizer:'"
             ) from None
         log.warning("no tokenizer %r (%s): token statistics use the samples' completion counts only", name, e)
+        return None
+
+
+def token_counter(tok: Any) -> Any:
+    """A batch token counter over `tok`, or None without one."""
+    if tok is None:
         return None
 
     def count(texts: list[str]) -> list[int]:
@@ -73,6 +74,8 @@ def run_steps(steps: list, items: list[Item], context: Context) -> tuple[dict[in
         drops = step.run([items[i] for i in alive], context)
         for j, drop in drops.items():
             fate[alive[j]] = (step.name, drop)
+            if step.failure:
+                context.record_failure(items[alive[j]])
         reasons: dict[str, int] = {}
         for drop in drops.values():
             reasons[drop.reason] = reasons.get(drop.reason, 0) + 1
@@ -91,15 +94,18 @@ def run_steps(steps: list, items: list[Item], context: Context) -> tuple[dict[in
 
 
 def run(cfg: FilterConfig, args: Any = None) -> int:
+    require_complete(cfg.input, "generate", allow_incomplete=getattr(args, "allow_incomplete", False))
+    preflight.check_output_folder(cfg.output)
     steps = cfg.build_steps()
     for step in steps:
         step.prepare()  # e.g. no code sandbox here: one clear error before anything runs
     items = load_items(cfg)
     if not items:
         raise RecordError(f"{cfg.input}: no samples")
-    context = Context(
-        count_tokens=token_counter(cfg, items, any(isinstance(s, Length) for s in steps)), workers=cfg.workers
-    )
+    tok = load_tokenizer(cfg, items, any(isinstance(s, Length) for s in steps))
+    if cfg.logprobs:  # the teacher's own tokenizer can also check the sidecars' tokens
+        check_sidecars(cfg.input, tok if cfg.tokenizer in (None, items[0].sample.teacher) else None)
+    context = Context(count_tokens=token_counter(tok), workers=cfg.workers)
     started = time.perf_counter()
     fate, step_log = run_steps(steps, items, context)
     count_tokens(items, context)
@@ -115,11 +121,9 @@ def run(cfg: FilterConfig, args: Any = None) -> int:
 
 
 def publish(cfg: FilterConfig, items: list[Item], fate: dict, kept: list[int], report: dict) -> None:
-    """Write everything into a temporary folder, then rename it into place: never a half-written output."""
-    out = Path(cfg.output)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    """Write everything into a staging folder, then publish it in place of the old output (pipeline/publish.py):
+    a kill at any point leaves the old output or the new one, whole."""
+    tmp = staging_folder(cfg.output)
     try:
         files = write_dataset(tmp / "data", [items[i] for i in kept], cfg)
         write_jsonl(
@@ -141,8 +145,6 @@ def publish(cfg: FilterConfig, items: list[Item], fate: dict, kept: list[int], r
             dataset_files=[str(f.relative_to(tmp)) for f in files],
             pass_rate=report["pass_rate"].get("mean"),
         )
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        publish_folder(tmp, cfg.output)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

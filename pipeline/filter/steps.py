@@ -59,19 +59,34 @@ class Context:
     verdicts: dict[str, Counter] = field(default_factory=dict)
     sandbox: str | None = None
     """The sandbox mode code ran in (the code step sets it), for the report."""
+    failed: Counter = field(default_factory=Counter)
+    """Per problem, samples dropped before grading for a failure of the teacher (truncated, malformed)."""
 
     def record_verdict(self, item: Item) -> None:
         key = {True: "correct", False: "wrong", None: "cannot_tell"}[item.correct]
         self.verdicts.setdefault(item.sample.problem_id, Counter())[key] += 1
 
+    def record_failure(self, item: Item) -> None:
+        self.failed[item.sample.problem_id] += 1
+
+    def problems(self) -> set[str]:
+        """Problems with a pass rate: those graded, and once anything was graded, those whose every sample
+        failed before grading (their rate is 0)."""
+        return set(self.verdicts) | (set(self.failed) if self.verdicts else set())
+
     def graded(self, problem_id: str) -> tuple[int, int]:
-        """(correct, graded) samples of a problem: its pass rate is their ratio when graded > 0."""
+        """(correct, attempted) samples of a problem: its pass rate is their ratio when attempted > 0.
+        Attempted counts the graded samples and those that failed before grading (cut off, malformed)."""
         c = self.verdicts.get(problem_id) or Counter()
-        return c["correct"], c["correct"] + c["wrong"]
+        if not self.verdicts:
+            return 0, 0  # no grading step ran: no pass rates at all
+        return c["correct"], c["correct"] + c["wrong"] + self.failed[problem_id]
 
 
 class Step:
     name: ClassVar[str]
+    failure: ClassVar[bool] = False
+    """A drop by this step is the teacher failing the problem (counts against its pass rate)."""
 
     @dataclass(frozen=True)
     class Options:
@@ -94,6 +109,7 @@ class Parse(Step):
     """Split reasoning and answer; drop malformed traces (R1's format: `<think>` reasoning `</think>` answer)."""
 
     name = "parse"
+    failure = True
 
     @dataclass(frozen=True)
     class Options:
@@ -111,6 +127,7 @@ class Finished(Step):
     """Drop traces cut off by the token budget (`finish_reason == "length"`)."""
 
     name = "finished"
+    failure = True
 
     def check(self, item: Item) -> Drop | None:
         return Drop("truncated") if item.sample.finish_reason == "length" else None

@@ -10,6 +10,12 @@ from pipeline.config import ConfigError, Where, check_keys
 from pipeline.records import DataSource
 
 Backend = Literal["vllm", "openai", "transformers"]
+# what the transformers backend passes to AutoModelForCausalLM.from_pretrained (its `engine:` block)
+FROM_PRETRAINED = {
+    "dtype", "torch_dtype", "device_map", "attn_implementation", "trust_remote_code", "low_cpu_mem_usage",
+    "quantization_config", "max_memory", "offload_folder", "offload_state_dict", "subfolder", "cache_dir",
+    "local_files_only", "use_safetensors", "variant", "tp_plan", "tp_size", "key_mapping",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,15 @@ class GenerateConfig:
 
             valid = {f.name for f in dataclasses.fields(EngineArgs)} - {"model"}
             check_keys(self.engine, valid, "engine", "vllm.EngineArgs", where)
+        elif self.backend == "transformers":
+            check_keys(
+                self.engine,
+                FROM_PRETRAINED,
+                "engine",
+                "transformers' from_pretrained (backend transformers; "
+                "vLLM's engine arguments need backend: vllm)",
+                where,
+            )
         elif self.backend == "openai" and self.engine:
             raise ConfigError(
                 f"{where('engine')}: 'engine' has no meaning for backend openai "

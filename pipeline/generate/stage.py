@@ -14,21 +14,27 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from pipeline import preflight
 from pipeline.config import to_dict
+from pipeline.faults import fault_point
 from pipeline.generate.config import GenerateConfig, parse_shard
 from pipeline.generate.engines import Completion, Engine, build_engine
 from pipeline.generate.progress import Stats, progress_bar
 from pipeline.generate.work import (
+    FINGERPRINT,
     Work,
     check_fingerprint,
+    content_hashes,
     done_ids,
     fingerprint,
+    fit_budgets,
     load_work,
     read_all_samples,
     render_requests,
 )
+from pipeline.handoff import require_complete
 from pipeline.logprobs import sidecar_path, write_sidecar
-from pipeline.records import ShardWriter, atomic_write, read_manifest, write_manifest
+from pipeline.records import RecordError, ShardWriter, atomic_write, read_manifest, write_json, write_manifest
 
 log = logging.getLogger("distill.generate")
 
@@ -39,22 +45,45 @@ def output_folder(cfg: GenerateConfig, shard: tuple[int, int] | None) -> Path:
 
 
 def load_tokenizer(cfg: GenerateConfig) -> Any:
-    from transformers import AutoTokenizer
+    from pipeline import preflight
 
-    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model, revision=cfg.revision)
+    field = "tokenizer" if cfg.tokenizer else "model"
+    tokenizer = preflight.load_tokenizer(cfg.tokenizer or cfg.model, field, cfg.revision)
     if cfg.prompt.chat_template:
         tokenizer.chat_template = Path(cfg.prompt.chat_template).read_text()
     return tokenizer
 
 
+def context_length(cfg: GenerateConfig) -> int | None:
+    """The model's context as the engine will see it, known before the engine starts (None: unknown)."""
+    if cfg.backend == "openai":
+        return None
+    if "max_model_len" in cfg.engine:
+        return int(cfg.engine["max_model_len"])
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(cfg.model, revision=cfg.revision)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return getattr(text, "max_position_embeddings", None)
+
+
 def run(cfg: GenerateConfig, args: Any = None, engine: Engine | None = None, tokenizer: Any = None) -> int:
-    """Run the stage; a caller that already holds the `engine` and its `tokenizer` (eval, tests) reuses them."""
+    """Run the stage; a caller that already holds the `engine` and its `tokenizer` (eval, tests) reuses them.
+
+    Every check that can fail on the user's input (paths, model, tokenizer, records, prompt lengths, the
+    folder's fingerprint) runs before the engine starts and before anything is written."""
     shard = parse_shard(cfg.shard) if cfg.shard else None
     out = output_folder(cfg, shard)
+    preflight.check_output_folder(out)
+    if cfg.mode == "score":  # scoring another run's samples: that run must have finished
+        require_complete(cfg.samples, "generate", allow_incomplete=getattr(args, "allow_incomplete", False),
+                         field="samples")  # fmt: skip
     work = load_work(cfg, shard)  # reads and validates every input record before anything is written
+    if engine is None and cfg.backend != "openai":
+        preflight.check_model(cfg.model, "model", cfg.revision)
     if tokenizer is None and cfg.backend != "openai":
         tokenizer = load_tokenizer(cfg)
-    fp = fingerprint(cfg, tokenizer)
+    fp = fingerprint(cfg, tokenizer) | {"content": content_hashes(work)}
     check_fingerprint(out, fp)
     done = done_ids(out)
     todo = [w for w in work if w.id not in done]
@@ -67,18 +96,26 @@ def run(cfg: GenerateConfig, args: Any = None, engine: Engine | None = None, tok
     )
     run_stats = None
     if todo:
+        limit = getattr(engine, "max_model_len", None) if engine is not None else context_length(cfg)
+        requests = render_requests(cfg, todo, tokenizer, limit)  # a prompt too long is refused here
         (out / "manifest.json").unlink(missing_ok=True)  # the folder is incomplete again until we finish
-        run_stats = generate(cfg, todo, tokenizer, out, engine)
+        run_stats = generate(cfg, todo, requests, tokenizer, out, engine, fp)
     return finish(cfg, out, work, fp, run_stats)
 
 
 def generate(
-    cfg: GenerateConfig, todo: list[Work], tokenizer: Any, out: Path, engine: Engine | None
+    cfg: GenerateConfig,
+    todo: list[Work],
+    requests: list,
+    tokenizer: Any,
+    out: Path,
+    engine: Engine | None,
+    fp: dict[str, Any],
 ) -> Stats:
     owned = engine is None
     engine = engine or build_engine(cfg, tokenizer)
     try:
-        requests = render_requests(cfg, todo, tokenizer, getattr(engine, "max_model_len", None))
+        fit_budgets(cfg, requests, getattr(engine, "max_model_len", None))
         by_id = {w.id: w for w in todo}
         writer = ShardWriter(out)
         buffer: list[Completion] = []
@@ -88,11 +125,11 @@ def generate(
                 buffer.append(completion)
                 stats.add(completion)
                 if len(buffer) >= cfg.flush_every:
-                    flush(cfg, writer, buffer, by_id)
-                    buffer = []
+                    flush(cfg, writer, buffer, by_id, fp)
+                    buffer, fp = [], None  # stored once, with this run's first samples
                 update()
             if buffer:
-                flush(cfg, writer, buffer, by_id)
+                flush(cfg, writer, buffer, by_id, fp)
         log.info("this run: %s", stats.summary())
         return stats
     finally:
@@ -101,9 +138,17 @@ def generate(
 
 
 def flush(
-    cfg: GenerateConfig, writer: ShardWriter, completions: list[Completion], by_id: dict[str, Work]
+    cfg: GenerateConfig,
+    writer: ShardWriter,
+    completions: list[Completion],
+    by_id: dict[str, Work],
+    fp: dict[str, Any] | None,
 ) -> None:
-    """Commit a batch: the logprob sidecar first, then the Sample shard (its presence marks the batch done)."""
+    """Commit a batch: the run's fingerprint with its first batch (`fp`, None after), the logprob sidecar, then
+    the Sample shard (its presence marks the batch done)."""
+    if fp is not None:
+        write_json(writer.folder / FINGERPRINT, fp)
+        fault_point("generate:after-fingerprint")
     index = writer.next_index()
     shard_path = writer.path(index)
     records = [by_id[c.request.sample_id].to_sample(cfg, c) for c in completions]
@@ -124,11 +169,13 @@ def finish(
     ids = [s["id"] for s in samples]
     duplicates = len(ids) - len(set(ids))
     missing = planned - set(ids)
-    if duplicates or missing:
-        log.error(
-            "%s: %d duplicate and %d missing samples; not writing the manifest", out, duplicates, len(missing)
+    extra = sorted(set(ids) - planned)
+    if duplicates or missing or extra:
+        raise RecordError(
+            f"{out}: {duplicates} duplicate, {len(missing)} missing and {len(extra)} unplanned samples "
+            f"({', '.join(extra[:3])}{', ...' * (len(extra) > 3)}); not writing the manifest",
+            hint="the folder holds samples of another plan (other problems or a larger limit): use a new output",
         )
-        return 1
     stats = Stats.from_records(samples)
     if run_stats is not None or read_manifest(out) is None:
         write_manifest(

@@ -18,7 +18,14 @@ from typing import Any
 from pipeline.config import ConfigError
 from pipeline.generate.config import GenerateConfig
 from pipeline.prompts import THINK_PREFIX, build_messages, load_prompt, prompt_ids
-from pipeline.records import Problem, RecordError, Sample, load_problems, read_jsonl, read_samples, write_json
+from pipeline.records import (
+    Problem,
+    RecordError,
+    Sample,
+    located_problems,
+    read_jsonl,
+    read_unique_samples,
+)
 
 FINGERPRINT = "fingerprint.json"
 
@@ -30,6 +37,8 @@ class Work:
     problem: Problem
     sample_index: int
     existing: Sample | None = None
+    where: str = ""
+    """`file:line` of the problem (or sample) it comes from, for errors."""
 
     @property
     def id(self) -> str:
@@ -71,18 +80,25 @@ def in_shard(problem_id: str, shard: tuple[int, int] | None) -> bool:
 
 
 def load_work(cfg: GenerateConfig, shard: tuple[int, int] | None) -> list[Work]:
+    """The planned samples, every input record read and checked; no input at all is an error."""
     if cfg.mode == "score":
-        work, seen = [], set()
-        for s in read_samples(cfg.samples):
-            if s.id in seen:
-                raise RecordError(f"{cfg.samples}: sample id {s.id!r} appears twice")
-            seen.add(s.id)
-            if in_shard(s.problem_id, shard):
-                problem = Problem(s.problem_id, s.problem, s.answer, s.source, s.tests, s.metadata)
-                work.append(Work(problem, s.sample_index, existing=s))
-        return work
-    problems = [p for p in load_problems(cfg.problems) if in_shard(p.id, shard)]
-    return [Work(p, i) for p in problems for i in range(cfg.sampling.n)]
+        work = [
+            Work(Problem(s.problem_id, s.problem, s.answer, s.source, s.tests, s.metadata), s.sample_index, s)
+            for s in read_unique_samples(cfg.samples)
+            if in_shard(s.problem_id, shard)
+        ]
+    else:
+        problems = [(w, p) for w, p in located_problems(cfg.problems) if in_shard(p.id, shard)]
+        work = [Work(p, i, where=w) for w, p in problems for i in range(cfg.sampling.n)]
+    if not work:
+        source = cfg.samples if cfg.mode == "score" else cfg.problems.describe()
+        field = "samples" if cfg.mode == "score" else "problems"
+        raise RecordError(
+            f"{source}: field '{field}': no {'samples' if cfg.mode == 'score' else 'problems'}"
+            f"{' in shard ' + cfg.shard if shard else ''}; nothing to generate",
+            hint="check the file (and 'limit'); an empty output would look complete",
+        )
+    return work
 
 
 def chat_template_sha(chat_template: Any) -> str:
@@ -107,18 +123,72 @@ def fingerprint(cfg: GenerateConfig, tokenizer: Any) -> dict[str, Any]:
         "chat_template": chat_template_sha(chat_template) if chat_template else None,
         **{f"sampling.{k}": v for k, v in asdict(cfg.sampling).items()},
         "logprobs": cfg.logprobs,
+        **plan_fingerprint(cfg),
     }
 
 
+def plan_fingerprint(cfg: GenerateConfig) -> dict[str, Any]:
+    """What decides which samples are planned: the input's selection settings (the hashes come with the work)."""
+    if cfg.mode == "score":
+        return {}
+    return {"problems.limit": cfg.problems.limit, "problems.fields": dict(cfg.problems.fields)}
+
+
+def content_hashes(work: list[Work]) -> dict[str, str]:
+    """Problem id (score mode: sample id) -> a hash of what a sample is made from (text, gold; completion)."""
+    hashes: dict[str, str] = {}
+    for w in work:
+        key = w.existing.id if w.existing else w.problem.id
+        text = w.existing.completion if w.existing else f"{w.problem.problem}\0{w.problem.answer}"
+        hashes.setdefault(key, hashlib.sha256(text.encode()).hexdigest()[:16])
+    return hashes
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between two fingerprints, as lines for the user. The plan may grow (problems appended, a
+    larger `limit`): the samples already written stay valid. Anything else is a change."""
+    records = _content_changes(old.get("content"), new.get("content"))
+    shrunk = any(not line.startswith("input records added") for line in records)
+    keys = []
+    for k in sorted(old):  # a key the old fingerprint lacks (made by an older version) cannot be compared
+        a, b = old.get(k), new.get(k)
+        if a == b or k == "content" or (k == "problems.limit" and not shrunk and _larger(a, b)):
+            continue
+        keys.append(f"{k}: {a!r} -> {b!r}")
+    return records + keys if shrunk or keys else []
+
+
+def _larger(old_limit: int | None, new_limit: int | None) -> bool:
+    return new_limit is None or (old_limit is not None and new_limit > old_limit)
+
+
+def _content_changes(a: Any, b: Any) -> list[str]:
+    """Input records changed, removed or added between two {id: hash} maps."""
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return []
+    lines = []
+    for label, ids in (
+        ("changed", sorted(i for i in set(a) & set(b) if a[i] != b[i])),
+        ("removed", sorted(set(a) - set(b))),
+        ("added", sorted(set(b) - set(a))),
+    ):
+        if ids:
+            lines.append(
+                f"input records {label}: {len(ids)} ({', '.join(ids[:3])}{', ...' * (len(ids) > 3)})"
+            )
+    return lines
+
+
+def has_samples(out: Path) -> bool:
+    return any(out.glob("samples-*.jsonl"))
+
+
 def check_fingerprint(out: Path, fp: dict[str, Any]) -> None:
+    """Refuse to add samples made differently to a folder that holds samples, listing what changed."""
     path = out / FINGERPRINT
-    if not path.exists():
-        write_json(path, fp)
+    if not path.exists() or not has_samples(out):
         return
-    old = json.loads(path.read_text())
-    changed = [
-        f"{k}: {old.get(k)!r} -> {fp.get(k)!r}" for k in sorted(set(old) | set(fp)) if old.get(k) != fp.get(k)
-    ]
+    changed = _changes(json.loads(path.read_text()), fp)
     if changed:
         raise ConfigError(
             f"{out} holds samples made with other settings; changed: {'; '.join(changed)}. "
@@ -159,26 +229,57 @@ def render_requests(cfg: GenerateConfig, todo: list[Work], tokenizer: Any, max_m
     prefix_ids = tokenizer.encode(prefix, add_special_tokens=False) if (prefix and tokenizer) else []
     cache: dict[str, tuple[list[dict[str, str]], list[int]]] = {}
     requests = []
+    longest = max(map(len, tokenizer.get_vocab()), default=1) if tokenizer is not None else 0
     for w in todo:
         if w.problem.id not in cache:
             messages = (
                 w.existing.prompt if w.existing else build_messages(template, w.problem.problem, system)
             )
+            if max_model_len and len(w.problem.problem) > max_model_len * longest:
+                refuse_long(
+                    w, f"over {max_model_len} tokens ({len(w.problem.problem):,} characters)", max_model_len
+                )
             ids = prompt_ids(tokenizer, messages, think) if tokenizer is not None else []
             cache[w.problem.id] = (messages, ids)
         messages, ids = cache[w.problem.id]
         completion_ids = score_ids(w.existing, tokenizer) if w.existing else []
-        budget = cfg.sampling.max_tokens
-        if max_model_len is not None:
-            budget = min(budget, max_model_len - len(ids) - len(completion_ids))
-            if budget < 1:
-                raise RecordError(
-                    f"sample {w.id}: prompt{' + completion' if completion_ids else ''} has "
-                    f"{len(ids) + len(completion_ids)} tokens; the model's context is {max_model_len}"
-                )
         seed = cfg.sampling.sample_seed(w.problem.id, w.sample_index)
-        requests.append(Request(w.id, messages, seed, budget, ids, prefix, prefix_ids, completion_ids))
+        request = Request(
+            w.id, messages, seed, cfg.sampling.max_tokens, ids, prefix, prefix_ids, completion_ids
+        )
+        requests.append(request)
+    fit_budgets(cfg, requests, max_model_len, {w.id: w.where for w in todo})
     return requests
+
+
+def fit_budgets(
+    cfg: GenerateConfig, requests: list, max_model_len: int | None, where: dict[str, str] | None = None
+) -> None:
+    """Cap each request's new tokens to what fits the model's context; a prompt that leaves no room is an
+    error naming the input file and line (checked before the engine starts, then again with its real limit)."""
+    if max_model_len is None:
+        return
+    for r in requests:
+        used = len(r.prompt_ids) + len(r.completion_ids)
+        r.max_tokens = min(cfg.sampling.max_tokens, max_model_len - used)
+        if r.max_tokens < 1:
+            origin = (where or {}).get(r.sample_id) or f"sample {r.sample_id}"
+            what = f"the prompt{' + completion' if r.completion_ids else ''} is {used} tokens"
+            raise RecordError(
+                f"{origin}: field '{'completion' if r.completion_ids else 'problem'}': {what}; the model's "
+                f"context is {max_model_len} (max_model_len)",
+                hint="shorten or drop this record, or use a model with a longer context",
+            )
+
+
+def refuse_long(w: Work, size: str, max_model_len: int) -> None:
+    """A text longer than the context even if every token were the vocabulary's longest: refused untokenized
+    (tokenizing a 50 MB prompt takes minutes)."""
+    raise RecordError(
+        f"{w.where or 'sample ' + w.id}: field 'problem': the prompt is {size}; the model's context is "
+        f"{max_model_len} (max_model_len)",
+        hint="shorten or drop this record, or use a model with a longer context",
+    )
 
 
 def score_ids(sample: Sample, tokenizer: Any) -> list[int]:

@@ -11,6 +11,8 @@ import json
 import shutil
 from pathlib import Path
 
+from pipeline.publish import publish_folder, staging_folder
+
 KEEP = (
     "config.json",
     "generation_config.json",
@@ -35,14 +37,13 @@ def publish(src: Path, dst: Path) -> Path:
     missing = [name for name in KEEP if not (src / name).exists()]
     if missing:
         raise SystemExit(f"{src} is not a finished model folder: missing {', '.join(missing)}")
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name in KEEP:
-        shutil.copy2(src / name, tmp / name)
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.rename(dst)
-    return dst
+    tmp = staging_folder(dst)
+    try:
+        for name in KEEP:
+            shutil.copy2(src / name, tmp / name)
+        return publish_folder(tmp, dst)  # the committed teacher is replaced whole, in every kill window
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,6 +50,7 @@ def load_entry(entry: DatasetEntry, columns: tuple[str, ...] = TRAIN_COLUMNS) ->
             f"{entry.describe()}: expected 'prompt' and 'completion' columns (TRL prompt/completion "
             f"format) or 'messages'; found {sorted(found)}"
         )
+    check_text_columns(ds, entry)
     missing = [c for c in columns if c not in TRAIN_COLUMNS and c not in found]
     if missing:
         raise RecordError(
@@ -58,6 +59,30 @@ def load_entry(entry: DatasetEntry, columns: tuple[str, ...] = TRAIN_COLUMNS) ->
         )
     ds = ds.select_columns([c for c in columns if c in found])
     return ds.select(range(min(entry.limit, len(ds)))) if entry.limit is not None else ds
+
+
+def _is_text(feature: Any) -> bool:
+    """A string, or a list of chat messages whose `content` is a string."""
+    import datasets
+
+    if isinstance(feature, datasets.Value):
+        return feature.dtype in ("string", "large_string")
+    item = getattr(feature, "feature", None)
+    if item is None and isinstance(feature, list) and feature:
+        item = feature[0]
+    return isinstance(item, dict) and _is_text(item.get("content"))
+
+
+def check_text_columns(ds: Any, entry: DatasetEntry) -> None:
+    """prompt / completion / messages hold text or chat messages, so TRL gets what it can tokenize."""
+    for column in ("prompt", "completion", "messages"):
+        feature = ds.features.get(column)
+        if feature is not None and not _is_text(feature):
+            raise RecordError(
+                f"{entry.describe()}: field '{column}': must be text or a list of chat messages "
+                f"({{role, content}}), got {feature}",
+                hint="fix the dataset (the filter stage writes this format)",
+            )
 
 
 def weighted(ds: Any, weight: float, seed: int) -> Any:

@@ -29,6 +29,7 @@ TEACHER = ("teacher_topk_ids", "teacher_topk_logprobs")
 class KDTrainer(SFTTrainer):
     def __init__(self, *args: Any, kd: KDSettings, teacher: Any = None, **kwargs: Any) -> None:
         self.kd, self.teacher = kd, teacher
+        self.dropped: dict[str, int] = {}  # examples left out of KD, per reason (kd_data.align_teacher)
         self.projections: torch.nn.ModuleDict | None = None
         super().__init__(*args, **kwargs)
         self.data_collator = KDCollator(self.data_collator)
@@ -39,7 +40,8 @@ class KDTrainer(SFTTrainer):
     # --- data ----------------------------------------------------------------------------------------------
 
     def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
-        if "teacher_token_ids" not in (dataset.column_names or []):
+        if "teacher_token_ids" not in (dataset.column_names or []) or dataset_name == "preflight":
+            # the template check's one example needs TRL's rendering only, not the teacher's alignment
             return super()._prepare_dataset(
                 dataset, processing_class, args, packing, formatting_func, dataset_name
             )
@@ -48,7 +50,7 @@ class KDTrainer(SFTTrainer):
         tokenized = super()._prepare_dataset(
             dataset, processing_class, args, False, formatting_func, dataset_name
         )
-        aligned = align_teacher(tokenized, args.max_length, processing_class)
+        aligned, self.dropped = align_teacher(tokenized, args.max_length, processing_class)
         return pack_dataset(aligned, args.max_length, args.packing_strategy) if packing else aligned
 
     def _set_signature_columns_if_needed(self) -> None:
@@ -213,8 +215,9 @@ def run(cfg: KDStageConfig, args: Any = None) -> int:
     import os
 
     from pipeline.train.models import load_tokenizer
-    from pipeline.train.sft import LAUNCHED, already_trained, relaunch, train_and_save
+    from pipeline.train.sft import LAUNCHED, already_trained, check_inputs, relaunch, train_and_save
 
+    check_inputs(cfg, args)
     if already_trained(cfg, "kd"):
         return 0
     if cfg.launch.accelerate_config and not os.environ.get(LAUNCHED):

@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.errors import UserError
 
-class AlignmentError(ValueError):
+
+class AlignmentError(UserError, ValueError):
     """Stored teacher token ids that are not the student's tokens of the completion."""
 
 
@@ -50,23 +52,42 @@ def describe_mismatch(sample_id: Any, supervised: np.ndarray, stored: np.ndarray
     )
 
 
-def align_teacher(tokenized: Any, max_length: int | None, tokenizer: Any) -> Any:
-    """Per-token teacher columns for every example; rows without stored logprobs are dropped (and logged)."""
+def cut_by_length(row: dict[str, Any], special_ids: set[int]) -> bool:
+    """The teacher hit its token budget: its stored ids are the student's supervised tokens without the
+    end-of-turn token(s) the chat template closes every assistant turn with. Training on it would teach the
+    student to stop mid-thought, and the teacher has no logprobs for the added end: such rows are dropped."""
+    supervised = [t for t in row["labels"] if t != -100]
+    stored = list(row["teacher_token_ids"])
+    n = len(stored)
+    return len(supervised) > n and supervised[:n] == stored and supervised[n] in special_ids
+
+
+def align_teacher(tokenized: Any, max_length: int | None, tokenizer: Any) -> tuple[Any, dict[str, int]]:
+    """Per-token teacher columns for every example, and the rows dropped per reason: without stored logprobs
+    (`no_teacher_logprobs`), or cut by the teacher's token budget (`truncated`, see `cut_by_length`)."""
     import logging
 
-    before = len(tokenized)
-    tokenized = tokenized.filter(lambda r: r["teacher_token_ids"] is not None)
-    if len(tokenized) < before:
-        logging.getLogger("distill.kd").warning(
-            "%d examples have no teacher logprobs and are left out", before - len(tokenized)
-        )
+    dropped: dict[str, int] = {}
+    special = set(tokenizer.all_special_ids)
+    for reason, keep in (
+        ("no_teacher_logprobs", lambda r: r["teacher_token_ids"] is not None),
+        ("truncated", lambda r: not cut_by_length(r, special)),
+    ):
+        before = len(tokenized)
+        tokenized = tokenized.filter(keep, desc=f"Dropping {reason}")
+        if len(tokenized) < before:
+            dropped[reason] = before - len(tokenized)
+            logging.getLogger("distill.kd").warning("%d examples dropped: %s", dropped[reason], reason)
     keep = ["input_ids", "labels", "teacher_topk_ids", "teacher_topk_logprobs"]
-    return tokenized.map(
+    if len(tokenized) == 0:
+        raise AlignmentError(f"no example is left to distil from (dropped: {dropped})")
+    aligned = tokenized.map(
         align_row,
         fn_kwargs={"max_length": max_length, "tokenizer": tokenizer},
         remove_columns=[c for c in tokenized.column_names if c not in keep],
         desc="Aligning teacher",
     )
+    return aligned, dropped
 
 
 class KDCollator:

@@ -12,9 +12,11 @@ log = logging.getLogger("distill.train")
 
 
 def load_tokenizer(cfg: SFTStageConfig) -> Any:
-    from transformers import AutoTokenizer
+    """The student's tokenizer; a model folder without one is an error, not transformers' empty stand-in."""
+    from pipeline import preflight
 
-    return AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model, revision=cfg.revision)
+    field = "tokenizer" if cfg.tokenizer else "model"
+    return preflight.load_tokenizer(cfg.tokenizer or cfg.model, field, cfg.revision)
 
 
 def model_config(cfg: SFTStageConfig) -> Any:

@@ -29,6 +29,7 @@ TEACHERS_FILE = "teachers.json"
 def run(cfg: OPDStageConfig, args: Any = None) -> int:
     from pipeline.train.sft import LAUNCHED, already_trained, relaunch
 
+    check_inputs(cfg, args)
     if already_trained(cfg, "opd"):
         return 0
     if cfg.launch.accelerate_config and not os.environ.get(LAUNCHED):
@@ -38,6 +39,21 @@ def run(cfg: OPDStageConfig, args: Any = None) -> int:
     last = check_resume(cfg)
     trainer = build_trainer(cfg, problems)
     return train_and_save(cfg, trainer, last, len(problems))
+
+
+def check_inputs(cfg: OPDStageConfig, args: Any = None) -> None:
+    """Before any model loads: DeepSpeed when the recipe uses it, a usable output folder, a finished student
+    (a killed sft folder or a half-saved checkpoint is refused), and local teachers that exist."""
+    from pipeline import preflight
+    from pipeline.handoff import require_trained_model
+
+    preflight.check_deepspeed(cfg.launch.accelerate_config, cfg.trainer, "launch.accelerate_config")
+    preflight.check_output_folder(cfg.output)
+    preflight.check_model(cfg.model, "model", cfg.revision)
+    require_trained_model(cfg.model, allow_incomplete=getattr(args, "allow_incomplete", False))
+    for key, spec in cfg.teachers.items():
+        if spec.model is not None:
+            preflight.check_model(spec.model, f"teachers.{key}.model", spec.revision)
 
 
 def check_routes(cfg: OPDStageConfig, problems: list[Problem]) -> None:
@@ -61,10 +77,13 @@ def teacher_set(cfg: OPDStageConfig) -> dict[str, str]:
 
 def check_resume(cfg: OPDStageConfig) -> str | None:
     """The checkpoint to resume from, refusing one trained with another teacher set; records the set."""
-    from transformers.trainer_utils import get_last_checkpoint
+    from pipeline.train.checkpoints import latest_complete_checkpoint
 
     out = Path(cfg.output)
-    last = get_last_checkpoint(str(out)) if cfg.resume and out.is_dir() else None
+    last = (
+        latest_complete_checkpoint(out) if cfg.resume and out.is_dir() else None
+    )  # a half-saved one is skipped
+    last = str(last) if last else None
     recorded = out / TEACHERS_FILE
     if last and recorded.is_file():
         before = json.loads(recorded.read_text())

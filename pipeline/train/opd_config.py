@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pipeline.config import ConfigError, Where, check_keys
+from pipeline.errors import UserError
 from pipeline.generate.config import PromptConfig, ServerConfig
 from pipeline.records import DataSource
 from pipeline.train.config import LaunchSettings, PeftSettings
@@ -20,7 +21,7 @@ from pipeline.train.config import LaunchSettings, PeftSettings
 ANY_SOURCE = "*"
 
 
-class TeacherError(RuntimeError):
+class TeacherError(UserError):
     """A teacher that cannot be reached or answers wrongly; the message names its URL, never its key."""
 
 

@@ -28,12 +28,31 @@ LAUNCHED = "DISTILL_LAUNCHED"
 
 
 def run(cfg: SFTStageConfig, args: Any = None) -> int:
+    check_inputs(cfg, args)
     if already_trained(cfg, "sft"):
         return 0
     if cfg.launch.accelerate_config and not os.environ.get(LAUNCHED):
         return relaunch(cfg, args, "sft")
     trainer, dataset = build_trainer(cfg)
     return train_and_save(cfg, trainer, dataset, "sft")
+
+
+def check_inputs(cfg: SFTStageConfig, args: Any = None) -> None:
+    """What a training run needs, checked before any model loads: DeepSpeed when the recipe uses it, a usable
+    output folder, an existing student, and complete filter outputs as data (pipeline/handoff.py)."""
+    from pipeline import preflight
+    from pipeline.handoff import require_complete
+
+    preflight.check_deepspeed(cfg.launch.accelerate_config, cfg.trainer, "launch.accelerate_config")
+    preflight.check_output_folder(cfg.output)
+    preflight.check_model(cfg.model, "model", cfg.revision)
+    kd = getattr(cfg, "kd", None)
+    if kd is not None and kd.teacher == "online":
+        preflight.check_model(kd.teacher_model, "kd.teacher_model")
+    allow = getattr(args, "allow_incomplete", False)
+    for i, entry in enumerate(cfg.data):
+        if entry.path is not None:
+            require_complete(entry.path, "filter", allow_incomplete=allow, field=f"data[{i}].path")
 
 
 def already_trained(cfg: SFTStageConfig, stage: str) -> bool:
@@ -57,6 +76,7 @@ def relaunch(cfg: SFTStageConfig, args: Any, stage: str) -> int:
     if cfg.launch.num_processes:
         cmd += ["--num_processes", str(cfg.launch.num_processes)]
     cmd += ["-m", "pipeline.cli", stage, "--config", args.config, *args.overrides]
+    cmd += ["--allow-incomplete"] if getattr(args, "allow_incomplete", False) else []
     log.info("relaunching: %s", " ".join(cmd))
     return subprocess.call(cmd, env={**os.environ, LAUNCHED: "1"})
 
@@ -100,12 +120,15 @@ def supervised_tokens(dataset: Any) -> int:
 
 
 def train_and_save(cfg: SFTStageConfig, trainer: Any, dataset: Any, stage: str) -> int:
-    from transformers.trainer_utils import get_last_checkpoint
-
+    from pipeline.faults import arm_weight_save
+    from pipeline.train.checkpoints import latest_complete_checkpoint
     from pipeline.train.template_check import check_template, pick_example
 
     checked = check_template(trainer, pick_example(dataset)) if cfg.check_template else None
-    last = get_last_checkpoint(cfg.output) if cfg.resume and Path(cfg.output).is_dir() else None
+    main = trainer.is_world_process_zero()  # only one process removes incomplete checkpoints
+    last = latest_complete_checkpoint(cfg.output, remove_incomplete=main) if cfg.resume else None
+    last = str(last) if last else None
+    arm_weight_save()
     start_epoch = 0.0
     if last:
         start_epoch = json.loads((Path(last) / "trainer_state.json").read_text()).get("epoch") or 0.0
@@ -133,6 +156,7 @@ def train_and_save(cfg: SFTStageConfig, trainer: Any, dataset: Any, stage: str) 
     counts = {
         "examples": len(dataset),  # the dataset's rows; training_rows: after packing / truncation
         "training_rows": len(trainer.train_dataset),
+        "dropped": getattr(trainer, "dropped", {}),  # kd: examples left out, per reason
         "world_size": trainer.args.world_size,
         "global_step": trainer.state.global_step,
         "epochs": round(trainer.state.epoch, 4),

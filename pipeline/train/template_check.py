@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.errors import UserError
 
-class TemplateError(RuntimeError):
+
+class TemplateError(UserError, RuntimeError):
     """The chat template or EOS setup would train a broken student."""
 
 

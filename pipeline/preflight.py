@@ -1,0 +1,131 @@
+"""Checks a stage makes before anything heavy starts: paths, models, tokenizers, installed extras.
+
+Each turns a condition that would otherwise surface as a library's traceback (minutes later, after an engine
+started) into one UserError line naming the field and what to do:
+
+    check_output_folder(cfg.output)                    # not a file, parent not a file
+    check_model(cfg.model, field="model")              # a local folder that exists, or a reachable Hub id
+    tok = load_tokenizer(cfg.tokenizer or cfg.model)   # a real tokenizer, not transformers' empty stand-in
+    check_deepspeed(accelerate_config, trainer)        # the recipe asks for DeepSpeed: is it installed?
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserError
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model")
+
+
+def check_output_folder(path: str | Path, field: str = "output") -> None:
+    """An output must be a folder (or not exist yet): not a file, not under a file."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists() and not p.is_dir():
+            raise UserError(
+                f"{p} is a file, not a folder",
+                file=path,
+                field=field,
+                hint="choose an output folder path that is free or already a folder",
+            )
+
+
+def _looks_local(name: str) -> bool:
+    """A path rather than a Hub id: absolute, relative with ./ or ~, deeper than owner/name, or under a folder
+    that exists here (`runs/x`)."""
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name:
+        return True
+    return "/" in name and Path(name.split("/")[0]).is_dir()
+
+
+def check_model(name: str, field: str = "model", revision: str | None = None) -> None:
+    """`name` is an existing local folder, or a Hub id that is cached or reachable."""
+    if Path(name).expanduser().is_dir():
+        return
+    if Path(name).expanduser().exists():
+        raise UserError(f"{name} is a file; a model is a folder", field=field, hint="give the model's folder")
+    if _looks_local(name):
+        raise UserError(
+            f"no such model folder {name!r}",
+            field=field,
+            hint="give the path of a local model folder, or a Hub id like owner/name",
+        )
+    _check_hub_model(name, field, revision)
+
+
+def _check_hub_model(name: str, field: str, revision: str | None) -> None:
+    """A Hub model id: its config must be cached or downloadable (offline runs need a cached copy)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        hf_hub_download(name, "config.json", revision=revision)
+    except HFValidationError:
+        raise UserError(
+            f"no such model folder {name!r}, and it is not a Hub id either",
+            field=field,
+            hint="give the path of a local model folder, or a Hub id like owner/name",
+        ) from None
+    except Exception as e:  # offline, unreachable, gated or missing: all mean "cannot get it from here"
+        why = (
+            "the Hub is offline (HF_HUB_OFFLINE=1) and it is not cached"
+            if hub_offline()
+            else (f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
+        )
+        raise UserError(
+            f"no local folder {name!r}, and cannot get it from the Hub: {why}",
+            field=field,
+            hint="use a reachable Hub id (network, access, HF_HUB_OFFLINE unset), or a local path to the model",
+        ) from None
+
+
+def load_tokenizer(name: str, field: str = "tokenizer", revision: str | None = None) -> Any:
+    """AutoTokenizer, refusing a local folder without tokenizer files (transformers would build an empty,
+    one-token tokenizer from the model config and vLLM would fail minutes later)."""
+    check_model(name, field, revision)
+    local = Path(name).expanduser()
+    if local.is_dir() and not any((local / f).exists() for f in TOKENIZER_FILES):
+        raise UserError(
+            f"{name} has no tokenizer (none of {', '.join(TOKENIZER_FILES)})",
+            field=field,
+            hint="copy the tokenizer files into the model folder, or set 'tokenizer:' to a folder that has them",
+        )
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load the tokenizer of {name}: {e}", field=field) from None
+    if len(tokenizer) <= 1:
+        raise UserError(f"{name}: the tokenizer is empty ({len(tokenizer)} tokens)", field=field)
+    return tokenizer
+
+
+def check_deepspeed(accelerate_config: str | None, trainer: dict[str, Any], field: str) -> None:
+    """A recipe that uses DeepSpeed (its accelerate config or `trainer.deepspeed`) needs it installed."""
+    uses = bool(trainer.get("deepspeed"))
+    if accelerate_config and Path(accelerate_config).is_file():
+        import yaml
+
+        launch = yaml.safe_load(Path(accelerate_config).read_text()) or {}
+        uses = (
+            uses
+            or str(launch.get("distributed_type", "")).upper() == "DEEPSPEED"
+            or "deepspeed_config" in launch
+        )
+    if uses and importlib.util.find_spec("deepspeed") is None:
+        raise UserError(
+            "this recipe trains with DeepSpeed, which is not installed (it needs a GPU install)",
+            file=accelerate_config,
+            field=field,
+            hint="on a GPU machine run scripts/setup.sh (installs the GPU lock with DeepSpeed); on CPU use a "
+            "demo recipe (make sft) or drop launch.accelerate_config",
+        )
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")

@@ -1,0 +1,94 @@
+"""generate's plan: what a rerun may add to an output folder, and when the folder is complete.
+
+The fingerprint covers what decides the plan (problem ids and text hashes, limit, field mapping) besides how
+samples are made; it is stored with the first committed samples, so a run that failed before any sample never
+blocks its fixed rerun. Uses the transformers backend on the tiny memorising teacher (seconds per run).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError
+from pipeline.generate.stage import run
+from pipeline.records import RecordError, read_manifest
+from tests.conftest import run_distill, teacher_recipe
+from tests.helpers import problem_rows
+
+
+def recipe(teacher_dir: Path, tmp_path: Path, **overrides):
+    return teacher_recipe(teacher_dir, tmp_path, backend="transformers", engine="{}", **overrides)
+
+
+def ids(out: Path) -> list[str]:
+    return sorted(
+        json.loads(line)["id"] for p in out.glob("samples-*.jsonl") for line in p.read_text().splitlines()
+    )
+
+
+def test_a_run_killed_before_its_first_sample_leaves_the_folder_free_for_other_settings(
+    teacher_dir, tmp_path
+):
+    cfg = recipe(teacher_dir, tmp_path)
+    file = tmp_path / "gen.yaml"
+    file.write_text(f"stage: generate\nmodel: {teacher_dir}\nproblems: {{path: {cfg.problems.path}}}\n"
+                    f"output: {cfg.output}\nbackend: transformers\nsampling: {{max_tokens: 48}}\n")  # fmt: skip
+    killed = run_distill(
+        "generate", "--config", str(file), env={"DISTILL_TEST_KILL_AT": "generate:after-fingerprint"}
+    )
+    assert killed.returncode == -signal.SIGKILL
+    assert (Path(cfg.output) / "fingerprint.json").exists() and ids(Path(cfg.output)) == []
+    rerun = run_distill("generate", "--config", str(file), "sampling.temperature=0.3")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert len(ids(Path(cfg.output))) == 8
+
+
+def test_a_first_run_without_a_tokenizer_does_not_block_the_rerun_once_it_is_added(teacher_dir, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(teacher_dir, model, ignore=shutil.ignore_patterns("tokenizer*", "*.jinja"))
+    cfg = teacher_recipe(model, tmp_path, backend="transformers", engine="{}")
+    with pytest.raises(Exception, match="has no tokenizer"):
+        run(cfg)
+    for f in teacher_dir.iterdir():
+        if f.name.startswith("tokenizer") or f.suffix == ".jinja":
+            shutil.copy(f, model / f.name)
+    assert run(cfg) == 0 and len(ids(Path(cfg.output))) == 8
+
+
+def test_resume_refuses_changed_problems_limit_or_fields_and_lists_what_changed(teacher_dir, tmp_path):
+    cfg = recipe(teacher_dir, tmp_path)
+    assert run(cfg) == 0
+    problems = Path(cfg.problems.path)
+    rows = problem_rows()
+    rows[1]["problem"] = "What is 7+5?"
+    rows.append({"id": "add-1-1", "problem": "What is 1+1?", "answer": "2"})
+    problems.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(
+        ConfigError, match=r"input records changed: 1 \(add-7-4\); input records added: 1 \(add-1-1\)"
+    ):
+        run(cfg)
+    rows = problem_rows()
+    problems.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ConfigError, match=r"input records removed: 4 .*problems.limit: None -> 4"):
+        run(recipe(teacher_dir, tmp_path, problems__limit=4))
+    renamed = [{"question" if k == "problem" else k: v for k, v in r.items()} for r in rows]
+    problems.write_text("".join(json.dumps(r) + "\n" for r in renamed))
+    with pytest.raises(ConfigError, match=r"problems.fields: \{\} -> \{'question': 'problem'\}"):
+        run(recipe(teacher_dir, tmp_path, problems__fields="{question: problem}"))
+    assert len(ids(Path(cfg.output))) == 8 and read_manifest(cfg.output) is not None  # nothing added or lost
+
+
+def test_samples_outside_the_plan_fail_the_completeness_check(teacher_dir, tmp_path):
+    cfg = recipe(teacher_dir, tmp_path)
+    assert run(cfg) == 0
+    out = Path(cfg.output)
+    stray = json.loads((out / "samples-00000.jsonl").read_text().splitlines()[0])
+    stray.update(id="gone/0", problem_id="gone")
+    (out / "samples-00009.jsonl").write_text(json.dumps(stray) + "\n")
+    with pytest.raises(RecordError, match=r"1 unplanned samples \(gone/0\); not writing the manifest"):
+        run(cfg)

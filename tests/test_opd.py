@@ -85,7 +85,9 @@ def test_local_teacher_scores_equal_a_plain_forward_pass(teacher_dir):
 
 def test_opd_trains_with_a_local_teacher_and_records_costs(tiny_model_dir, teacher_dir, problems, tmp_path):
     out = tmp_path / "out"
-    assert opd(*overrides(tiny_model_dir, local(teacher_dir), problems, out)) == 0
+    assert (
+        opd(*overrides(tiny_model_dir, local(teacher_dir), problems, out, "opd.loss=sampled_reverse_kl")) == 0
+    )
     manifest = read_manifest(out)
     counts = manifest["counts"]
     assert manifest["stage"] == "opd" and manifest["teachers"] == {"*": str(teacher_dir)}
@@ -129,7 +131,7 @@ def test_model_card_says_on_policy_distillation_from_its_teacher(
     )
     card = (stage / "main" / "README.md").read_text()
     assert f"on-policy distillation from `{teacher_dir}`" in card
-    assert "opd.loss" in card and "sampled_reverse_kl" in card
+    assert "opd.loss" in card and "jsd" in card and "opd.topk" in card  # the demo recipe's settings
 
 
 def test_rerun_of_a_finished_run_trains_nothing_and_a_kill_resumes(
@@ -248,7 +250,8 @@ def test_a_teacher_with_another_chat_template_is_refused_with_the_first_differin
 def test_a_teacher_with_another_tokenizer_is_refused(tiny_model_dir, problems, tmp_path, capsys):
     from pipeline.tiny_model import TinyModelSpec, build_tiny_model
 
-    other = build_tiny_model(tmp_path / "other", TinyModelSpec(vocab_size=700, seed=3))
+    corpus = "Another tokenizer, trained on other text: 0123456789 + - = ? <think> </think> \\boxed{}\n" * 20
+    other = build_tiny_model(tmp_path / "other", TinyModelSpec(vocab_size=300, seed=3), corpus)
     assert opd(*overrides(tiny_model_dir, local(other), problems, tmp_path / "out")) == 2
     err = capsys.readouterr().err
     assert "vocabulary differs from the student's" in err and "GOLD" in err

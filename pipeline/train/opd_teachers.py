@@ -81,6 +81,12 @@ class LocalTeacher:
         from pipeline.train.kd import output_transform
 
         device = self.model.device
+        rows = self.model.get_input_embeddings().num_embeddings
+        if (top := max(max(p + c) for p, c in sequences)) >= rows:
+            raise TeacherError(
+                f"teacher {self.name}: token id {top} is outside its {rows}-row vocabulary: the student samples "
+                "ids the teacher has no embedding for (a student vocabulary padded larger than the teacher's)"
+            )
         width = max(len(p) + len(c) for p, c in sequences)
         ids = torch.zeros(len(sequences), width, dtype=torch.long)
         attention = torch.zeros_like(ids)

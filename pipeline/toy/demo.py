@@ -177,10 +177,13 @@ def costs(stage: str) -> dict[str, float]:
     counts = read_manifest(OUT / stage)["counts"]
     steps = max(counts["global_step"], 1)
     tokens = counts["teacher_tokens_scored"] if stage == "opd" else counts["supervised_tokens"]
+    # SFT and KD re-read their traces each epoch: the teacher generated one epoch's tokens, once
+    cap = counts["supervised_tokens"] / max(counts["epochs"], 1.0) if stage != "opd" else None
     return {
         "steps": steps,
         "tokens_per_step": tokens / steps,
         "seconds_per_step": counts["train_runtime_s"] / steps,
+        "tokens_cap": cap,
     }
 
 
@@ -241,7 +244,7 @@ def summary_table(s: dict[str, Any], results: dict[str, Any]) -> str:
     )
     lines.append(
         f"Teacher tokens per step: SFT {sft['tokens_per_step']:,.0f} generated (traces trained on), "
-        f"OPD {opd['tokens_per_step']:,.0f} scored (prompt + rollout); seconds per step: SFT "
+        f"OPD {opd['tokens_per_step']:,.0f} scored (the rollouts); seconds per step: SFT "
         f"{sft['seconds_per_step']:.3f}, OPD {opd['seconds_per_step']:.3f}."
     )
     return "\n".join(lines) + "\n"

@@ -23,8 +23,9 @@ def curve_points(curve: dict[str, Any], summary: dict[str, Any], stage: str) -> 
         if m["label"].startswith(f"{stage}-step-")
     )
     own = costs["sft"] if stage == "opd" else costs[stage]
+    cap = own.get("tokens_cap") or float("inf")  # SFT / KD: later epochs re-read traces already generated
     base = (
-        (start, start * own["tokens_per_step"], start * own["seconds_per_step"])
+        (start, min(start * own["tokens_per_step"], cap), start * own["seconds_per_step"])
         if stage == "opd"
         else (0, 0, 0)
     )
@@ -41,7 +42,9 @@ def curve_points(curve: dict[str, Any], summary: dict[str, Any], stage: str) -> 
         points.append(
             {
                 "step": step,
-                "tokens": base[1] + done * rate["tokens_per_step"],
+                "tokens": base[1] + done * rate["tokens_per_step"]
+                if stage == "opd"
+                else min(done * rate["tokens_per_step"], cap),
                 "seconds": base[2] + done * rate["seconds_per_step"],
                 "accuracy": acc,
             }

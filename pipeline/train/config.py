@@ -14,6 +14,18 @@ from typing import Any, Literal
 from pipeline.config import ConfigError, Where, check_keys
 
 
+def trainer_kwargs(output: str, trainer: dict[str, Any]) -> dict[str, Any]:
+    """A `trainer:` block for TRL's config class, plus what depends on the machine: the output folder, and no
+    bf16 where there is no GPU to run it (the sft, kd and opd stages alike)."""
+    import torch
+
+    kwargs = {"output_dir": output, **trainer}
+    if not torch.cuda.is_available():
+        kwargs.setdefault("bf16", False)
+        kwargs.setdefault("use_cpu", True)
+    return kwargs
+
+
 @dataclass(frozen=True)
 class DatasetEntry:
     """One dataset of the training mixture: the filter stage's output folder, a file, or a Hub dataset."""
@@ -104,14 +116,7 @@ class SFTStageConfig:
             raise ValueError("set 'output', not 'trainer.output_dir' (the stage owns the output folder)")
 
     def sft_config_kwargs(self) -> dict[str, Any]:
-        """The `trainer:` block plus what depends on the machine: no bf16 where there is no GPU to run it."""
-        import torch
-
-        kwargs = {"output_dir": self.output, **self.trainer}
-        if not torch.cuda.is_available():
-            kwargs.setdefault("bf16", False)
-            kwargs.setdefault("use_cpu", True)
-        return kwargs
+        return trainer_kwargs(self.output, self.trainer)
 
     def check_passthrough(self, where: Where) -> None:
         """Hand `trainer:`, `peft.lora:` and `peft.quantization:` to TRL, PEFT and transformers."""

@@ -16,7 +16,7 @@ from pipeline.config import ConfigError, Where, check_keys
 from pipeline.errors import UserError
 from pipeline.generate.config import PromptConfig, ServerConfig
 from pipeline.records import DataSource
-from pipeline.train.config import LaunchSettings, PeftSettings
+from pipeline.train.config import LaunchSettings, PeftSettings, trainer_kwargs
 
 ANY_SOURCE = "*"
 
@@ -128,14 +128,7 @@ class OPDStageConfig:
             )
 
     def distillation_config_kwargs(self) -> dict[str, Any]:
-        """The `trainer:` block plus what depends on the machine: no bf16 where there is no GPU to run it."""
-        import torch
-
-        kwargs = {"output_dir": self.output, **self.trainer}
-        if not torch.cuda.is_available():
-            kwargs.setdefault("bf16", False)
-            kwargs.setdefault("use_cpu", True)
-        return kwargs
+        return trainer_kwargs(self.output, self.trainer)
 
     def check_passthrough(self, where: Where) -> None:
         """Hand `trainer:` to TRL and `peft.lora:` to PEFT."""

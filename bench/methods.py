@@ -231,6 +231,8 @@ def child(arm: str, run: dict[str, Any], seed: int, out: Path) -> None:
 
 def ensure_start() -> None:
     """The demo's generate, filter and SFT student when absent (its SFT saves checkpoint-2250 on the way)."""
+    from pipeline.toy.demo import STUDENT_INIT
+
     distill = str(Path(sys.executable).with_name("distill"))
     steps = [
         (
@@ -243,21 +245,7 @@ def ensure_start() -> None:
         ),
         (
             REPO / "runs/demo/student-init/config.json",
-            [
-                distill,
-                "tiny-model",
-                "runs/demo/student-init",
-                "--tokenizer-from",
-                "data/toy-teacher",
-                "--layers",
-                "2",
-                "--vocab-size",
-                "512",
-                "--max-position-embeddings",
-                "1024",
-                "--seed",
-                "1",
-            ],
+            [distill, *STUDENT_INIT],
         ),
         (
             START / "trainer_state.json",

@@ -46,6 +46,21 @@ QUICK = {
     "eval": ["benchmarks=[{name: toy, limit: 12}]", "sampling.n=1"],
 }
 STUDENTS = ("sft", "kd", "opd")
+# the students' untrained start: the teacher's tokenizer, 2 layers (the bench and the Makefile build the same)
+STUDENT_INIT = (
+    "tiny-model",
+    str(OUT / "student-init"),
+    "--tokenizer-from",
+    "data/toy-teacher",
+    "--layers",
+    "2",
+    "--vocab-size",
+    "512",
+    "--max-position-embeddings",
+    "1024",
+    "--seed",
+    "1",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -116,23 +131,7 @@ def main_demo(args: argparse.Namespace) -> int:
         )
     }
     timings["filter"] = step("filter", distill("filter", "--config", "recipes/demo/filter.yaml"))
-    step(
-        "student",
-        distill(
-            "tiny-model",
-            str(OUT / "student-init"),
-            "--tokenizer-from",
-            "data/toy-teacher",
-            "--layers",
-            "2",
-            "--vocab-size",
-            "512",
-            "--max-position-embeddings",
-            "1024",
-            "--seed",
-            "1",
-        ),
-    )
+    step("student", distill(*STUDENT_INIT))
     timings["sft+kd"] = train_side_by_side(q)
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     timings["opd"] = step(

@@ -124,7 +124,7 @@ def load_tokenizer(cfg: OPDStageConfig) -> Any:
     return tokenizer
 
 
-def preflight(
+def check_teachers_tokenize_alike(
     cfg: OPDStageConfig, tokenizer: Any, teachers: dict[str, Any], rows: list[dict[str, Any]]
 ) -> None:
     """Each teacher, on a problem routed to it, must give the student's ids for the prompt and a completion."""
@@ -154,7 +154,7 @@ def build_trainer(cfg: OPDStageConfig, problems: list[Problem]) -> Any:
     init = dict(args.teacher_model_init_kwargs or {})
     teachers = build_teachers(cfg.teachers, init, args.device, cfg.opd.chunk_size, template)
     if cfg.check_template:
-        preflight(cfg, tokenizer, teachers, rows)
+        check_teachers_tokenize_alike(cfg, tokenizer, teachers, rows)
     return OPDTrainer(
         model=cfg.model,
         args=args,

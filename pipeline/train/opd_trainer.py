@@ -140,17 +140,21 @@ class OPDTrainer(DistillationTrainer):
             loss, entropy, n = super()._compute_loss(unwrapped_student, inputs, num_items_in_batch)
             self._log_reverse_kl(unwrapped_student, inputs)
             return loss, entropy, n
-        input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
-        attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
-        width = inputs["completion_ids"].size(1)
-        hidden = self._get_last_hidden_state(unwrapped_student, input_ids, attention_mask, width)
-        mask = inputs["completion_mask"].bool()
-        total, kl, entropy = self._chunked(unwrapped_student, hidden[mask], inputs, mask)
+        hidden, mask = self._completion_hidden(unwrapped_student, inputs)
+        total, kl, entropy = self._chunked(unwrapped_student, hidden, inputs, mask)
         n = mask.sum()
         denom = num_items_in_batch if num_items_in_batch is not None else n.clamp(min=1)
         mode = "train" if self.model.training else "eval"
         self._metrics[mode]["opd/reverse_kl"].append((kl / n.clamp(min=1)).item())
         return total / denom, entropy, n
+
+    def _completion_hidden(self, student, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """The student's last hidden state at each completion position [N, H] (TRL's backbone call), and the mask."""
+        input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+        attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+        width = inputs["completion_ids"].size(1)
+        mask = inputs["completion_mask"].bool()
+        return self._get_last_hidden_state(student, input_ids, attention_mask, width)[mask], mask
 
     def _chunked(self, student, h, inputs, mask) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sums over completion tokens of the loss, the sampled-token reverse KL and the student's entropy,
@@ -186,13 +190,8 @@ class OPDTrainer(DistillationTrainer):
     @torch.no_grad()
     def _log_reverse_kl(self, student, inputs) -> None:
         """The sampled-token reverse KL for the log, when TRL's own loss trained the step."""
-        input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
-        attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
-        hidden = self._get_last_hidden_state(
-            student, input_ids, attention_mask, inputs["completion_ids"].size(1)
-        )
-        mask = inputs["completion_mask"].bool()
-        _, kl, _ = self._chunked(student, hidden[mask], inputs, mask)
+        hidden, mask = self._completion_hidden(student, inputs)
+        _, kl, _ = self._chunked(student, hidden, inputs, mask)
         mode = "train" if self.model.training else "eval"
         self._metrics[mode]["opd/reverse_kl"].append((kl / mask.sum().clamp(min=1)).item())
 

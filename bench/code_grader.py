@@ -26,7 +26,8 @@ BENCHMARKS = REPO.parent / "shared" / "data" / "benchmarks"
 # Run inside each side's subprocess: grade the items, print samples/s, the pass count and the sandbox mode.
 SIDE = """
 import json, sys, time
-from pipeline.filter.code_grader import grade_code_many, normalize_tests
+from pipeline.filter.code_grader import grade_code_many
+from pipeline.records.code_tests import normalize_tests
 items = [(text, normalize_tests(tests)) for text, tests in json.load(open(sys.argv[1]))]
 grade_code_many(items[:8])  # warm-up: imports, the sandbox check
 started = time.perf_counter()

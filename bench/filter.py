@@ -31,7 +31,7 @@ GRADED = (
 
 
 def build_samples(path: Path, repeat: int) -> list[dict]:
-    from pipeline.records import Sample
+    from pipeline.records.schema import Sample
 
     rows = [json.loads(line) for line in GRADED.read_text().splitlines()]
     samples = []

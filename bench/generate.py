@@ -34,9 +34,9 @@ def main() -> None:
 
     from pipeline.config import load_config
     from pipeline.generate.config import GenerateConfig
-    from pipeline.generate.engines import VLLMEngine
+    from pipeline.generate.engine_vllm import VLLMEngine
+    from pipeline.generate.plan import load_work, render_requests
     from pipeline.generate.stage import load_tokenizer, run
-    from pipeline.generate.work import load_work, render_requests
     from pipeline.tiny_model import TinyModelSpec, build_tiny_model
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-generate-"))

@@ -59,7 +59,8 @@ class Evaluator:
 
     def __init__(self, tokenizer: Any) -> None:
         from pipeline.prompts import build_messages, load_prompt, prompt_ids
-        from pipeline.records import DataSource, load_problems
+        from pipeline.records.read import load_problems
+        from pipeline.records.schema import DataSource
 
         problems = load_problems(DataSource(path=str(REPO / "data/toy/heldout.jsonl"), limit=HELDOUT))
         template = load_prompt("math-r1-v1")
@@ -183,7 +184,7 @@ def sft_trainer(run: dict[str, Any], seed: int, out: Path) -> tuple[Any, Any]:
 
 def opd_trainer(run: dict[str, Any], seed: int, out: Path) -> tuple[Any, Any]:
     from pipeline.config import load_config
-    from pipeline.records import load_problems
+    from pipeline.records.read import load_problems
     from pipeline.train.opd import build_trainer
     from pipeline.train.opd_config import OPDStageConfig
 
@@ -272,6 +273,8 @@ def launch(arm: str, run: dict[str, Any], seed: int, name: str) -> tuple[subproc
         str(seed),
         "--out",
         str(out),
+        "--start",
+        str(START),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env), out
@@ -401,6 +404,7 @@ def report(summary: dict[str, Any], teacher: float) -> None:
 
 
 def main() -> int:
+    global START
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--sweep", action="store_true")
@@ -408,12 +412,20 @@ def main() -> int:
     parser.add_argument("--run")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--out")
+    parser.add_argument("--start", type=Path, default=START, help="the SFT checkpoint both arms start from")
+    parser.add_argument("--only", help="one exploratory run: ARM:NAME with --run JSON and --seed, no summary")
     args = parser.parse_args()
+    START = args.start.resolve()
     if args.child:
         child(args.child, json.loads(args.run), args.seed, Path(args.out))
         return 0
     ensure_start()
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.only:
+        arm, name = args.only.split(":")
+        (curve,) = run_pairs([(arm, {**ARMS[arm], **json.loads(args.run or "{}")}, args.seed or 0, name)])
+        print(" ".join(f"{p['step']}:{100 * p['accuracy']:.1f}" for p in curve["points"]))
+        return 0
     teacher = teacher_accuracy()
     threshold = 0.95 * teacher
     arms = {k: dict(v) for k, v in ARMS.items()}

@@ -25,10 +25,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline import hub, verify
 from pipeline.config import ConfigError, dump_yaml, from_dict, read_recipe, to_dict
 from pipeline.errors import UserError
+from pipeline.filter import verify
 from pipeline.filter.sandbox import SandboxError, SandboxUnavailable
+from pipeline.push import hub
 
 # stage name -> (config class, run function, one-line help). A stage is listed here once it works.
 STAGES: dict[str, tuple[str, str, str]] = {
@@ -48,8 +49,8 @@ STAGES: dict[str, tuple[str, str, str]] = {
         "fine-tune a student on the filtered traces with TRL (full, LoRA, QLoRA; accelerate launch)",
     ),
     "eval": (
-        "pipeline.evaluate:EvalConfig",
-        "pipeline.evaluate:run",
+        "pipeline.eval.stage:EvalConfig",
+        "pipeline.eval.stage:run",
         "pass@k of models on named benchmarks, generated and graded the same way, in one table",
     ),
     "kd": (

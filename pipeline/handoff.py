@@ -17,7 +17,7 @@ from typing import Any
 
 from pipeline.errors import UserError
 from pipeline.publish import recover_folder
-from pipeline.records import MANIFEST, read_manifest
+from pipeline.records.manifest import MANIFEST, read_manifest
 
 _SHARD = re.compile(r"^shard-(\d+)-of-(\d+)$")
 _CHECKPOINT = re.compile(r"^checkpoint-\d+$")
@@ -120,7 +120,7 @@ TRAINED = ("sft", "kd", "opd")  # the stages whose output is a model
 def require_trained_model(path: str | Path, *, allow_incomplete: bool = False, field: str = "model") -> None:
     """A model folder to evaluate or train from: a training output must be finished, a `checkpoint-N` complete;
     other folders (a base model, a download) and Hub ids pass."""
-    from pipeline.train.checkpoints import is_complete
+    from pipeline.checkpoints import is_complete
 
     path = Path(path)
     if _CHECKPOINT.match(path.name) and path.is_dir():

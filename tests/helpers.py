@@ -96,7 +96,7 @@ def write_sft_dataset(folder: Path, rows: list[dict] | None = None) -> Path:
     import pyarrow.parquet as pq
 
     (folder / "data").mkdir(parents=True, exist_ok=True)
-    from pipeline.records import write_manifest
+    from pipeline.records.manifest import write_manifest
 
     rows = rows or sft_rows()
     pq.write_table(pa.Table.from_pylist(rows), folder / "data" / "train-00000.parquet")

@@ -1,7 +1,7 @@
 """An unprivileged uid for sandbox tests: a system user, and the `pipeline` package where it can read it.
 
 user = SandboxUser.create()            # root only: useradd once, a world-readable copy of `pipeline`
-user.run(["-m", "pipeline.verify", ...])  # /usr/bin/python3.11 as that user (the venv's python is under
+user.run(["-m", "pipeline.filter.verify", ...])  # /usr/bin/python3.11 as that user (the venv's python is under
                                        # /root, 0700: a non-root uid cannot even execute it)
 user.sandbox(mode="userns").run(source)   # a Sandbox-like object whose runs happen as that user
 """

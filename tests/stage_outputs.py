@@ -3,7 +3,7 @@
 The tiny teacher (conftest's memoriser) writes two samples per problem with the transformers engine; the real
 filter stage grades and deduplicates them (one problem carries a wrong gold answer, so the math step has
 something to drop); the real sft stage trains the tiny base on what is kept, saving two checkpoints. Only the
-eval results are written by hand, in the shape pipeline/lineage.py documents: the eval stage is not built yet.
+eval results are written by hand, in the shape pipeline/push/lineage.py documents: the eval stage is not built yet.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_config
-from pipeline.records import write_json
+from pipeline.records.write import write_json
 from tests.helpers import problem_rows
 
 EVAL = {

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import hub, release
-from pipeline.records import read_manifest, write_json
+from pipeline.push import hub, release
+from pipeline.records.manifest import read_manifest
+from pipeline.records.write import write_json
 from tests.stage_outputs import EVAL, made_fixture, train  # noqa: F401  (the `made` fixture)
 
 pytestmark = pytest.mark.slow

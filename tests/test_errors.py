@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.records import read_manifest
+from pipeline.records.manifest import read_manifest
 from tests.conftest import REPO, run_distill
 from tests.helpers import problem_rows, write_problems, write_sft_dataset
 

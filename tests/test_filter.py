@@ -15,11 +15,12 @@ import pytest
 from pipeline.config import ConfigError, load_config
 from pipeline.filter.config import FilterConfig
 from pipeline.filter.dedup import Decontaminate, Dedup
-from pipeline.filter.select import Select
+from pipeline.filter.selection import Select
 from pipeline.filter.stage import run
 from pipeline.filter.steps import Context, Format, Item, Language, Length, Repetition, repeated_ngram_ratio
-from pipeline.logprobs import TopK, write_sidecar
-from pipeline.records import RecordError, Sample, read_manifest, write_manifest
+from pipeline.records.logprobs import TopK, write_sidecar
+from pipeline.records.manifest import read_manifest, write_manifest
+from pipeline.records.schema import RecordError, Sample
 from tests.conftest import SHARED_DATA, run_distill
 
 BENCH = SHARED_DATA / "benchmarks"
@@ -148,7 +149,7 @@ def test_decontamination_names_the_benchmark_and_the_ngram():
     drops = step.run(items, Context())
     assert list(drops) == [0]
     assert drops[0].reason == "contaminated" and drops[0].detail.startswith("math500 (math500/")
-    from pipeline.benchmarks import words
+    from pipeline.records.benchmarks import words
 
     assert drops[0].detail.split("'")[1] in " ".join(words(planted))  # the matching 8-gram, quoted
 
@@ -382,7 +383,7 @@ def generate_folder(tmp_path: Path, shards: int = 2, per_shard: int = 3) -> tupl
 
 
 def _rewrite_sidecar(folder: Path, shard: int, change) -> None:
-    from pipeline.logprobs import SidecarFile
+    from pipeline.records.logprobs import SidecarFile
 
     path = folder / f"logprobs-{shard:05d}.safetensors"
     side = SidecarFile(path)

@@ -16,10 +16,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pipeline.config import ConfigError
+from pipeline.generate.plan import in_shard
 from pipeline.generate.stage import run
-from pipeline.generate.work import in_shard
-from pipeline.logprobs import Sidecar
-from pipeline.records import read_manifest, read_samples
+from pipeline.records.logprobs import Sidecar
+from pipeline.records.manifest import read_manifest
+from pipeline.records.read import read_samples
 from tests.conftest import run_distill, serve_vllm, teacher_recipe
 from tests.helpers import PROBLEMS, worked_solution
 

@@ -16,7 +16,8 @@ import pytest
 
 from pipeline.config import ConfigError
 from pipeline.generate.stage import run
-from pipeline.records import RecordError, read_manifest
+from pipeline.records.manifest import read_manifest
+from pipeline.records.schema import RecordError
 from tests.conftest import run_distill, teacher_recipe
 from tests.helpers import problem_rows
 

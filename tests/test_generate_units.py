@@ -8,7 +8,7 @@ import pytest
 from pipeline.config import ConfigError, load_config
 from pipeline.generate.config import GenerateConfig, SamplingConfig, parse_shard
 from pipeline.generate.engine_openai import join_reasoning
-from pipeline.logprobs import Sidecar, TopK, write_sidecar
+from pipeline.records.logprobs import Sidecar, TopK, write_sidecar
 
 
 def cfg(*overrides: str) -> GenerateConfig:

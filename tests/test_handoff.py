@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.handoff import IncompleteInput, require_complete, require_trained_model
-from pipeline.records import write_manifest
+from pipeline.records.manifest import write_manifest
 
 
 def test_a_complete_folder_gives_its_manifest_and_files_pass(tmp_path):

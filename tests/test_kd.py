@@ -15,7 +15,7 @@ from pipeline.config import load_config
 from pipeline.filter.config import FilterConfig
 from pipeline.filter.stage import run as run_filter
 from pipeline.generate.stage import run as run_generate
-from pipeline.records import read_manifest
+from pipeline.records.manifest import read_manifest
 from pipeline.tiny_model import TinyModelSpec, build_tiny_model
 from pipeline.train.kd import build_kd_trainer, run
 from pipeline.train.kd_config import KDStageConfig

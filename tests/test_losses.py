@@ -190,7 +190,9 @@ def opd_chunk(loss: str, temperature: float = 1.0, beta: float = 0.5, topk: int 
 
     ns = SimpleNamespace(
         # renormalize is exact when the teacher gives every token (bucket tempers its 1e-8 floor as one token)
-        opd=OPDSettings(loss=loss, topk=topk, tail="renormalize"), temperature=temperature, beta=beta
+        opd=OPDSettings(loss=loss, topk=topk, tail="renormalize"),
+        temperature=temperature,
+        beta=beta,
     )
     return lambda *args: OPDTrainer._chunk(ns, *args)
 

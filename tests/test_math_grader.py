@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from pipeline.filter.math_grader import Verdict, extract_answer, grade, grade_many, shortcut
+from pipeline.filter.math_grader import Verdict, extract_answer, grade, shortcut
+from pipeline.filter.math_pool import grade_many
 from tests.conftest import SHARED_DATA
 
 GRADING = SHARED_DATA / "grading"

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from pipeline.metrics import cons_at_k, majority, pass_at_k, score_problems
+from pipeline.eval.metrics import cons_at_k, majority, pass_at_k, score_problems
 
 
 @pytest.mark.parametrize(("n", "c"), [(8, 0), (8, 1), (8, 3), (8, 8), (5, 2), (16, 7)])

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from pipeline.cli import main
-from pipeline.records import read_manifest
+from pipeline.records.manifest import read_manifest
 from tests.conftest import REPO, free_port, serve_vllm
 from tests.helpers import write_problems
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.publish import publish_folder, recover_folder
-from pipeline.records import read_manifest, write_manifest
+from pipeline.records.manifest import read_manifest, write_manifest
 from tests.conftest import run_distill
 
 GOOD = "<think>\nI add 2 and 3: 2 + 3 = 5.\n</think>\n\nThe answer is \\boxed{5}."

@@ -17,8 +17,8 @@ import sys
 
 import pytest
 
-from pipeline import hub
-from pipeline.records import write_json
+from pipeline.push import hub
+from pipeline.records.write import write_json
 from tests.conftest import REPO
 from tests.local_hub import LocalHub
 from tests.stage_outputs import made_fixture  # noqa: F401  (the `made` fixture)
@@ -41,8 +41,8 @@ def online(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def run_module(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    """`python -m pipeline.hub ...` in a subprocess (the module entry point `distill push` will share)."""
-    command = [sys.executable, "-m", "pipeline.hub", *args]
+    """`python -m pipeline.push.hub ...` in a subprocess (the module entry point `distill push` will share)."""
+    command = [sys.executable, "-m", "pipeline.push.hub", *args]
     return subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
 
 

@@ -15,18 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.records import (
-    DataSource,
-    RecordError,
-    Sample,
-    ShardWriter,
-    load_problems,
-    problem_id,
-    read_manifest,
-    read_samples,
-    write_jsonl,
-    write_manifest,
-)
+from pipeline.records.manifest import read_manifest, write_manifest
+from pipeline.records.read import load_problems, read_samples
+from pipeline.records.schema import DataSource, RecordError, Sample, problem_id
+from pipeline.records.write import ShardWriter, write_jsonl
 
 
 def make_sample(i: int, pid: str = "p1") -> Sample:

@@ -13,7 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pipeline.config import load_config
-from pipeline.records import read_manifest
+from pipeline.records.manifest import read_manifest
 from pipeline.train.config import SFTStageConfig
 from pipeline.train.sft import build_trainer, run
 from pipeline.train.template_check import TemplateError

@@ -9,7 +9,9 @@ import pytest
 
 from pipeline.filter.math_grader import grade
 from pipeline.filter.parse import gradable_text
-from pipeline.records import DataSource, load_problems, read_manifest
+from pipeline.records.manifest import read_manifest
+from pipeline.records.read import load_problems
+from pipeline.records.schema import DataSource
 from pipeline.toy.task import make_problems, solution_of, worked_solution
 from tests.conftest import REPO, run_distill
 
@@ -125,7 +127,10 @@ def test_quick_demo_runs_every_stage_end_to_end(tmp_path):
         assert key in summary
     assert summary["samples_generated"] == 96 and 0 < summary["samples_kept"] <= 96  # 48 problems x 2
     assert summary["teacher_accuracy"] > 0.8 and (tmp_path / "runs/demo/accuracy.png").stat().st_size > 5000
-    assert "| teacher (1.05M, 4 layers) |" in result.stdout and "| student after OPD (SFT step 6 + 4" in result.stdout
+    assert (
+        "| teacher (1.05M, 4 layers) |" in result.stdout
+        and "| student after OPD (SFT step 6 + 4" in result.stdout
+    )
     # sft and kd ran side by side: their output arrives as whole lines, each prefixed with its run
     assert "[sft] " in result.stdout and "[kd ] " in result.stdout and "\r" not in result.stdout
     assert read_manifest(tmp_path / "runs/demo/opd")["counts"]["global_step"] == 4

@@ -1,4 +1,4 @@
-"""`distill verify` end to end, run as `python -m pipeline.verify` in a subprocess on real files."""
+"""`distill verify` end to end, run as `python -m pipeline.filter.verify` in a subprocess on real files."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ RECORDS = [
 
 def run_verify(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.verify", *args],
+        [sys.executable, "-m", "pipeline.filter.verify", *args],
         capture_output=True,
         text=True,
         cwd=REPO,

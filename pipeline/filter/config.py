@@ -12,7 +12,7 @@ from typing import Any
 
 from pipeline.config import ConfigError, Source, from_dict
 from pipeline.filter.dedup import Decontaminate, Dedup
-from pipeline.filter.select import Select
+from pipeline.filter.selection import Select
 from pipeline.filter.steps import Finished, Format, Language, Length, Parse, Repetition, Step
 from pipeline.filter.verification import Code, Math
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.filter.steps import Item
-from pipeline.logprobs import Sidecar
+from pipeline.records.logprobs import Sidecar
 
 
 def assistant_text(item: Item) -> tuple[str, bool]:

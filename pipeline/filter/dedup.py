@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pipeline.benchmarks import BENCHMARKS, load_benchmark, local_path, words
 from pipeline.filter.steps import Context, Drop, Item, Step
+from pipeline.records.benchmarks import BENCHMARKS, load_benchmark, local_path, words
 
 _PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
 

@@ -1,7 +1,7 @@
 """Grading a model's final math answer against a gold answer with math_verify, under a time limit that holds.
 
     verdict = grade(gradable_text(completion), gold="\\frac{1}{2}")  # Verdict(True, "0.5", "correct")
-    verdicts = grade_many([(text, gold), ...], workers=2)  # the same verdicts, in order, in parallel
+    verdicts = math_pool.grade_many([(text, gold), ...], workers=2)  # the same verdicts, in order, in parallel
 
 The answer is the last `\\boxed{}` / `\\fbox{}`, else what follows the last "the answer is" / "final answer:"
 / "Answer:", else what math_verify's own search of the text finds. Answers equal to the gold up to typesetting,
@@ -24,7 +24,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -242,20 +242,22 @@ def grade(
     float_rounding: int = 6,
     strict: bool = True,
     allow_set_relation_comp: bool = False,
+    memory: Memory | None = None,
 ) -> Verdict:
     """Grade the text a model wrote after `</think>` (None: no final answer) against `gold`.
 
     The keyword options are math_verify's `verify` options: decimal places compared, whether variable names
-    matter, whether `1 < x < 2` may equal `(1, 2)`.
+    matter, whether `1 < x < 2` may equal `(1, 2)`. `memory` carries parsed golds and verdicts from one call
+    to the next (the pool's workers keep one per chunk of samples).
     """
     options = dict(
         float_rounding=float_rounding, strict=strict, allow_set_relation_comp=allow_set_relation_comp
     )
-    return _grade(completion_text, gold, timeout, _Memory(), options)
+    return _grade(completion_text, gold, timeout, memory or Memory(), options)
 
 
 @dataclass
-class _Memory:
+class Memory:
     """What grading remembers across the samples of a chunk: golds parsed (None: unparsable) and verdicts given.
 
     Samples of one problem share the gold and often the very answer string; a verdict depends on nothing else.
@@ -265,7 +267,7 @@ class _Memory:
     verdicts: dict[tuple[str | None, str, str | None], Verdict] = field(default_factory=dict)
 
 
-def _grade(text: str | None, gold: str | None, timeout: float, memory: _Memory, options: dict) -> Verdict:
+def _grade(text: str | None, gold: str | None, timeout: float, memory: Memory, options: dict) -> Verdict:
     if text is None:  # an unterminated think block gives no final answer, whatever the gold
         return Verdict(False, None, "no_answer")
     answer, sentence = _locate(text)  # linear-time regexes: safe outside the time limit
@@ -283,7 +285,7 @@ def _judge_in_time(
     sentence: str | None,
     gold: str | None,
     timeout: float,
-    memory: _Memory,
+    memory: Memory,
     options: dict,
 ) -> Verdict:
     try:
@@ -312,18 +314,6 @@ def _judge(
         return Verdict(False, answer, "no_answer")
     ok = math_verify.verify(golds[gold], predicted, timeout_seconds=None, **options)
     return Verdict(ok, answer, "correct" if ok else "wrong")
-
-
-# --- grading in parallel (pipeline/filter/math_pool.py) -----------------------------------------------------
-
-
-def grade_many(
-    items: Iterable[tuple[str | None, str | None]], workers: int | None = None, timeout: float = 5.0
-) -> list[Verdict]:
-    """Grade (text, gold) pairs in worker processes, in input order; see pipeline/filter/math_pool.py."""
-    from pipeline.filter.math_pool import grade_many as run_pool
-
-    return run_pool(items, workers, timeout)
 
 
 # math_verify warns once per process that its timeouts are off; ours (`_time_limit`) replace them

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from pipeline.filter.math_grader import Verdict, _grade, _Memory, extract_answer
+from pipeline.filter.math_grader import Memory, Verdict, extract_answer, grade
 from pipeline.filter.sandbox import cores
 
 
@@ -50,7 +50,7 @@ def _serve(conn: Connection, timeout: float) -> None:
     try:
         conn.send("ready")
         while (chunk := conn.recv()) is not None:
-            memory, done, sent = _Memory(), [], time.monotonic()
+            memory, done, sent = Memory(), [], time.monotonic()
             for text, gold in chunk:
                 # verdicts go in batches (a message each costs as much as grading); the 50 ms bound keeps
                 # the worker heard from long before the parent's hard limit
@@ -58,7 +58,7 @@ def _serve(conn: Connection, timeout: float) -> None:
                     conn.send(done)
                     done, sent = [], time.monotonic()
                 try:
-                    done.append(_grade(text, gold, timeout, memory, {}))
+                    done.append(grade(text, gold, timeout, memory=memory))
                 except Exception:  # a bug in a parser must cost one sample, not the run
                     done.append(Verdict(None, None, "grader_error"))
             conn.send(done)

@@ -1,28 +1,27 @@
-"""Which sandbox mode this machine allows: checked once per process, before any program runs.
+"""The sandbox's modes and what each needs from this machine (sandbox.resolve_mode picks one, once per process).
 
-    mode = resolve_mode("auto")     # "namespaces" as root, "userns" for users, else "landlock"
-    require_mode("userns")          # the same for a forced mode; SandboxUnavailable saying why not, and the fix
+    mode = sandbox.resolve_mode("auto")  # "namespaces" as root, "userns" for users, else "landlock"
+    sandbox.require_mode("userns")       # the same for a forced mode; SandboxUnavailable saying why, and the fix
 
-Each mode is first checked for what it needs (root; user namespaces allowed; Landlock ABI 6 and seccomp),
+Each mode is first checked here for what it needs (root; user namespaces allowed; Landlock ABI 6 and seccomp),
 then proven by running a trivial program in it, so a container profile or an LSM that refuses some step is
 found here, not in the middle of a filter run. "auto" logs the mode it picked, and why stronger ones are out.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
 import os
 import platform
 import sys
 from pathlib import Path
+from typing import Literal
 
 from pipeline.filter import landlock, seccomp
 from pipeline.filter.box import blocked_ancestor, box_contents
-from pipeline.filter.sandbox import MODES, Mode, ModeChoice, Sandbox, SandboxError
 
-log = logging.getLogger("distill.sandbox")
-PROBE_TIMEOUT = 20.0
+Mode = Literal["namespaces", "userns", "landlock"]
+ModeChoice = Literal["auto", "namespaces", "userns", "landlock"]
+MODES: tuple[Mode, ...] = ("namespaces", "userns", "landlock")
 
 
 def _read(path: str) -> str | None:
@@ -52,7 +51,7 @@ def real_root() -> bool:
     return os.geteuid() == 0 and (_read("/proc/self/uid_map") or "").split() == ["0", "0", "4294967295"]
 
 
-def _precheck(mode: Mode, python: str) -> str | None:
+def precheck(mode: Mode, python: str) -> str | None:
     """Why `mode` cannot work here, from what it needs; None when it may."""
     if platform.machine() not in seccomp.SECCOMP_ARCH:
         return f"no seccomp filter for {platform.machine()} (x86_64 and aarch64 only)"
@@ -72,43 +71,3 @@ def _precheck(mode: Mode, python: str) -> str | None:
         if blocked and os.geteuid() == 0:
             return f"{python} lies under {blocked[0]}, which the run's uid cannot enter: use a world-readable python"
     return None
-
-
-@functools.cache
-def _why_not(mode: Mode, python: str) -> str | None:
-    """None when a trivial program runs in `mode`, else why it does not."""
-    reason = _precheck(mode, python)
-    if reason is None:
-        try:
-            result, _ = Sandbox(mode=mode, python=python).run_in(mode, "pass", "", PROBE_TIMEOUT, None)
-            reason = None if result.ok else f"a trivial program failed: {result.stderr.strip()[-300:]}"
-        except (SandboxError, OSError) as e:
-            reason = str(e)
-    if reason is not None and mode == "userns":
-        reason = f"{reason}; {userns_fix()}"
-    return reason
-
-
-@functools.cache
-def resolve_mode(choice: ModeChoice = "auto", python: str = sys.executable) -> Mode:
-    """The mode runs use (see the module docstring); SandboxUnavailable when none works. Logged once."""
-    from pipeline.filter.sandbox import SandboxUnavailable
-
-    why = {}
-    for mode in MODES if choice == "auto" else (choice,):
-        why[mode] = _why_not(mode, python)
-        if why[mode] is None:
-            skipped = "; ".join(f"{m}: {r}" for m, r in why.items() if r)
-            (log.warning if skipped else log.info)(
-                "code sandbox: mode %s%s",
-                mode,
-                f" (stronger modes unavailable: {skipped})" if skipped else "",
-            )
-            return mode
-    reasons = "; ".join(f"{m}: {r}" for m, r in why.items())
-    raise SandboxUnavailable(f"no code sandbox available (sandbox.mode={choice}): {reasons}. Nothing was run")
-
-
-def require_mode(choice: ModeChoice, python: str = sys.executable) -> Mode:
-    """`resolve_mode`, named for the check a stage does before its first step."""
-    return resolve_mode(choice, python)

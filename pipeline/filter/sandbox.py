@@ -25,6 +25,7 @@ Not bounded by any mode: the total memory of a run's processes (RLIMIT_AS is per
 
 from __future__ import annotations
 
+import functools
 import logging
 import marshal
 import os
@@ -38,21 +39,21 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-from pipeline.filter import jail, runner
+from pipeline.filter import jail, modes, runner
 from pipeline.filter.box import box_contents, environment, processes_of, site_packages
 from pipeline.filter.channel import Channel, ChannelClosed
+from pipeline.filter.modes import MODES, Mode, ModeChoice
 
 log = logging.getLogger("distill.sandbox")
 T = TypeVar("T")
-Mode = Literal["namespaces", "userns", "landlock"]
-ModeChoice = Literal["auto", "namespaces", "userns", "landlock"]
-MODES: tuple[Mode, ...] = ("namespaces", "userns", "landlock")
 UID_BASE, UID_COUNT = 0x70000000, 1 << 24
 """Run uids (root): systemd's "unused" 1879048192-2147352575, above the container ranges."""
 SUPERVISOR_GRACE = 10.0
 """Seconds past the program's limit before the supervisor itself counts as hung and is killed."""
+PROBE_TIMEOUT = 20.0
+"""Seconds a mode's trial program may take when the mode is checked."""
 
 
 class SandboxUnavailable(RuntimeError):
@@ -172,8 +173,6 @@ class Sandbox:
 
     def resolved_mode(self) -> Mode:
         """The mode runs use; SandboxUnavailable, naming what is missing, when there is none."""
-        from pipeline.filter.modes import resolve_mode
-
         return resolve_mode(self.mode, self.python)
 
     def run(self, source: str, stdin: str = "", timeout: float = 10.0) -> RunResult:
@@ -315,3 +314,44 @@ class Sandbox:
             truncated=cut_out or cut_err,
             mode=mode,
         )
+
+
+# --- which mode (pipeline/filter/modes.py says what each needs) ---------------------------------------------
+
+
+@functools.cache
+def _why_not(mode: Mode, python: str) -> str | None:
+    """None when a trivial program runs in `mode`, else why it does not."""
+    reason = modes.precheck(mode, python)
+    if reason is None:
+        try:
+            result, _ = Sandbox(mode=mode, python=python).run_in(mode, "pass", "", PROBE_TIMEOUT, None)
+            reason = None if result.ok else f"a trivial program failed: {result.stderr.strip()[-300:]}"
+        except (SandboxError, OSError) as e:
+            reason = str(e)
+    if reason is not None and mode == "userns":
+        reason = f"{reason}; {modes.userns_fix()}"
+    return reason
+
+
+@functools.cache
+def resolve_mode(choice: ModeChoice = "auto", python: str = sys.executable) -> Mode:
+    """The mode runs use (see the module docstring); SandboxUnavailable when none works. Logged once."""
+    why = {}
+    for mode in MODES if choice == "auto" else (choice,):
+        why[mode] = _why_not(mode, python)
+        if why[mode] is None:
+            skipped = "; ".join(f"{m}: {r}" for m, r in why.items() if r)
+            (log.warning if skipped else log.info)(
+                "code sandbox: mode %s%s",
+                mode,
+                f" (stronger modes unavailable: {skipped})" if skipped else "",
+            )
+            return mode
+    reasons = "; ".join(f"{m}: {r}" for m, r in why.items())
+    raise SandboxUnavailable(f"no code sandbox available (sandbox.mode={choice}): {reasons}. Nothing was run")
+
+
+def require_mode(choice: ModeChoice, python: str = sys.executable) -> Mode:
+    """`resolve_mode`, named for the check a stage does before its first step."""
+    return resolve_mode(choice, python)

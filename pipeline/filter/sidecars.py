@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.logprobs import SidecarFile, sidecar_path
-from pipeline.records import RecordError, read_jsonl
+from pipeline.records.logprobs import SidecarFile, sidecar_path
+from pipeline.records.read import read_jsonl
+from pipeline.records.schema import RecordError
 
 HINT = "regenerate that shard's logprobs (`distill generate mode=score`), or filter with logprobs: false"
 

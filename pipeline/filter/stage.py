@@ -27,7 +27,10 @@ from pipeline.filter.sidecars import check_sidecars
 from pipeline.filter.steps import Context, Drop, Item, Length, count_tokens
 from pipeline.handoff import require_complete
 from pipeline.publish import publish_folder, staging_folder
-from pipeline.records import RecordError, read_unique_samples, to_row, write_json, write_jsonl, write_manifest
+from pipeline.records.manifest import write_manifest
+from pipeline.records.read import read_unique_samples
+from pipeline.records.schema import RecordError, to_row
+from pipeline.records.write import write_json, write_jsonl
 
 log = logging.getLogger("distill.filter")
 

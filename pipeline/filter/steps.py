@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from pipeline.filter.parse import split_completion
-from pipeline.records import Sample
+from pipeline.records.schema import Sample
 
 
 @dataclass(frozen=True)

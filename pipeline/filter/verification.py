@@ -45,7 +45,7 @@ class Math(Step):
         """No gold, or a gold math-verify cannot parse."""
 
     def run(self, items: list[Item], context: Context) -> dict[int, Drop]:
-        from pipeline.filter.math_grader import grade_many
+        from pipeline.filter.math_pool import grade_many
 
         pairs = [(gradable_text(it.sample.completion), it.sample.answer) for it in items]
         verdicts = grade_many(pairs, workers=context.workers, timeout=self.options.timeout)
@@ -67,12 +67,13 @@ class Code(Step):
         """`sandbox.mode`: auto, namespaces, userns or landlock (see pipeline/filter/sandbox.py)."""
 
     def prepare(self) -> None:
-        from pipeline.filter.modes import require_mode
+        from pipeline.filter.sandbox import require_mode
 
         require_mode(self.options.sandbox.mode)  # SandboxUnavailable before the stage runs any step
 
     def run(self, items: list[Item], context: Context) -> dict[int, Drop]:
-        from pipeline.filter.code_grader import grade_code_many, normalize_tests
+        from pipeline.filter.code_grader import grade_code_many
+        from pipeline.records.code_tests import normalize_tests
 
         tests = [normalize_tests(it.sample.tests) if it.sample.tests is not None else None for it in items]
         pairs = [(gradable_text(it.sample.completion), t) for it, t in zip(items, tests, strict=True)]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pipeline.config import ConfigError, Where, check_keys
-from pipeline.records import DataSource
+from pipeline.records.schema import DataSource
 
 Backend = Literal["vllm", "openai", "transformers"]
 # what the transformers backend passes to AutoModelForCausalLM.from_pretrained (its `engine:` block)

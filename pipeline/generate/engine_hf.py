@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.generate.config import GenerateConfig
-from pipeline.generate.engines import Completion, Request
-from pipeline.logprobs import TopK, to_fp16
+from pipeline.generate.engine_api import Completion, Request
+from pipeline.records.logprobs import TopK, to_fp16
 
 CHUNK = 1024  # positions per vocabulary projection
 

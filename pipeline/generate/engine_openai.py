@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pipeline.generate.config import GenerateConfig, ServerConfig
-from pipeline.generate.engines import Completion, Request
+from pipeline.generate.engine_api import Completion, Request
 
 _DONE = object()
 

@@ -18,9 +18,9 @@ from pipeline import preflight
 from pipeline.config import to_dict
 from pipeline.faults import fault_point
 from pipeline.generate.config import GenerateConfig, parse_shard
-from pipeline.generate.engines import Completion, Engine, build_engine
-from pipeline.generate.progress import Stats, progress_bar
-from pipeline.generate.work import (
+from pipeline.generate.engine_api import Completion, Engine
+from pipeline.generate.engines import build_engine
+from pipeline.generate.plan import (
     FINGERPRINT,
     Work,
     check_fingerprint,
@@ -32,9 +32,12 @@ from pipeline.generate.work import (
     read_all_samples,
     render_requests,
 )
+from pipeline.generate.progress import Stats, progress_bar
 from pipeline.handoff import require_complete
-from pipeline.logprobs import sidecar_path, write_sidecar
-from pipeline.records import RecordError, ShardWriter, atomic_write, read_manifest, write_json, write_manifest
+from pipeline.records.logprobs import sidecar_path, write_sidecar
+from pipeline.records.manifest import read_manifest, write_manifest
+from pipeline.records.schema import RecordError
+from pipeline.records.write import ShardWriter, atomic_write, write_json
 
 log = logging.getLogger("distill.generate")
 

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from pipeline.prompts import build_messages, load_prompt
-from pipeline.records import write_jsonl
+from pipeline.records.write import write_jsonl
 from pipeline.toy.task import make_problems, solution_of
 
 HELP = "write the toy arithmetic task's problems, the toy teacher's training set and a tokenizer corpus"

@@ -98,7 +98,7 @@ def train_side_by_side(quick: bool) -> float:
 
 def checkpoint_models() -> list[dict[str, str]]:
     """Every saved checkpoint of the students, labelled by its step (an OPD step counts after its SFT start)."""
-    from pipeline.release import checkpoint_step
+    from pipeline.push.release import checkpoint_step
 
     offset = {"opd": opd_start_step()}
     return [
@@ -110,8 +110,8 @@ def checkpoint_models() -> list[dict[str, str]]:
 
 def opd_start_step() -> int:
     """The SFT step the OPD student started from (its recipe's `model` is an SFT checkpoint)."""
-    from pipeline.records import read_manifest
-    from pipeline.release import checkpoint_step
+    from pipeline.push.release import checkpoint_step
+    from pipeline.records.manifest import read_manifest
 
     manifest = read_manifest(OUT / "opd") or {}
     return max(checkpoint_step(Path((manifest.get("config") or {}).get("model", ""))), 0)
@@ -171,7 +171,7 @@ def main_demo(args: argparse.Namespace) -> int:
 def costs(stage: str) -> dict[str, float]:
     """What one training step of a student cost: teacher tokens (SFT and KD: the completion tokens the teacher
     generated for the traces trained on; OPD: the prompt and completion tokens it scored) and seconds."""
-    from pipeline.records import read_manifest
+    from pipeline.records.manifest import read_manifest
 
     counts = read_manifest(OUT / stage)["counts"]
     steps = max(counts["global_step"], 1)
@@ -187,7 +187,8 @@ def costs(stage: str) -> dict[str, float]:
 
 
 def summarise(seconds: float, timings: dict[str, float]) -> int:
-    from pipeline.records import read_manifest, write_json
+    from pipeline.records.manifest import read_manifest
+    from pipeline.records.write import write_json
     from pipeline.toy.plot import plot_curve
 
     results = json.loads((OUT / "eval" / "results.json").read_text())

@@ -17,7 +17,7 @@ import hashlib
 import random
 from typing import Literal
 
-from pipeline.records import Problem
+from pipeline.records.schema import Problem
 
 Split = Literal["train", "heldout"]
 OPS = ("+", "-")

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pipeline.records import RecordError
+from pipeline.records.schema import RecordError
 from pipeline.train.config import DatasetEntry
 
 TRAIN_COLUMNS = ("prompt", "completion", "messages", "id")

@@ -19,7 +19,10 @@ from typing import Any
 
 from pipeline.config import ConfigError, to_dict
 from pipeline.prompts import build_messages, load_prompt
-from pipeline.records import Problem, load_problems, write_json, write_manifest
+from pipeline.records.manifest import write_manifest
+from pipeline.records.read import load_problems
+from pipeline.records.schema import Problem
+from pipeline.records.write import write_json
 from pipeline.train.opd_config import OPDStageConfig
 
 log = logging.getLogger("distill.opd")
@@ -77,7 +80,7 @@ def teacher_set(cfg: OPDStageConfig) -> dict[str, str]:
 
 def check_resume(cfg: OPDStageConfig) -> str | None:
     """The checkpoint to resume from, refusing one trained with another teacher set; records the set."""
-    from pipeline.train.checkpoints import latest_complete_checkpoint
+    from pipeline.checkpoints import latest_complete_checkpoint
 
     out = Path(cfg.output)
     last = (

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pipeline.config import ConfigError, Where, check_keys
 from pipeline.errors import UserError
 from pipeline.generate.config import PromptConfig, ServerConfig
-from pipeline.records import DataSource
+from pipeline.records.schema import DataSource
 from pipeline.train.config import LaunchSettings, PeftSettings, trainer_kwargs
 
 ANY_SOURCE = "*"

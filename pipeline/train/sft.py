@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import to_dict
-from pipeline.records import read_manifest, write_manifest
+from pipeline.records.manifest import read_manifest, write_manifest
 from pipeline.train.config import SFTStageConfig
 
 log = logging.getLogger("distill.sft")
@@ -120,8 +120,8 @@ def supervised_tokens(dataset: Any) -> int:
 
 
 def train_and_save(cfg: SFTStageConfig, trainer: Any, dataset: Any, stage: str) -> int:
+    from pipeline.checkpoints import latest_complete_checkpoint
     from pipeline.faults import arm_weight_save
-    from pipeline.train.checkpoints import latest_complete_checkpoint
     from pipeline.train.template_check import check_template, pick_example
 
     checked = check_template(trainer, pick_example(dataset)) if cfg.check_template else None

@@ -2,9 +2,9 @@
 
     distill push runs/sft --repo-id me/student-7b [--private] [--checkpoints] [--eval results.json]
     distill push runs/filter --repo-id me/traces --dry-run --stage-dir /tmp/stage   # look before uploading
-    python -m pipeline.hub runs/sft --repo-id me/student-7b                          # the same, no console script
+    python -m pipeline.push.hub runs/sft --repo-id me/student-7b                          # the same, no console script
 
-The folder is staged first (pipeline/release.py: the files worth publishing and a card written from the
+The folder is staged first (pipeline/push/release.py: the files worth publishing and a card written from the
 manifests, one folder per revision: `main`, and `checkpoint-N` branches with `--checkpoints`), listed with
 sizes, then sent as one `upload_folder` commit per revision. The token (HF_TOKEN or the saved login) is never
 printed: errors and log lines that pass through us are scrubbed of it, and a staged text file holding it stops
@@ -24,8 +24,8 @@ from pathlib import Path
 
 from pipeline.errors import UserError
 from pipeline.handoff import is_stage_output, require_complete
-from pipeline.lineage import REPO_ID
-from pipeline.release import (
+from pipeline.push.lineage import REPO_ID
+from pipeline.push.release import (
     PushError,
     Revision,
     detect_kind,

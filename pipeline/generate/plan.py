@@ -18,14 +18,8 @@ from typing import Any
 from pipeline.config import ConfigError
 from pipeline.generate.config import GenerateConfig
 from pipeline.prompts import THINK_PREFIX, build_messages, load_prompt, prompt_ids
-from pipeline.records import (
-    Problem,
-    RecordError,
-    Sample,
-    located_problems,
-    read_jsonl,
-    read_unique_samples,
-)
+from pipeline.records.read import located_problems, read_jsonl, read_unique_samples
+from pipeline.records.schema import Problem, RecordError, Sample
 
 FINGERPRINT = "fingerprint.json"
 
@@ -220,7 +214,7 @@ def read_all_samples(out: Path) -> list[dict[str, Any]]:
 def render_requests(cfg: GenerateConfig, todo: list[Work], tokenizer: Any, max_model_len: int | None) -> list:
     """Chat-templated prompt ids for every planned sample (one rendering per problem), checked against the
     model's context before the first token is generated."""
-    from pipeline.generate.engines import Request
+    from pipeline.generate.engine_api import Request
 
     template = load_prompt(cfg.prompt.template)
     system = load_prompt(cfg.prompt.system) if cfg.prompt.system else None

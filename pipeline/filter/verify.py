@@ -2,7 +2,7 @@
 
     distill verify samples.jsonl -o graded.jsonl [--kind math] [--completion-field completion]
                    [--answer-field answer] [--workers N] [--timeout 5]
-    python -m pipeline.verify samples.jsonl -o graded.jsonl        # the same, without the console script
+    python -m pipeline.filter.verify samples.jsonl -o graded.jsonl        # the same, without the console script
 
 Each output line is the input record with every field kept, plus `correct` (true / false / null = cannot
 tell), `extracted_answer` and `verdict_reason`, in input order. What is graded is the text after `</think>`,
@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.filter.sandbox import SandboxError, SandboxUnavailable
-from pipeline.records import RecordError, read_jsonl, write_jsonl
+from pipeline.records.read import read_jsonl
+from pipeline.records.schema import RecordError
+from pipeline.records.write import write_jsonl
 
 HELP = (
     "grade each record's final answer against its gold (math) or its tests (code) and write the records "
@@ -108,7 +110,7 @@ def _string_field(row: dict[str, Any], name: str, where: str, nullable: bool) ->
 
 
 def _grade_math(records: list[Record], args: argparse.Namespace) -> list[Any]:
-    from pipeline.filter.math_grader import grade_many
+    from pipeline.filter.math_pool import grade_many
     from pipeline.filter.parse import gradable_text
 
     golds = [_string_field(r.row, args.answer_field, r.where, nullable=True) for r in records]
@@ -118,9 +120,10 @@ def _grade_math(records: list[Record], args: argparse.Namespace) -> list[Any]:
 
 def _grade_code(records: list[Record], args: argparse.Namespace) -> list[Any]:
     """Each record's code answer against its own `tests` (raw HumanEval / MBPP / stdio records accepted)."""
-    from pipeline.filter.code_grader import grade_code_many, normalize_tests
+    from pipeline.filter.code_grader import grade_code_many
     from pipeline.filter.parse import gradable_text
     from pipeline.filter.sandbox import Sandbox
+    from pipeline.records.code_tests import normalize_tests
 
     sandbox = Sandbox(mode=args.sandbox_mode)
     sandbox.resolved_mode()  # before any grading: no sandbox, one clear error

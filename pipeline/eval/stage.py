@@ -18,11 +18,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.benchmarks import BENCHMARKS, load_benchmark
 from pipeline.config import ConfigError, Source, to_dict
 from pipeline.filter.sandbox import SandboxConfig
 from pipeline.generate.config import Backend, GenerateConfig, PromptConfig, SamplingConfig, ServerConfig
-from pipeline.records import DataSource, read_jsonl, read_samples, to_row, write_json, write_jsonl
+from pipeline.records.benchmarks import BENCHMARKS, load_benchmark
+from pipeline.records.read import read_jsonl, read_samples
+from pipeline.records.schema import DataSource, to_row
+from pipeline.records.write import write_json, write_jsonl
 
 log = logging.getLogger("distill.eval")
 PROMPTS = {"math": "math-r1-v1", "code": "code-v1", "choice": "choice-r1-v1"}
@@ -150,13 +152,14 @@ def generate_all(cfg: EvalConfig, spec: ModelSpec, problem_files: dict[str, Path
 def grade(cfg: EvalConfig, folder: Path, kind: str) -> list[dict[str, Any]]:
     """Verdicts for every saved sample of one model on one benchmark, written to graded.jsonl."""
     from pipeline.filter.parse import gradable_text
-    from pipeline.verify import with_verdict
+    from pipeline.filter.verify import with_verdict
 
     samples = sorted(read_samples(folder), key=lambda s: (s.problem_id, s.sample_index))
     items = [(gradable_text(s.completion), s) for s in samples]
     if kind == "code":
-        from pipeline.filter.code_grader import grade_code_many, normalize_tests
+        from pipeline.filter.code_grader import grade_code_many
         from pipeline.filter.sandbox import Sandbox
+        from pipeline.records.code_tests import normalize_tests
 
         verdicts = grade_code_many(
             [(t, normalize_tests(s.tests) if s.tests else None) for t, s in items],
@@ -164,7 +167,7 @@ def grade(cfg: EvalConfig, folder: Path, kind: str) -> list[dict[str, Any]]:
             sandbox=Sandbox(mode=cfg.sandbox.mode),
         )
     else:
-        from pipeline.filter.math_grader import grade_many
+        from pipeline.filter.math_pool import grade_many
 
         verdicts = grade_many([(t, s.answer) for t, s in items], timeout=cfg.timeout)
     rows = [with_verdict(to_row(s), v) for (_, s), v in zip(items, verdicts, strict=True)]
@@ -173,7 +176,7 @@ def grade(cfg: EvalConfig, folder: Path, kind: str) -> list[dict[str, Any]]:
 
 
 def score(rows: list[dict[str, Any]], ks: list[int], kind: str) -> dict[str, Any]:
-    from pipeline.metrics import score_problems
+    from pipeline.eval.metrics import score_problems
 
     by_problem: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
@@ -190,12 +193,12 @@ def score(rows: list[dict[str, Any]], ks: list[int], kind: str) -> dict[str, Any
 def settings(cfg: EvalConfig, spec: ModelSpec) -> dict[str, Any]:
     """Everything that decides a score, recorded beside it (open-r1's users could not reproduce scores without)."""
     from pipeline.prompts import load_prompt
-    from pipeline.records import package_versions
+    from pipeline.records.manifest import package_versions
 
     template = None
     try:
+        from pipeline.generate.plan import chat_template_sha
         from pipeline.generate.stage import load_tokenizer
-        from pipeline.generate.work import chat_template_sha
 
         tok = load_tokenizer(generate_config(cfg, spec, cfg.benchmarks[0], Path("-")))
         template = chat_template_sha(tok.chat_template)
@@ -226,7 +229,7 @@ def check_sandbox(cfg: EvalConfig) -> str | None:
     """The sandbox mode code benchmarks will use, checked before anything is generated (None: no code)."""
     if not any(BENCHMARKS[b.name].kind == "code" for b in cfg.benchmarks):
         return None
-    from pipeline.filter.modes import require_mode
+    from pipeline.filter.sandbox import require_mode
 
     return require_mode(cfg.sandbox.mode)
 

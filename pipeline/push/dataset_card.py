@@ -2,7 +2,7 @@
 
     text = dataset_card(read_dataset_facts("runs/filter"), "me/traces", None, "data/*.parquet", True, True)
 
-The prose lives in pipeline/templates/*.md (Jinja; the model card's values come from pipeline/model_card.py).
+The prose lives in pipeline/templates/*.md (Jinja; the model card's values come from pipeline/push/model_card.py).
 Every figure comes from a manifest, report or results file; a missing one is put in words here, so a card
 never shows `None` and never breaks because a stage has not run yet.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.lineage import DatasetFacts, Teacher
+from pipeline.push.lineage import DatasetFacts, Teacher
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 MISSING = "not recorded"

@@ -3,7 +3,7 @@
     revisions = stage_model(args, Path("runs/sft"), root)    # root/main, root/checkpoint-6, ... each a folder
 
 A revision folder is what `upload_folder` sends as one commit: symlinks to the files worth publishing plus a
-README.md written from the manifests (pipeline/model_card.py, pipeline/cards.py) in place of the folder's own
+README.md written from the manifests (pipeline/push/model_card.py, pipeline/push/dataset_card.py) in place of the folder's own
 (TRL writes a generic one). Left out unless `--include PATTERN`: `checkpoint-*` (branches of their own with
 `--checkpoints`), `runs/` (tensorboard), `training_args.bin` (a pickle the Hub's scanner flags; the recipe is
 in manifest.json and the card), an adapter's `merged/` (push it as its own model), optimizer / scheduler / RNG
@@ -26,10 +26,10 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from pipeline.errors import UserError
-from pipeline.records import read_manifest
+from pipeline.records.manifest import read_manifest
 
 if TYPE_CHECKING:
-    from pipeline.lineage import ModelFacts, Teacher
+    from pipeline.push.lineage import ModelFacts, Teacher
 
 JUNK = ("*.tmp", "*/__pycache__/*", "__pycache__/*")
 SKIP = {
@@ -104,8 +104,8 @@ def point_adapter_at(stage: Path, base_id: str) -> None:
 
 def prompt_text(teacher: Teacher | None) -> str:
     """The user turn the student was trained on: the teacher's prompt template, else R1's instruction."""
-    from pipeline.model_card import R1_INSTRUCTION
     from pipeline.prompts import load_prompt
+    from pipeline.push.model_card import R1_INSTRUCTION
 
     if teacher is not None and teacher.prompt_template:
         with contextlib.suppress(FileNotFoundError):
@@ -120,7 +120,7 @@ def checkpoint_step(path: Path) -> int:
 
 def stage_model(args: argparse.Namespace, folder: Path, root: Path) -> list[Revision]:
     """`main` (the model, its card and eval results) and, with --checkpoints, one revision per checkpoint."""
-    from pipeline.lineage import read_model_facts
+    from pipeline.push.lineage import read_model_facts
 
     facts = read_model_facts(folder, args.base_model, args.eval, args.license)
     if facts.flavor == "adapter" and not facts.base_id:
@@ -139,7 +139,7 @@ def stage_model(args: argparse.Namespace, folder: Path, root: Path) -> list[Revi
 
 
 def stage_main(args: argparse.Namespace, facts: ModelFacts, folder: Path, stage: Path) -> Revision:
-    from pipeline.model_card import model_card
+    from pipeline.push.model_card import model_card
 
     skip = SKIP["model"] + (("merged/*",) if facts.flavor == "adapter" else ())
     link(folder, stage, select(folder, skip, args.include))
@@ -155,8 +155,8 @@ def stage_main(args: argparse.Namespace, facts: ModelFacts, folder: Path, stage:
 
 
 def stage_checkpoint(args: argparse.Namespace, facts: ModelFacts, path: Path, stage: Path) -> Revision:
-    from pipeline.lineage import checkpoint_loss
-    from pipeline.model_card import checkpoint_card
+    from pipeline.push.lineage import checkpoint_loss
+    from pipeline.push.model_card import checkpoint_card
 
     link(path, stage, select(path, SKIP["checkpoint"], args.include))
     write_text(stage / "README.md", checkpoint_card(facts, args.repo_id, path.name, *checkpoint_loss(path)))
@@ -164,8 +164,8 @@ def stage_checkpoint(args: argparse.Namespace, facts: ModelFacts, path: Path, st
 
 
 def stage_dataset(args: argparse.Namespace, folder: Path, root: Path) -> list[Revision]:
-    from pipeline.cards import dataset_card
-    from pipeline.lineage import read_dataset_facts
+    from pipeline.push.dataset_card import dataset_card
+    from pipeline.push.lineage import read_dataset_facts
 
     rels = select(folder, SKIP["dataset"], args.include)
     parquet = [PurePosixPath(r) for r in rels if r.endswith(".parquet")]

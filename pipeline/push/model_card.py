@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from pipeline.cards import (
+from pipeline.push.dataset_card import (
     MISSING,
     filter_table,
     grading_line,
@@ -23,7 +23,7 @@ from pipeline.cards import (
     teacher_lines,
     yaml_block,
 )
-from pipeline.lineage import EvalResults, ModelFacts
+from pipeline.push.lineage import EvalResults, ModelFacts
 
 R1_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 EXAMPLE_PROBLEM = "What is the sum of the first 10 positive odd numbers?"

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.records import DataSource, Problem, RecordError, read_rows
+from pipeline.records.code_tests import normalize_tests
+from pipeline.records.read import read_rows
+from pipeline.records.schema import DataSource, Problem, RecordError
 
 Kind = Literal["math", "code", "choice"]
 
@@ -88,15 +90,11 @@ def _toy(row: dict[str, Any], i: int) -> Problem:
 
 def _humaneval(row: dict[str, Any], i: int) -> Problem:
 
-    from pipeline.filter.code_grader import normalize_tests
-
     text = f"Complete the following Python function.\n\n```python\n{row['prompt']}```"
     return Problem(row["task_id"], text, None, "humaneval", normalize_tests(row))
 
 
 def _mbpp(row: dict[str, Any], i: int) -> Problem:
-    from pipeline.filter.code_grader import normalize_tests
-
     tests = "\n".join(row["test_list"])
     text = f"{row['text']}\nYour code should pass these tests:\n\n```python\n{tests}\n```"
     return Problem(f"mbpp/{row['task_id']}", text, None, "mbpp", normalize_tests(row))

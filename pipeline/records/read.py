@@ -1,0 +1,159 @@
+"""Reading records: JSONL, JSON, parquet files, folders of shards, or a Hub dataset, as (location, row) pairs and
+as Problems / Samples. A folder of generate shards is read as one dataset; a bad line is an error naming it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pipeline.records.schema import (
+    DataSource,
+    Problem,
+    RecordError,
+    Sample,
+    problem_from_row,
+    sample_from_row,
+)
+
+
+def _data_files(path: Path) -> list[Path]:
+    """The data files of a file or folder; a folder holding generate shards (`samples-*.jsonl`) is read as those
+    shards only, so files written beside them (graded.jsonl, problems) are not taken for samples."""
+    if path.is_dir():
+        files = [
+            p
+            for p in sorted(path.rglob("*"))
+            if p.suffix in (".jsonl", ".parquet")
+            and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            and p.name not in ("rejected.jsonl",)
+        ]
+        shards = [p for p in files if p.name.startswith("samples-") and p.suffix == ".jsonl"]
+        files = shards or files
+        if not files:
+            raise RecordError(f"{path}: no .jsonl or .parquet files in this folder")
+        return files
+    if not path.exists():
+        raise RecordError(f"{path}: no such file or folder")
+    if path.suffix not in (".jsonl", ".parquet", ".json"):
+        raise RecordError(f"{path}: expected a .jsonl or .parquet file, or a folder of them")
+    return [path]
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; a line that is not a JSON object is an error."""
+    path = Path(path)
+    with path.open("rb") as f:  # bytes, so a bad byte is reported with its line instead of a traceback
+        for number, raw in enumerate(f, 1):
+            line = _decode(raw, path, number)
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise RecordError(f"{path}:{number}: not valid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(row, dict):
+                raise RecordError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            yield number, row
+
+
+def _decode(raw: bytes, path: Path, number: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RecordError(
+            f"{path}:{number}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+            "save the file as UTF-8"
+        ) from None
+
+
+def read_rows(source: DataSource) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(location, row) for each raw row, with `fields` renames applied; location is `file:line` or `file:row N`."""
+    for count, (where, row) in enumerate(_raw_rows(source)):
+        if source.limit is not None and count >= source.limit:
+            return
+        for old, new in source.fields.items():
+            if old in row:
+                row[new] = row.pop(old)
+        yield where, row
+
+
+def _raw_rows(source: DataSource) -> Iterator[tuple[str, dict[str, Any]]]:
+    if source.hub is not None:
+        for i, row in enumerate(_load_hub(source)):
+            yield f"{source.describe()} row {i}", dict(row)
+        return
+    for file in _data_files(Path(source.path)):
+        if file.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            for i, row in enumerate(pq.read_table(file).to_pylist()):
+                yield f"{file} row {i}", row
+        elif file.suffix == ".json":
+            try:
+                rows = json.loads(_decode(file.read_bytes(), file, 1))
+            except json.JSONDecodeError as e:
+                raise RecordError(
+                    f"{file}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})"
+                ) from None
+            if not isinstance(rows, list):
+                raise RecordError(f"{file}: expected a JSON list of objects")
+            for i, row in enumerate(rows):
+                yield f"{file} item {i}", row
+        else:
+            for number, row in read_jsonl(file):
+                yield f"{file}:{number}", row
+
+
+def _load_hub(source: DataSource) -> Any:
+    """A Hub dataset, or one line saying it cannot be had from here and what to use instead."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(source.hub, source.config, split=source.split)
+    except Exception as e:  # offline, unreachable, no such dataset/config/split: the user's to fix
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise RecordError(
+            f"cannot load {source.describe()}: {type(e).__name__}: {first}; give a reachable Hub id "
+            "(network, HF_HUB_OFFLINE unset), or a local copy with 'path:' instead of 'hub:'"
+        ) from None
+
+
+def load_problems(source: DataSource) -> list[Problem]:
+    """Problems from a file, folder or Hub dataset; duplicate ids are an error (they would collide in Samples)."""
+    return [p for _, p in located_problems(source)]
+
+
+def located_problems(source: DataSource) -> list[tuple[str, Problem]]:
+    """(`file:line`, problem) for each problem, so later checks (prompt length) can say where it came from."""
+    problems, seen = [], {}
+    for where, row in read_rows(source):
+        p = problem_from_row(row, where)
+        if p.id in seen:
+            raise RecordError(f"{where}: field 'id': duplicate id {p.id!r} (first at {seen[p.id]})")
+        seen[p.id] = where
+        problems.append((where, p))
+    return problems
+
+
+def read_samples(path: str | Path) -> Iterator[Sample]:
+    """Samples from a .jsonl file or a folder of shards (shard folders included), in a stable order."""
+    for where, row in read_rows(DataSource(path=str(path))):
+        yield sample_from_row(row, where)
+
+
+def read_unique_samples(path: str | Path) -> list[Sample]:
+    """All samples of `path`; a sample id seen twice is an error naming both places."""
+    samples, seen = [], {}
+    for where, row in read_rows(DataSource(path=str(path))):
+        sample = sample_from_row(row, where)
+        if sample.id in seen:
+            raise RecordError(
+                f"{where}: field 'id': sample id {sample.id!r} appears twice (first at {seen[sample.id]})"
+            )
+        seen[sample.id] = where
+        samples.append(sample)
+    return samples

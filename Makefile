@@ -53,13 +53,11 @@ filter: setup
 	$(DISTILL) filter --config $(or $(RECIPE),recipes/demo/filter.yaml) $(ARGS)
 
 sft: setup  ## STUDENT=qwen2.5-math-7b [SFT=sft-lora] [ACCELERATE=recipes/accelerate/zero3.yaml]
-	@test "$(STUDENT)" != demo -o -f runs/demo/student-init/config.json || $(DISTILL) tiny-model runs/demo/student-init \
-		--tokenizer-from data/toy-teacher --layers 2 --vocab-size 512 --max-position-embeddings 1024 --seed 1
+	@test "$(STUDENT)" != demo || $(DISTILL) demo --student-init
 	$(DISTILL) sft --config $(or $(RECIPE),$(call STUDENT_RECIPE,sft,$(SFT))) $(LAUNCH) $(ARGS)
 
 kd: setup  ## STUDENT=qwen2.5-math-1.5b [KD=kd-online] [ACCELERATE=recipes/accelerate/zero2.yaml]
-	@test "$(STUDENT)" != demo -o -f runs/demo/student-init/config.json || $(DISTILL) tiny-model runs/demo/student-init \
-		--tokenizer-from data/toy-teacher --layers 2 --vocab-size 512 --max-position-embeddings 1024 --seed 1
+	@test "$(STUDENT)" != demo || $(DISTILL) demo --student-init
 	$(DISTILL) kd --config $(or $(RECIPE),$(call STUDENT_RECIPE,kd,$(KD))) $(LAUNCH) $(ARGS)
 
 opd: setup  ## STUDENT=qwen3-1.7b (a served teacher: edit its URL in the recipe); demo: from the demo's SFT checkpoint

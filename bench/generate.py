@@ -36,7 +36,8 @@ def main() -> None:
     from pipeline.generate.config import GenerateConfig
     from pipeline.generate.engine_vllm import VLLMEngine
     from pipeline.generate.plan import load_work, render_requests
-    from pipeline.generate.stage import load_tokenizer, run
+    from pipeline.generate.stage import run
+    from pipeline.preflight import load_tokenizer
     from pipeline.tiny_model import TinyModelSpec, build_tiny_model
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-generate-"))

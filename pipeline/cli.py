@@ -18,18 +18,19 @@ gets the recipe line (or the override) that set it. Any other exception is a bug
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
-import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from pipeline import logs
 from pipeline.config import ConfigError, dump_yaml, from_dict, read_recipe, to_dict
 from pipeline.errors import UserError
 from pipeline.filter import verify
 from pipeline.filter.sandbox import SandboxError, SandboxUnavailable
 from pipeline.push import hub
+from pipeline.tiny_model import TinyModelSpec
 
 # stage name -> (config class, run function, one-line help). A stage is listed here once it works.
 STAGES: dict[str, tuple[str, str, str]] = {
@@ -145,20 +146,14 @@ def recipe_where(path: str, overrides: list[str], key: str) -> str:
     return Source(path, lines, {o.partition("=")[0] for o in overrides}).where(key)
 
 
+TINY_HELP = {"intermediate_size": "default: 4 x hidden size"}
+
+
 def cmd_tiny_model(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from pipeline.tiny_model import TinyModelSpec, build_tiny_model, count_parameters
+    from pipeline.tiny_model import build_tiny_model, count_parameters
 
     try:
-        spec = TinyModelSpec(
-            hidden_size=args.hidden_size,
-            layers=args.layers,
-            heads=args.heads,
-            kv_heads=args.kv_heads,
-            intermediate_size=args.intermediate_size,
-            vocab_size=args.vocab_size,
-            seed=args.seed,
-            max_position_embeddings=args.max_position_embeddings,
-        )
+        spec = TinyModelSpec(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TinyModelSpec)})
     except ValueError as e:
         parser.error(str(e))
     corpus = Path(args.corpus).read_text(encoding="utf-8") if args.corpus else None
@@ -222,14 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tiny-model", help="build a tiny Qwen2 model and BPE tokenizer offline (tests, demos)")
     p.add_argument("dir", help="output folder")
-    p.add_argument("--hidden-size", type=int, default=128)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--heads", type=int, default=2)
-    p.add_argument("--kv-heads", type=int, default=1)
-    p.add_argument("--intermediate-size", type=int, default=None, help="default: 4 x hidden size")
-    p.add_argument("--vocab-size", type=int, default=1024)
-    p.add_argument("--max-position-embeddings", type=int, default=4096)
-    p.add_argument("--seed", type=int, default=0)
+    for f in dataclasses.fields(TinyModelSpec):  # one flag per field, its default the spec's
+        p.add_argument(
+            f"--{f.name.replace('_', '-')}", type=int, default=f.default, help=TINY_HELP.get(f.name)
+        )
     p.add_argument("--corpus", help="text file to train the tokenizer on (default: a built-in sample)")
     p.add_argument(
         "--tokenizer-from", help="reuse the tokenizer of this tiny-model folder instead of training one"
@@ -263,11 +254,7 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("DISTILL_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    logs.setup()
     handler = COMMANDS.get(args.command, cmd_stage)
     try:
         return handler(args, parser)

@@ -5,7 +5,7 @@ started) into one UserError line naming the field and what to do:
 
     check_output_folder(cfg.output)                    # not a file, parent not a file
     check_model(cfg.model, field="model")              # a local folder that exists, or a reachable Hub id
-    tok = load_tokenizer(cfg.tokenizer or cfg.model)   # a real tokenizer, not transformers' empty stand-in
+    tok = load_tokenizer(cfg)   # the recipe's tokenizer (chat template override applied), never an empty stand-in
     check_deepspeed(accelerate_config, trainer)        # the recipe asks for DeepSpeed: is it installed?
 """
 
@@ -83,9 +83,17 @@ def _check_hub_model(name: str, field: str, revision: str | None) -> None:
         ) from None
 
 
-def load_tokenizer(name: str, field: str = "tokenizer", revision: str | None = None) -> Any:
-    """AutoTokenizer, refusing a local folder without tokenizer files (transformers would build an empty,
-    one-token tokenizer from the model config and vLLM would fail minutes later)."""
+def load_tokenizer(cfg: Any) -> Any:
+    """The tokenizer a stage's recipe names (`tokenizer:`, else `model:`, at `revision:`), with the recipe's
+    `prompt.chat_template` in place of its own when set. The one loader of generate, eval, sft, kd and opd.
+
+    A local folder without tokenizer files is refused (transformers would build an empty, one-token tokenizer
+    from the model config and vLLM would fail minutes later), as is an empty tokenizer."""
+    name, field, revision = (
+        cfg.tokenizer or cfg.model,
+        "tokenizer" if cfg.tokenizer else "model",
+        cfg.revision,
+    )
     check_model(name, field, revision)
     local = Path(name).expanduser()
     if local.is_dir() and not any((local / f).exists() for f in TOKENIZER_FILES):
@@ -102,6 +110,9 @@ def load_tokenizer(name: str, field: str = "tokenizer", revision: str | None = N
         raise UserError(f"cannot load the tokenizer of {name}: {e}", field=field) from None
     if len(tokenizer) <= 1:
         raise UserError(f"{name}: the tokenizer is empty ({len(tokenizer)} tokens)", field=field)
+    chat_template = getattr(getattr(cfg, "prompt", None), "chat_template", None)
+    if chat_template:
+        tokenizer.chat_template = Path(chat_template).read_text()
     return tokenizer
 
 

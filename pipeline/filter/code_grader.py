@@ -29,30 +29,16 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from pipeline.filter.channel import ChannelClosed, ChannelTimeout
 from pipeline.filter.judge import Outcome, judge
 from pipeline.filter.sandbox import RunResult, Sandbox, cores
+from pipeline.filter.verdict import Verdict
 from pipeline.records.code_tests import check_tests
 
 PYTHON_TAGS = ("python", "python3", "py", "py3")
 _SYNTAX_ERRORS = ("SyntaxError", "IndentationError", "TabError")
-
-
-@dataclass(frozen=True)
-class Verdict:
-    correct: bool | None
-    """True / False, or None when it cannot be told (the problem has no tests)."""
-    extracted_answer: str | None
-    """The code that was run."""
-    reason: str
-    """passed, failed, wrong_output, syntax_error, timeout, no_code or no_tests."""
-    detail: str = ""
-    """What went wrong: the error's last line, or the stdio case, expected and actual output (cut short)."""
-    sandbox: str | None = None
-    """The sandbox mode the code ran in (None when nothing ran)."""
 
 
 # --- the code -----------------------------------------------------------------------------------------------

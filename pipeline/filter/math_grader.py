@@ -32,17 +32,7 @@ from typing import Any
 import math_verify
 from math_verify import ExprExtractionConfig, LatexExtractionConfig
 
-
-@dataclass(frozen=True)
-class Verdict:
-    """The grade of one answer."""
-
-    correct: bool | None
-    """True / False, or None when it cannot be told (no gold, gold that does not parse, grader crash)."""
-    extracted_answer: str | None
-    reason: str
-    """correct, wrong, no_answer, timeout, no_gold, gold_unparsable or grader_error."""
-
+from pipeline.filter.verdict import Verdict
 
 # --- extraction ---------------------------------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ def load_items(cfg: FilterConfig) -> list[Item]:
     return [Item.from_sample(sample) for sample in read_unique_samples(cfg.input)]
 
 
-def load_tokenizer(cfg: FilterConfig, items: list[Item], needed: bool) -> Any:
+def counting_tokenizer(cfg: FilterConfig, items: list[Item], needed: bool) -> Any:
     """The recipe's tokenizer (default: the teacher's), or None if unavailable and not `needed`."""
     if not cfg.count_tokens:
         return None
@@ -105,7 +105,7 @@ def run(cfg: FilterConfig, args: Any = None) -> int:
     items = load_items(cfg)
     if not items:
         raise RecordError(f"{cfg.input}: no samples")
-    tok = load_tokenizer(cfg, items, any(isinstance(s, Length) for s in steps))
+    tok = counting_tokenizer(cfg, items, any(isinstance(s, Length) for s in steps))
     if cfg.logprobs:  # the teacher's own tokenizer can also check the sidecars' tokens
         check_sidecars(cfg.input, tok if cfg.tokenizer in (None, items[0].sample.teacher) else None)
     context = Context(count_tokens=token_counter(tok), workers=cfg.workers)

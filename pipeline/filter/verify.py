@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.filter.sandbox import SandboxError, SandboxUnavailable
+from pipeline.filter.verdict import Verdict
 from pipeline.records.read import read_jsonl
 from pipeline.records.schema import RecordError
 from pipeline.records.write import write_jsonl
@@ -66,7 +67,7 @@ def main_verify(args: argparse.Namespace) -> int:
     except (RecordError, SandboxUnavailable, SandboxError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    rows = (with_verdict(r.row, verdict) for r, verdict in zip(records, verdicts, strict=True))
+    rows = (with_verdict(r.row, verdict, args.kind) for r, verdict in zip(records, verdicts, strict=True))
     write_jsonl(args.output, rows)
     counts = Counter({True: "correct", False: "wrong", None: "cannot tell"}[v.correct] for v in verdicts)
     print(
@@ -138,11 +139,11 @@ def _grade_code(records: list[Record], args: argparse.Namespace) -> list[Any]:
     return grade_code_many(items, timeout=args.timeout, workers=args.workers, sandbox=sandbox)
 
 
-def with_verdict(row: dict[str, Any], verdict: Any) -> dict[str, Any]:
+def with_verdict(row: dict[str, Any], verdict: Verdict, kind: str) -> dict[str, Any]:
     """The row with its verdict; code verdicts also name the sandbox mode the code ran in."""
     graded = {"correct": verdict.correct, "extracted_answer": verdict.extracted_answer}
     graded["verdict_reason"] = verdict.reason
-    if hasattr(verdict, "sandbox"):
+    if kind == "code":
         graded["sandbox"] = verdict.sandbox
     return {**row, **graded}
 

@@ -47,16 +47,6 @@ def output_folder(cfg: GenerateConfig, shard: tuple[int, int] | None) -> Path:
     return out / f"shard-{shard[0]:05d}-of-{shard[1]:05d}" if shard else out
 
 
-def load_tokenizer(cfg: GenerateConfig) -> Any:
-    from pipeline import preflight
-
-    field = "tokenizer" if cfg.tokenizer else "model"
-    tokenizer = preflight.load_tokenizer(cfg.tokenizer or cfg.model, field, cfg.revision)
-    if cfg.prompt.chat_template:
-        tokenizer.chat_template = Path(cfg.prompt.chat_template).read_text()
-    return tokenizer
-
-
 def context_length(cfg: GenerateConfig) -> int | None:
     """The model's context as the engine will see it, known before the engine starts (None: unknown)."""
     if cfg.backend == "openai":
@@ -85,7 +75,7 @@ def run(cfg: GenerateConfig, args: Any = None, engine: Engine | None = None, tok
     if engine is None and cfg.backend != "openai":
         preflight.check_model(cfg.model, "model", cfg.revision)
     if tokenizer is None and cfg.backend != "openai":
-        tokenizer = load_tokenizer(cfg)
+        tokenizer = preflight.load_tokenizer(cfg)
     fp = fingerprint(cfg, tokenizer) | {"content": content_hashes(work)}
     check_fingerprint(out, fp)
     done = done_ids(out)

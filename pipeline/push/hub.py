@@ -22,6 +22,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipeline import logs
 from pipeline.errors import UserError
 from pipeline.handoff import is_stage_output, require_complete
 from pipeline.push.lineage import REPO_ID
@@ -199,11 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="distill push", description=HELP)
     add_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("DISTILL_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    logs.setup()
     return run_push(args)
 
 

@@ -25,7 +25,6 @@ from pipeline.push.dataset_card import (
 )
 from pipeline.push.lineage import EvalResults, ModelFacts
 
-R1_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 EXAMPLE_PROBLEM = "What is the sum of the first 10 positive odd numbers?"
 METHODS = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA (4-bit base weights)"}
 STAGES = {

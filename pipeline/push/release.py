@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import functools
 import json
+import logging
 import shutil
 import sys
 import tempfile
@@ -31,6 +32,7 @@ from pipeline.records.manifest import read_manifest
 if TYPE_CHECKING:
     from pipeline.push.lineage import ModelFacts, Teacher
 
+log = logging.getLogger("distill.push")
 JUNK = ("*.tmp", "*/__pycache__/*", "__pycache__/*")
 SKIP = {
     "model": ("checkpoint-*", "runs/*", "*training_args.bin", "README.md"),
@@ -103,14 +105,15 @@ def point_adapter_at(stage: Path, base_id: str) -> None:
 
 
 def prompt_text(teacher: Teacher | None) -> str:
-    """The user turn the student was trained on: the teacher's prompt template, else R1's instruction."""
+    """The user turn the student was trained on: the teacher's prompt template, else R1's (prompts/math-r1-v1)."""
     from pipeline.prompts import load_prompt
-    from pipeline.push.model_card import R1_INSTRUCTION
 
     if teacher is not None and teacher.prompt_template:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             return load_prompt(teacher.prompt_template).text
-    return f"{{problem}}\n{R1_INSTRUCTION}"
+        except FileNotFoundError as e:
+            log.warning("model card: %s; its usage example shows R1's prompt (math-r1-v1) instead", e)
+    return load_prompt("math-r1-v1").text
 
 
 def checkpoint_step(path: Path) -> int:

@@ -46,7 +46,7 @@ QUICK = {
     "eval": ["benchmarks=[{name: toy, limit: 12}]", "sampling.n=1"],
 }
 STUDENTS = ("sft", "kd", "opd")
-# the students' untrained start: the teacher's tokenizer, 2 layers (the bench and the Makefile build the same)
+# the students' untrained start: the teacher's tokenizer, 2 layers (`make sft`/`make kd` and the bench build it so)
 STUDENT_INIT = (
     "tiny-model",
     str(OUT / "student-init"),
@@ -66,6 +66,9 @@ STUDENT_INIT = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="a shortened run that checks every stage end to end"
+    )
+    parser.add_argument(
+        "--student-init", action="store_true", help="only build the students' untrained start, when missing"
     )
 
 
@@ -122,8 +125,23 @@ def accuracy(results: dict[str, Any], label: str) -> float:
 
 
 def main_demo(args: argparse.Namespace) -> int:
+    if args.student_init:
+        return student_init()
     started = time.perf_counter()
-    q = args.quick
+    timings = run_stages(args.quick)
+    eval_checkpoints(args.quick)
+    return summarise(time.perf_counter() - started, timings)
+
+
+def student_init() -> int:
+    """The demo students' untrained start (`make sft` / `make kd` build it when missing)."""
+    if not (OUT / "student-init" / "config.json").exists():
+        step("student", distill(*STUDENT_INIT))
+    return 0
+
+
+def run_stages(q: bool) -> dict[str, float]:
+    """generate, filter, the SFT and KD students side by side, OPD, eval: each stage's seconds."""
     timings = {
         "generate": step(
             "generate",
@@ -133,21 +151,22 @@ def main_demo(args: argparse.Namespace) -> int:
     timings["filter"] = step("filter", distill("filter", "--config", "recipes/demo/filter.yaml"))
     step("student", distill(*STUDENT_INIT))
     timings["sft+kd"] = train_side_by_side(q)
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    timings["opd"] = step(
+    opd = (
         "opd",
-        distill(
-            "opd",
-            "--config",
-            "recipes/demo/opd.yaml",
-            "trainer.disable_tqdm=true",
-            *(QUICK["opd"] if q else []),
-        ),
-        env,
+        "--config",
+        "recipes/demo/opd.yaml",
+        "trainer.disable_tqdm=true",
+        *(QUICK["opd"] if q else []),
     )
+    timings["opd"] = step("opd", distill(*opd), {**os.environ, "OMP_NUM_THREADS": "2"})
     timings["eval"] = step(
         "eval", distill("eval", "--config", "recipes/demo/eval.yaml", *(QUICK["eval"] if q else []))
     )
+    return timings
+
+
+def eval_checkpoints(q: bool) -> None:
+    """Held-out accuracy of every saved checkpoint: the curves of the plot."""
     curve = json.dumps(checkpoint_models())
     step(
         "eval (checkpoints)",
@@ -165,7 +184,6 @@ def main_demo(args: argparse.Namespace) -> int:
             *(QUICK["eval"] if q else ["benchmarks=[{name: toy, limit: 100}]"]),
         ),
     )
-    return summarise(time.perf_counter() - started, timings)
 
 
 def costs(stage: str) -> dict[str, float]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pipeline.config import ConfigError, Where, check_keys
+from pipeline.records.schema import DataSource
 
 
 def trainer_kwargs(output: str, trainer: dict[str, Any]) -> dict[str, Any]:
@@ -27,25 +28,17 @@ def trainer_kwargs(output: str, trainer: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class DatasetEntry:
-    """One dataset of the training mixture: the filter stage's output folder, a file, or a Hub dataset."""
+class DatasetEntry(DataSource):
+    """One dataset of the training mixture: where it comes from (the filter stage's output folder, a file, or a
+    Hub dataset, as any DataSource, `fields` renames included) and its weight in the mixture."""
 
-    path: str | None = None
-    hub: str | None = None
-    config: str | None = None
-    split: str = "train"
     weight: float = 1.0
     """Fraction (< 1: a seeded random subset) or multiple (> 1: repeated) of this dataset's examples."""
-    limit: int | None = None
 
     def __post_init__(self) -> None:
-        if (self.path is None) == (self.hub is None):
-            raise ValueError("each data entry needs exactly one of 'path' and 'hub'")
+        super().__post_init__()
         if self.weight <= 0:
             raise ValueError("'weight' must be > 0")
-
-    def describe(self) -> str:
-        return self.path or f"hub:{self.hub}" + (f"/{self.config}" if self.config else "") + f"[{self.split}]"
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,9 @@ def load_entry(entry: DatasetEntry, columns: tuple[str, ...] = TRAIN_COLUMNS) ->
     else:
         kind, files = data_files(Path(entry.path))
         ds = datasets.load_dataset(kind, data_files=files, split="train")
+    renames = {old: new for old, new in entry.fields.items() if old in ds.column_names}
+    if renames:
+        ds = ds.rename_columns(renames)
     found = set(ds.column_names)
     if not ({"prompt", "completion"} <= found or "messages" in found):
         raise RecordError(

@@ -11,14 +11,6 @@ from pipeline.train.config import SFTStageConfig
 log = logging.getLogger("distill.train")
 
 
-def load_tokenizer(cfg: SFTStageConfig) -> Any:
-    """The student's tokenizer; a model folder without one is an error, not transformers' empty stand-in."""
-    from pipeline import preflight
-
-    field = "tokenizer" if cfg.tokenizer else "model"
-    return preflight.load_tokenizer(cfg.tokenizer or cfg.model, field, cfg.revision)
-
-
 def model_config(cfg: SFTStageConfig) -> Any:
     """The base model's config with the recipe's `model_config` changes merged in (nested dicts merge)."""
     from transformers import AutoConfig

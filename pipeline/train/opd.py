@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pipeline import preflight
 from pipeline.config import ConfigError, to_dict
 from pipeline.prompts import build_messages, load_prompt
 from pipeline.records.manifest import write_manifest
@@ -47,7 +48,6 @@ def run(cfg: OPDStageConfig, args: Any = None) -> int:
 def check_inputs(cfg: OPDStageConfig, args: Any = None) -> None:
     """Before any model loads: DeepSpeed when the recipe uses it, a usable output folder, a finished student
     (a killed sft folder or a half-saved checkpoint is refused), and local teachers that exist."""
-    from pipeline import preflight
     from pipeline.handoff import require_trained_model
 
     preflight.check_deepspeed(cfg.launch.accelerate_config, cfg.trainer, "launch.accelerate_config")
@@ -118,12 +118,9 @@ def problem_rows(cfg: OPDStageConfig, problems: list[Problem]) -> list[dict[str,
 
 
 def load_tokenizer(cfg: OPDStageConfig) -> Any:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model, revision=cfg.revision)
-    if cfg.prompt.chat_template:
-        tokenizer.chat_template = Path(cfg.prompt.chat_template).read_text()
-    tokenizer.padding_side = "left"  # rollouts are generated from left-padded prompts
+    """The student's tokenizer as every stage loads it, left-padded: rollouts are generated from padded prompts."""
+    tokenizer = preflight.load_tokenizer(cfg)
+    tokenizer.padding_side = "left"
     return tokenizer
 
 

@@ -78,7 +78,7 @@ class LocalTeacher:
 
     @torch.no_grad()
     def score(self, sequences: list[Sequence], k: int) -> list[TokenScores]:
-        from pipeline.train.kd import output_transform
+        from pipeline.train.kd_trainer import output_transform
 
         device = self.model.device
         rows = self.model.get_input_embeddings().num_embeddings

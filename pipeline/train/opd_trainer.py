@@ -172,7 +172,7 @@ class OPDTrainer(DistillationTrainer):
         return sums[0], sums[1].detach(), sums[2].detach()
 
     def _chunk(self, head, config, h, sampled, t_own, t_ids, t_lps) -> torch.Tensor:
-        from pipeline.train.kd import output_transform
+        from pipeline.train.kd_trainer import output_transform
 
         logits = output_transform(config, head(h).float())
         s_logp = torch.log_softmax(logits / self.temperature, -1)

@@ -91,8 +91,9 @@ def build_trainer(
     """
     from trl import SFTConfig, SFTTrainer
 
+    from pipeline.preflight import load_tokenizer
     from pipeline.train.data import TRAIN_COLUMNS, load_mixture
-    from pipeline.train.models import load_student, load_tokenizer, lora_config, quantization_config
+    from pipeline.train.models import load_student, lora_config, quantization_config
 
     args = SFTConfig(**cfg.sft_config_kwargs())
     dataset = load_mixture(cfg.data, seed=args.seed, columns=columns or TRAIN_COLUMNS)

@@ -139,7 +139,7 @@ def test_override_errors_blame_the_override_and_list_items_can_be_overridden(tmp
 
 
 def test_duplicate_sample_ids_name_both_lines(tmp_path):
-    from tests.test_filter import GOOD, _asdict, sample
+    from tests.filter.test_filter import GOOD, _asdict, sample
 
     row = json.dumps(_asdict(sample("a", 0, GOOD)))
     (tmp_path / "s.jsonl").write_text(f"{row}\n{json.dumps(_asdict(sample('b', 0, GOOD)))}\n{row}\n")

@@ -10,9 +10,12 @@ cons@k is majority voting over the first k samples' extracted answers (ties: the
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from collections.abc import Sequence
+
+log = logging.getLogger("distill.eval")
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -47,6 +50,17 @@ def score_problems(
     if not correct:
         return {"problems": 0}
     n = min(len(c) for c in correct)
+    if (most := max(len(c) for c in correct)) != n:
+        short = sum(len(c) < most for c in correct)
+        log.warning(
+            "%d of %d problems have fewer samples than the rest (%d, not %d): every problem is scored on its "
+            "first %d, so pass@k compares like with like; rerun generation to complete the others",
+            short,
+            len(correct),
+            n,
+            most,
+            n,
+        )
     solved = [sum(bool(x) for x in c[:n]) for c in correct]
     shares = [c / n for c in solved]
     p = len(shares)

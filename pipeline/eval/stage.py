@@ -191,25 +191,33 @@ def score(rows: list[dict[str, Any]], ks: list[int], kind: str) -> dict[str, Any
     return metrics
 
 
+def template_sha(cfg: EvalConfig, spec: ModelSpec) -> str | None:
+    """The hash of the chat template the model's prompts went through; None for a served model (the server
+    applies its own) or, with a warning, when the tokenizer cannot be read."""
+    if cfg.backend == "openai":
+        return None
+    from pipeline.errors import UserError
+    from pipeline.generate.plan import chat_template_sha
+    from pipeline.preflight import load_tokenizer
+
+    try:
+        tok = load_tokenizer(generate_config(cfg, spec, cfg.benchmarks[0], Path("-")))
+    except (OSError, ValueError, UserError) as e:
+        log.warning("eval: no chat template hash recorded for %s: %s", label_of(spec), e)
+        return None
+    return chat_template_sha(tok.chat_template)
+
+
 def settings(cfg: EvalConfig, spec: ModelSpec) -> dict[str, Any]:
     """Everything that decides a score, recorded beside it (open-r1's users could not reproduce scores without)."""
     from pipeline.prompts import load_prompt
     from pipeline.records.manifest import package_versions
 
-    template = None
-    try:
-        from pipeline.generate.plan import chat_template_sha
-        from pipeline.preflight import load_tokenizer
-
-        tok = load_tokenizer(generate_config(cfg, spec, cfg.benchmarks[0], Path("-")))
-        template = chat_template_sha(tok.chat_template)
-    except (OSError, ValueError):
-        pass
     versions = package_versions()
     return {
         "model": spec.path,
         "revision": spec.revision,
-        "chat_template_sha256": template,
+        "chat_template_sha256": template_sha(cfg, spec),
         "chat_template_file": spec.chat_template,
         "backend": cfg.backend,
         "engine": cfg.engine,

@@ -1,1 +1,2 @@
-"""The filter stage: parse, verify (math, code), quality steps, dedup, decontamination, selection, report."""
+"""The filter stage: parse, verify (math, code), quality steps, dedup, decontamination, selection, report; and
+`distill verify` (verify.py), the same graders as a command."""

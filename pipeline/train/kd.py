@@ -8,7 +8,6 @@ with `KDTrainer` (pipeline/train/kd_trainer.py); the sft stage's build, relaunch
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from pipeline.train.kd_config import KDStageConfig
@@ -32,13 +31,11 @@ def load_teacher(cfg: KDStageConfig, student_tokenizer: Any) -> Any:
 
 def run(cfg: KDStageConfig, args: Any = None) -> int:
     from pipeline.preflight import load_tokenizer
-    from pipeline.train.sft import LAUNCHED, already_trained, check_inputs, relaunch, train_and_save
+    from pipeline.train.sft import check_inputs, settled_elsewhere, train_and_save
 
     check_inputs(cfg, args)
-    if already_trained(cfg, "kd"):
-        return 0
-    if cfg.launch.accelerate_config and not os.environ.get(LAUNCHED):
-        return relaunch(cfg, args, "kd")
+    if (status := settled_elsewhere(cfg, args, "kd")) is not None:
+        return status
     teacher = load_teacher(cfg, load_tokenizer(cfg)) if cfg.kd.teacher == "online" else None
     trainer, dataset = build_kd_trainer(cfg, teacher)
     refuse_sharded_heads(trainer)

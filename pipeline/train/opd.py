@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +30,11 @@ TEACHERS_FILE = "teachers.json"
 
 
 def run(cfg: OPDStageConfig, args: Any = None) -> int:
-    from pipeline.train.sft import LAUNCHED, already_trained, relaunch
+    from pipeline.train.sft import settled_elsewhere
 
     check_inputs(cfg, args)
-    if already_trained(cfg, "opd"):
-        return 0
-    if cfg.launch.accelerate_config and not os.environ.get(LAUNCHED):
-        return relaunch(cfg, args, "opd")
+    if (status := settled_elsewhere(cfg, args, "opd")) is not None:
+        return status
     problems = load_problems(cfg.problems)  # every record checked (file, line, field) before anything loads
     check_routes(cfg, problems)
     last = check_resume(cfg)

@@ -29,12 +29,21 @@ LAUNCHED = "DISTILL_LAUNCHED"
 
 def run(cfg: SFTStageConfig, args: Any = None) -> int:
     check_inputs(cfg, args)
-    if already_trained(cfg, "sft"):
-        return 0
-    if cfg.launch.accelerate_config and not os.environ.get(LAUNCHED):
-        return relaunch(cfg, args, "sft")
+    if (status := settled_elsewhere(cfg, args, "sft")) is not None:
+        return status
     trainer, dataset = build_trainer(cfg)
     return train_and_save(cfg, trainer, dataset, "sft")
+
+
+def settled_elsewhere(cfg: Any, args: Any, stage: str) -> int | None:
+    """The exit status when this process is not the one to train (sft, kd and opd alike): 0 for a run that
+    already finished (a rerun trains nothing), the launched run's for a recipe that asks for `accelerate
+    launch`; None: train here."""
+    if already_trained(cfg, stage):
+        return 0
+    if cfg.launch.accelerate_config and not os.environ.get(LAUNCHED):
+        return relaunch(cfg, args, stage)
+    return None
 
 
 def check_inputs(cfg: SFTStageConfig, args: Any = None) -> None:

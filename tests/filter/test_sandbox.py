@@ -24,7 +24,7 @@ import pytest
 from pipeline.filter.sandbox import Job, Limits, RunResult, Sandbox, SandboxUnavailable
 from tests.sandbox_user import SandboxUser
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = "/usr/bin/python3.11"
 SMALL = Limits(cpu_seconds=5, memory_bytes=256 << 20, processes=16, output_bytes=64 << 10, disk_bytes=8 << 20)
 

@@ -9,9 +9,9 @@ import os
 import pytest
 
 from pipeline.filter.code_grader import extract_code, grade_code, grade_code_many
+from pipeline.filter.parse import gradable_text
 from pipeline.filter.verdict import Verdict
 from pipeline.records.code_tests import check_tests, normalize_tests
-from pipeline.filter.parse import gradable_text
 from tests.conftest import SHARED_DATA
 
 BENCHMARKS = SHARED_DATA / "benchmarks"

@@ -123,28 +123,21 @@ def dense_step(model, batch):
     return 0.5 * ce + 0.5 * kl[mask].mean()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--vocab", type=int, default=32768)
-    ap.add_argument("--length", type=int, default=2048)
-    ap.add_argument("--k", type=int, default=20)
-    ap.add_argument("--variant")
-    ap.add_argument("--dir")
-    args = ap.parse_args()
-    if args.variant:  # a child: one measurement, printed as JSON
-        print(json.dumps({"mb": measure(args.variant, Path(args.dir), args.length)}))
-        return
-    tmp = Path(tempfile.mkdtemp(prefix="bench-kd-"))
-    build(tmp, args.vocab, args.length, args.k)
+def run_variants(tmp: Path, length: int) -> dict[str, float]:
+    """Each variant's peak MB, measured in a fresh child process of this script."""
     results = {}
     for variant in ("kd", "dense", "sft"):
         out = subprocess.run(
-            [sys.executable, __file__, "--variant", variant, "--dir", str(tmp), "--length", str(args.length)],
+            [sys.executable, __file__, "--variant", variant, "--dir", str(tmp), "--length", str(length)],
             capture_output=True,
             text=True,
             check=True,
         )
         results[variant] = json.loads(out.stdout.strip().splitlines()[-1])["mb"]
+    return results
+
+
+def report(args: argparse.Namespace, results: dict[str, float]) -> None:
     from pipeline.train.kd import sidecar_bytes_per_token
 
     sidecar = sidecar_bytes_per_token(args.k)
@@ -165,6 +158,22 @@ def main() -> None:
         f"  sidecar: {sidecar} bytes/token vs fp16 full logits {2 * args.vocab:,} bytes/token "
         f"({2 * args.vocab / sidecar:.0f}x smaller; {2 * 152064 / sidecar:.0f}x for a 152k vocabulary)"
     )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--vocab", type=int, default=32768)
+    ap.add_argument("--length", type=int, default=2048)
+    ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--variant")
+    ap.add_argument("--dir")
+    args = ap.parse_args()
+    if args.variant:  # a child: one measurement, printed as JSON
+        print(json.dumps({"mb": measure(args.variant, Path(args.dir), args.length)}))
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="bench-kd-"))
+    build(tmp, args.vocab, args.length, args.k)
+    report(args, run_variants(tmp, args.length))
 
 
 if __name__ == "__main__":

@@ -134,19 +134,31 @@ def curve_callback(evaluate: Evaluator, every: int, costs: Any, points: list[dic
 
 def sft_trainer(run: dict[str, Any], seed: int, out: Path) -> tuple[Any, Any]:
     """The sft stage's trainer continuing from START on the filter's traces in a seeded order; and its costs."""
-    import pyarrow.parquet as pq
-
-    from pipeline.config import load_config
-    from pipeline.train.config import SFTStageConfig
     from pipeline.train.sft import build_trainer
 
-    table = pq.read_table(sorted((REPO / "runs/demo/filter/data").glob("*.parquet")))
-    import numpy as np
+    data = out / "data" / "train-00000.parquet"
+    costs = trace_costs(shuffled_traces(seed, data))
+    trainer, _ = build_trainer(sft_config(run, seed, data, out))
+    return trainer, costs
 
+
+def shuffled_traces(seed: int, path: Path) -> Any:
+    """The filter's traces in a seeded random order, written to `path` (the order SFT trains in); the table."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(sorted((REPO / "runs/demo/filter/data").glob("*.parquet")))
     order = np.random.default_rng(seed).permutation(table.num_rows)
     table = table.take(order)
-    (out / "data").mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, out / "data" / "train-00000.parquet")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return table
+
+
+def trace_costs(table: Any) -> Any:
+    """step -> (distinct problems, teacher-generated tokens) of the traces trained on by then, SFT_BATCH a step."""
+    import numpy as np
+
     tokens = np.cumsum(table.column("num_completion_tokens").to_numpy())
     first_seen, seen = [], set()
     for pid in table.column("problem_id").to_pylist():
@@ -157,13 +169,21 @@ def sft_trainer(run: dict[str, Any], seed: int, out: Path) -> tuple[Any, Any]:
         n = min(step * SFT_BATCH, table.num_rows)
         return (first_seen[n - 1], int(tokens[n - 1])) if n else (0, 0)
 
-    cfg = load_config(
+    return costs
+
+
+def sft_config(run: dict[str, Any], seed: int, data: Path, out: Path) -> Any:
+    """recipes/demo/sft.yaml from START on the ordered traces in `data`: SFT_BATCH a step, in order, no packing."""
+    from pipeline.config import load_config
+    from pipeline.train.config import SFTStageConfig
+
+    return load_config(
         SFTStageConfig,
         str(REPO / "recipes/demo/sft.yaml"),
         [
             f"model={START}",
             "from_scratch=false",
-            f"data=[{{path: {out / 'data' / 'train-00000.parquet'}}}]",
+            f"data=[{{path: {data}}}]",
             f"output={out / 'model'}",
             f"trainer.learning_rate={run['lr']}",
             f"trainer.lr_scheduler_type={run['schedule']}",
@@ -178,8 +198,6 @@ def sft_trainer(run: dict[str, Any], seed: int, out: Path) -> tuple[Any, Any]:
             "trainer.logging_steps=100",
         ],
     )
-    trainer, _ = build_trainer(cfg)
-    return trainer, costs
 
 
 def opd_trainer(run: dict[str, Any], seed: int, out: Path) -> tuple[Any, Any]:
@@ -403,8 +421,7 @@ def report(summary: dict[str, Any], teacher: float) -> None:
         print(key, {arm: spread([100 * a for a in v]) for arm, v in summary[key].items()})
 
 
-def main() -> int:
-    global START
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--sweep", action="store_true")
@@ -414,7 +431,57 @@ def main() -> int:
     parser.add_argument("--out")
     parser.add_argument("--start", type=Path, default=START, help="the SFT checkpoint both arms start from")
     parser.add_argument("--only", help="one exploratory run: ARM:NAME with --run JSON and --seed, no summary")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def run_only(only: str, run: str | None, seed: int | None) -> None:
+    """One exploratory run, ARM:NAME, with `run` JSON over the arm's settings; its curve printed on one line."""
+    arm, name = only.split(":")
+    (curve,) = run_pairs([(arm, {**ARMS[arm], **json.loads(run or "{}")}, seed or 0, name)])
+    print(" ".join(f"{p['step']}:{100 * p['accuracy']:.1f}" for p in curve["points"]))
+
+
+def sweep(arms: dict[str, dict[str, Any]], threshold: float) -> list[dict[str, Any]]:
+    """Seed 0 of each arm over SWEEP's settings at half the steps: each run's best accuracy, printed too."""
+    jobs = [
+        (arm, {**arms[arm], **s, "steps": arms[arm]["steps"] // 2}, 0, f"sweep-{arm}-{i}")
+        for arm in ("sft", "opd")
+        for i, s in enumerate(SWEEP[arm])
+    ]
+    rows = [
+        {
+            "arm": c["arm"],
+            "run": c["run"],
+            "best_accuracy": max(p["accuracy"] for p in c["points"]),
+            "reached_at": reach(c, threshold),
+        }
+        for c in run_pairs(jobs)
+    ]
+    for row in rows:
+        print(json.dumps(row))
+    return rows
+
+
+def compare(seeds: list[int], with_sweep: bool) -> None:
+    """Both arms over the seeds against 95% of the teacher: bench/methods.json, bench/methods.png, the report."""
+    teacher = teacher_accuracy()
+    threshold = 0.95 * teacher
+    arms = {k: dict(v) for k, v in ARMS.items()}
+    result: dict[str, Any] = {"teacher_accuracy": teacher, "arms": arms}
+    if with_sweep:
+        result["sweep"] = sweep(arms, threshold)
+    jobs = [(arm, arms[arm], seed, f"{arm}-seed{seed}") for seed in seeds for arm in ("sft", "opd")]
+    curves = run_pairs(jobs)
+    summary = summarise(curves, threshold)
+    result.update(summary=summary, curves=curves)
+    (REPO / "bench/methods.json").write_text(json.dumps(result, indent=1))
+    plot(curves, threshold, REPO / "bench/methods.png")
+    report(summary, teacher)
+
+
+def main() -> int:
+    global START
+    args = parse_args()
     START = args.start.resolve()
     if args.child:
         child(args.child, json.loads(args.run), args.seed, Path(args.out))
@@ -422,39 +489,9 @@ def main() -> int:
     ensure_start()
     OUT.mkdir(parents=True, exist_ok=True)
     if args.only:
-        arm, name = args.only.split(":")
-        (curve,) = run_pairs([(arm, {**ARMS[arm], **json.loads(args.run or "{}")}, args.seed or 0, name)])
-        print(" ".join(f"{p['step']}:{100 * p['accuracy']:.1f}" for p in curve["points"]))
+        run_only(args.only, args.run, args.seed)
         return 0
-    teacher = teacher_accuracy()
-    threshold = 0.95 * teacher
-    arms = {k: dict(v) for k, v in ARMS.items()}
-    result: dict[str, Any] = {"teacher_accuracy": teacher, "arms": arms}
-    if args.sweep:
-        jobs = [
-            (arm, {**arms[arm], **s, "steps": arms[arm]["steps"] // 2}, 0, f"sweep-{arm}-{i}")
-            for arm in ("sft", "opd")
-            for i, s in enumerate(SWEEP[arm])
-        ]
-        swept = run_pairs(jobs)
-        result["sweep"] = [
-            {
-                "arm": c["arm"],
-                "run": c["run"],
-                "best_accuracy": max(p["accuracy"] for p in c["points"]),
-                "reached_at": reach(c, threshold),
-            }
-            for c in swept
-        ]
-        for row in result["sweep"]:
-            print(json.dumps(row))
-    jobs = [(arm, arms[arm], seed, f"{arm}-seed{seed}") for seed in args.seeds for arm in ("sft", "opd")]
-    curves = run_pairs(jobs)
-    summary = summarise(curves, threshold)
-    result.update(summary=summary, curves=curves)
-    (REPO / "bench/methods.json").write_text(json.dumps(result, indent=1))
-    plot(curves, threshold, REPO / "bench/methods.png")
-    report(summary, teacher)
+    compare(args.seeds, args.sweep)
     return 0
 
 

@@ -188,7 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="distill", description="Distil a teacher's reasoning into students."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    _add_stage_parsers(sub)
+    _add_validate_parser(sub)
+    _add_tiny_model_parser(sub)
+    _add_tool_parsers(sub)
+    return parser
 
+
+def _add_stage_parsers(sub: Any) -> None:
+    """One subcommand per stage: `--config`, dotted overrides, `--allow-incomplete` (and generate's `--shard`)."""
     for name, (_, _, help_text) in STAGES.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--config", required=True, help="recipe YAML")
@@ -203,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
             help="read an input folder without its manifest.json (the remains of a killed or failed run)",
         )
 
+
+def _add_validate_parser(sub: Any) -> None:
     p = sub.add_parser("validate", help="check a recipe and print it resolved (loads no model)")
     p.add_argument("--config", required=True, help="recipe YAML")
     p.add_argument(
@@ -215,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("overrides", nargs="*", metavar="key=value")
 
+
+def _add_tiny_model_parser(sub: Any) -> None:
     p = sub.add_parser("tiny-model", help="build a tiny Qwen2 model and BPE tokenizer offline (tests, demos)")
     p.add_argument("dir", help="output folder")
     for f in dataclasses.fields(TinyModelSpec):  # one flag per field, its default the spec's
@@ -226,19 +238,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--tokenizer-from", help="reuse the tokenizer of this tiny-model folder instead of training one"
     )
 
-    p = sub.add_parser("verify", help=verify.HELP, description=verify.HELP)
-    verify.add_arguments(p)
-    p = sub.add_parser("push", help=hub.HELP, description=hub.HELP)
-    hub.add_arguments(p)
-    from pipeline.toy import data as toy_data
 
-    p = sub.add_parser("toy-data", help=toy_data.HELP, description=toy_data.HELP)
-    toy_data.add_arguments(p)
+def _add_tool_parsers(sub: Any) -> None:
+    """verify, push, toy-data and demo: each module gives its own help text and arguments."""
+    from pipeline.toy import data as toy_data
     from pipeline.toy import demo
 
-    p = sub.add_parser("demo", help=demo.HELP, description=demo.HELP)
-    demo.add_arguments(p)
-    return parser
+    for name, module in (("verify", verify), ("push", hub), ("toy-data", toy_data), ("demo", demo)):
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
 
 
 COMMANDS = {

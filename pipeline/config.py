@@ -237,66 +237,95 @@ def _describe(tp: Any) -> str:
 def _convert(tp: Any, value: Any, source: Source, key: str) -> Any:
     """Check `value` against annotation `tp` and convert (nested dataclasses, int -> float, list -> tuple)."""
     origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-
-    def bad(expected: str | None = None) -> ConfigError:
-        shown = repr(value) if len(repr(value)) < 60 else repr(value)[:57] + "..."
-        return ConfigError(
-            f"{source.where(key)}: '{key}' must be {expected or _describe(tp)}, got {type(value).__name__} {shown}"
-        )
-
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        if len(options) == 1:
-            return _convert(options[0], value, source, key)
-        for arg in options:
-            try:
-                return _convert(arg, value, source, key)
-            except ConfigError:
-                continue
-        raise bad(" or ".join(_describe(a) for a in args)) from None
+        return _convert_union(tp, value, source, key)
     if origin is Literal:
-        if value in args:
-            return value
-        raise bad("one of " + ", ".join(repr(a) for a in args))
+        return _convert_literal(tp, value, source, key)
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value if value is not None else {}, source, key + ".")
     if origin in (list, tuple) or tp in (list, tuple):
-        if not isinstance(value, list | tuple):
-            raise bad()
-        item = args[0] if args else Any
-        items = [_convert(item, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple or tp is tuple else items
+        return _convert_sequence(tp, value, source, key)
     if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise bad()
-        vt = args[1] if len(args) == 2 else Any
-        return {str(k): _convert(vt, v, source, f"{key}.{k}") for k, v in value.items()}
+        return _convert_dict(tp, value, source, key)
+    return _convert_scalar(tp, value, source, key)
+
+
+def _bad(tp: Any, value: Any, source: Source, key: str, expected: str | None = None) -> ConfigError:
+    """The error for `value` at `key` not matching `tp` (or what `expected` names), the value shown shortened."""
+    shown = repr(value) if len(repr(value)) < 60 else repr(value)[:57] + "..."
+    return ConfigError(
+        f"{source.where(key)}: '{key}' must be {expected or _describe(tp)}, got {type(value).__name__} {shown}"
+    )
+
+
+def _convert_union(tp: Any, value: Any, source: Source, key: str) -> Any:
+    """Optional[X] and X | Y: None where allowed, else the value as the first option it converts to."""
+    args = typing.get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    options = [a for a in args if a is not type(None)]
+    if len(options) == 1:
+        return _convert(options[0], value, source, key)
+    for arg in options:
+        try:
+            return _convert(arg, value, source, key)
+        except ConfigError:
+            continue
+    raise _bad(tp, value, source, key, " or ".join(_describe(a) for a in args)) from None
+
+
+def _convert_literal(tp: Any, value: Any, source: Source, key: str) -> Any:
+    """Literal[...]: the value when it is one of the allowed ones."""
+    args = typing.get_args(tp)
+    if value in args:
+        return value
+    raise _bad(tp, value, source, key, "one of " + ", ".join(repr(a) for a in args))
+
+
+def _convert_sequence(tp: Any, value: Any, source: Source, key: str) -> list[Any] | tuple[Any, ...]:
+    """list[X] / tuple[X, ...] from a list or tuple, each item converted; a tuple annotation gives a tuple."""
+    if not isinstance(value, list | tuple):
+        raise _bad(tp, value, source, key)
+    args = typing.get_args(tp)
+    item = args[0] if args else Any
+    items = [_convert(item, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
+    return tuple(items) if typing.get_origin(tp) is tuple or tp is tuple else items
+
+
+def _convert_dict(tp: Any, value: Any, source: Source, key: str) -> dict[str, Any]:
+    """dict[K, V] from a mapping: keys as strings, each value converted."""
+    if not isinstance(value, dict):
+        raise _bad(tp, value, source, key)
+    args = typing.get_args(tp)
+    vt = args[1] if len(args) == 2 else Any
+    return {str(k): _convert(vt, v, source, f"{key}.{k}") for k, v in value.items()}
+
+
+def _convert_scalar(tp: Any, value: Any, source: Source, key: str) -> Any:
+    """float (from an int too), int, bool, str (from a number too), or any other class the value already is."""
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
-        raise bad()
+        raise _bad(tp, value, source, key)
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise bad()
+        raise _bad(tp, value, source, key)
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise bad()
+        raise _bad(tp, value, source, key)
     if tp is str:
         if isinstance(value, str):
             return value
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)  # `model: 7` or a revision like `1234` read as a number by YAML
-        raise bad()
+        raise _bad(tp, value, source, key)
     if isinstance(tp, type) and isinstance(value, tp):
         return value
-    raise bad()
+    raise _bad(tp, value, source, key)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

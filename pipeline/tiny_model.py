@@ -132,17 +132,30 @@ def build_tiny_model(
     `tokenizer_from` reuses another tiny model's tokenizer (a student that shares its teacher's, for KD)
     instead of training one on `corpus`.
     """
-    import torch
-    from tokenizers import Tokenizer
-    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
-
     spec = spec or TinyModelSpec()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    tokenizer = _chat_tokenizer(_base_tokenizer(spec, corpus, tokenizer_from), spec)
+    eos_id, pad_id = tokenizer.convert_tokens_to_ids([EOS_TOKEN, PAD_TOKEN])
+    _random_model(spec, eos_id, pad_id).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    _mark_as_qwen2_tokenizer(out / "tokenizer_config.json")
+    (out / "tiny_model.json").write_text(json.dumps(asdict(spec), indent=2) + "\n")
+    return out
+
+
+def _base_tokenizer(spec: TinyModelSpec, corpus: str | None, tokenizer_from: str | Path | None):
+    """The `tokenizers.Tokenizer` of the tiny model at `tokenizer_from`, or one trained on `corpus`."""
+    from tokenizers import Tokenizer
+
     if tokenizer_from is not None:
-        tok = Tokenizer.from_file(str(Path(tokenizer_from) / "tokenizer.json"))
-    else:
-        tok = train_tokenizer(corpus or DEFAULT_CORPUS, spec.vocab_size)
+        return Tokenizer.from_file(str(Path(tokenizer_from) / "tokenizer.json"))
+    return train_tokenizer(corpus or DEFAULT_CORPUS, spec.vocab_size)
+
+
+def _chat_tokenizer(tok, spec: TinyModelSpec):
+    """`tok` as a transformers tokenizer with EOS, pad and the ChatML template; refused if over vocab_size."""
+    from transformers import PreTrainedTokenizerFast
 
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok,
@@ -154,9 +167,15 @@ def build_tiny_model(
         clean_up_tokenization_spaces=False,
     )
     tokenizer.chat_template = CHAT_TEMPLATE
-    eos_id, pad_id = tokenizer.convert_tokens_to_ids([EOS_TOKEN, PAD_TOKEN])
     if len(tokenizer) > spec.vocab_size:
         raise ValueError(f"tokenizer has {len(tokenizer)} tokens, more than vocab_size {spec.vocab_size}")
+    return tokenizer
+
+
+def _random_model(spec: TinyModelSpec, eos_id: int, pad_id: int):
+    """A Qwen2ForCausalLM of `spec`'s shape with weights drawn from `spec.seed`, float32, tied embeddings."""
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
     config = Qwen2Config(
         vocab_size=spec.vocab_size,  # may exceed len(tokenizer): padded rows, as in real Qwen checkpoints
@@ -175,15 +194,14 @@ def build_tiny_model(
     torch.manual_seed(spec.seed)
     model = Qwen2ForCausalLM(config)
     model.generation_config = GenerationConfig(eos_token_id=eos_id, pad_token_id=pad_id, bos_token_id=None)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    # Mark the tokenizer as Qwen2's, as real Qwen checkpoints do; its rebuilt pre-tokenizer matches ours.
-    tc_path = out / "tokenizer_config.json"
+    return model
+
+
+def _mark_as_qwen2_tokenizer(tc_path: Path) -> None:
+    """Mark the tokenizer as Qwen2's, as real Qwen checkpoints do; its rebuilt pre-tokenizer matches ours."""
     tc = json.loads(tc_path.read_text())
     tc["tokenizer_class"] = "Qwen2Tokenizer"
     tc_path.write_text(json.dumps(tc, indent=2) + "\n")
-    (out / "tiny_model.json").write_text(json.dumps(asdict(spec), indent=2) + "\n")
-    return out
 
 
 def count_parameters(model_dir: str | Path) -> int:

@@ -91,6 +91,17 @@ def plot_report(report: dict[str, Any], items: list[Item], fate: dict[int, Any],
     import matplotlib.pyplot as plt
 
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(16, 4.5))
+    _plot_lengths(a, items, fate)
+    _plot_drops(b, report)
+    _plot_pass_rates(c, report["pass_rate"])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_lengths(ax: Any, items: list[Item], fate: dict[int, Any]) -> None:
+    """Stacked histogram of trace lengths, kept vs dropped."""
     # Reasoning tokens when a tokenizer counted them, else the completion tokens generate recorded
     counted = any(it.reasoning_tokens is not None for it in items)
     what = "reasoning tokens" if counted else "completion tokens"
@@ -102,32 +113,34 @@ def plot_report(report: dict[str, Any], items: list[Item], fate: dict[int, Any],
     dropped = [length(it) for i, it in enumerate(items) if i in fate and length(it) is not None]
     bins = np.histogram_bin_edges(kept + dropped or [0], bins=30)
 
-    a.hist(
+    ax.hist(
         [kept, dropped],
         bins=bins,
         label=[f"kept ({len(kept)})", f"dropped ({len(dropped)})"],
         color=["tab:green", "tab:red"],
         stacked=True,
     )
-    a.set(title="Trace length, kept vs dropped", xlabel=what, ylabel="samples")
+    ax.set(title="Trace length, kept vs dropped", xlabel=what, ylabel="samples")
+    ax.legend()
 
-    a.legend()
+
+def _plot_drops(ax: Any, report: dict[str, Any]) -> None:
+    """Horizontal bars of the drops per step/reason."""
     reasons = report["rejected_by_reason"]
-    b.barh(list(reasons)[::-1] or ["(none)"], list(reasons.values())[::-1] or [0], color="tab:red")
-    b.set(title=f"Dropped: {report['rejected']} of {report['input']}", xlabel="samples")
-    rates = report["pass_rate"]
+    ax.barh(list(reasons)[::-1] or ["(none)"], list(reasons.values())[::-1] or [0], color="tab:red")
+    ax.set(title=f"Dropped: {report['rejected']} of {report['input']}", xlabel="samples")
+
+
+def _plot_pass_rates(ax: Any, rates: dict[str, Any]) -> None:
+    """The teacher's per-problem pass-rate distribution, or a note that nothing was verified."""
     if rates.get("graded_problems"):
-        c.bar(np.arange(10) / 10 + 0.05, rates["histogram"], width=0.09, color="tab:blue")
-        c.set(
+        ax.bar(np.arange(10) / 10 + 0.05, rates["histogram"], width=0.09, color="tab:blue")
+        ax.set(
             title=f"Teacher pass rate per problem (mean {rates['mean']:.2f})",
             xlabel="pass rate",
             ylabel="problems",
             xlim=(0, 1),
         )
     else:
-        c.text(0.5, 0.5, "no verification step", ha="center", va="center")
-        c.set(title="Teacher pass rate per problem")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        ax.text(0.5, 0.5, "no verification step", ha="center", va="center")
+        ax.set(title="Teacher pass rate per problem")

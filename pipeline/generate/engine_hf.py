@@ -85,10 +85,37 @@ class TransformersEngine:
             yield Completion(r, "", "score", len(r.prompt_ids), n, topk)
 
     def generate(self, cfg: GenerateConfig, batch: list[Request]) -> Iterator[Completion]:
-        s, k = cfg.sampling, cfg.logprobs
+        k, n_prefix = cfg.logprobs, len(batch[0].prefix_ids)
         self.torch.manual_seed(batch[0].seed)
         ids, mask = self.left_pad([r.prompt_ids for r in batch])
-        out = self.model.generate(
+        out = self.sample_batch(cfg, batch, ids, mask)
+        new = out.sequences[:, ids.shape[1] :].cpu().tolist()
+        step_logp = self.torch.log_softmax(self.torch.stack(out.logits, 1).float(), -1) if k else None
+        prefix_top = None
+        if k and n_prefix:
+            prefix_top = self.topk_of_positions(k, ids, mask, ids.shape[1] - n_prefix - 1)
+        for row, r in enumerate(batch):
+            tokens, finish = self.cut(new[row][: r.max_tokens], cfg.sampling.stop)
+            text = self.tokenizer.decode(
+                tokens[:-1] if finish == "eos" else tokens, skip_special_tokens=False
+            )
+            topk = None
+            if k:
+                prefix_rows = tuple(a[row] for a in prefix_top) if prefix_top is not None else None
+                topk = self.sampled_topk(k, r, tokens, step_logp[row, : len(tokens)], prefix_rows)
+            yield Completion(
+                r,
+                r.prefix + text,
+                "length" if finish == "length" else "stop",
+                len(r.prompt_ids) - n_prefix,
+                n_prefix + len(tokens),
+                topk,
+            )
+
+    def sample_batch(self, cfg: GenerateConfig, batch: list[Request], ids: Any, mask: Any) -> Any:
+        """One `model.generate` call over the left-padded batch, with the step logits when logprobs are wanted."""
+        s, k = cfg.sampling, cfg.logprobs
+        return self.model.generate(
             input_ids=ids,
             attention_mask=mask,
             do_sample=s.temperature > 0,
@@ -104,39 +131,22 @@ class TransformersEngine:
             stop_strings=list(s.stop) or None,
             tokenizer=self.tokenizer if s.stop else None,
         )
-        new = out.sequences[:, ids.shape[1] :].cpu().tolist()
-        step_logp = self.torch.log_softmax(self.torch.stack(out.logits, 1).float(), -1) if k else None
-        prefix_top = None
-        n_prefix = len(batch[0].prefix_ids)
-        if k and n_prefix:
-            prefix_top = self.topk_of_positions(k, ids, mask, ids.shape[1] - n_prefix - 1)
-        for row, r in enumerate(batch):
-            tokens, finish = self.cut(new[row][: r.max_tokens], s.stop)
-            text = self.tokenizer.decode(
-                tokens[:-1] if finish == "eos" else tokens, skip_special_tokens=False
-            )
-            topk = None
-            if k:
-                logp = step_logp[row, : len(tokens)]
-                top = logp.topk(k, dim=-1)
-                chosen = logp.gather(-1, self.torch.tensor(tokens, device=logp.device)[:, None]).squeeze(-1)
-                parts = [(top.indices.cpu().numpy(), top.values.cpu().numpy(), chosen.cpu().numpy())]
-                if prefix_top is not None:
-                    parts.insert(0, tuple(a[row] for a in prefix_top))
-                topk = TopK(
-                    np.asarray(r.prefix_ids + tokens, np.int32),
-                    to_fp16(np.concatenate([p[2] for p in parts])),
-                    np.concatenate([p[0] for p in parts]).astype(np.int32),
-                    to_fp16(np.concatenate([p[1] for p in parts])),
-                )
-            yield Completion(
-                r,
-                r.prefix + text,
-                "length" if finish == "length" else "stop",
-                len(r.prompt_ids) - n_prefix,
-                n_prefix + len(tokens),
-                topk,
-            )
+
+    def sampled_topk(
+        self, k: int, r: Request, tokens: list[int], logp: Any, prefix_rows: tuple[Any, ...] | None
+    ) -> TopK:
+        """One completion's top-k: the forced prefix's rows (scored, when there is one), then each sampled step's."""
+        top = logp.topk(k, dim=-1)
+        chosen = logp.gather(-1, self.torch.tensor(tokens, device=logp.device)[:, None]).squeeze(-1)
+        parts = [(top.indices.cpu().numpy(), top.values.cpu().numpy(), chosen.cpu().numpy())]
+        if prefix_rows is not None:
+            parts.insert(0, prefix_rows)
+        return TopK(
+            np.asarray(r.prefix_ids + tokens, np.int32),
+            to_fp16(np.concatenate([p[2] for p in parts])),
+            np.concatenate([p[0] for p in parts]).astype(np.int32),
+            to_fp16(np.concatenate([p[1] for p in parts])),
+        )
 
     def cut(self, tokens: list[int], stops: list[str]) -> tuple[list[int], str]:
         """Tokens up to and including the first EOS ("eos"), or up to a matched stop string ("stop")."""

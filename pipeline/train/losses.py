@@ -103,17 +103,37 @@ def topk_kd(
     T = temperature
     t_lp = teacher_logprobs.float()
     valid = torch.ones_like(t_lp, dtype=torch.bool) if valid is None else valid
-    ids = torch.where(valid, teacher_ids, torch.zeros_like(teacher_ids)).long()
-    neg_inf = torch.tensor(float("-inf"), device=t_lp.device)
-    s_full = torch.log_softmax(student_logits.float() / T, -1)
-    s_k = torch.where(valid, s_full.gather(-1, ids), neg_inf)  # student log p_s^T at the teacher's ids
-    t_k = torch.where(valid, t_lp / T, neg_inf)  # tempered, not yet normalised
+    t_k, s_k = _at_teacher_ids(student_logits, teacher_ids, t_lp, valid, T)
     if tail == "renormalize":
         t_norm = t_k - torch.logsumexp(t_k, -1, keepdim=True)
         s_norm = s_k - torch.logsumexp(s_k, -1, keepdim=True)
         return divergence(t_norm, s_norm, kind, beta) * T**2
     if tail != "bucket":
         raise ValueError(f"unknown tail handling {tail!r}")
+    t_all, s_all = _with_tail_bucket(t_lp, t_k, s_k, valid, T)
+    return divergence(t_all, s_all, kind, beta) * T**2
+
+
+def _at_teacher_ids(
+    student_logits: torch.Tensor, teacher_ids: torch.Tensor, t_lp: torch.Tensor, valid: torch.Tensor, T: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher and student tempered logprobs at the teacher's top-k ids [N, k], -inf where not `valid`.
+
+    The student's come from its full-vocabulary log-softmax; the teacher's are tempered, not yet normalised.
+    """
+    ids = torch.where(valid, teacher_ids, torch.zeros_like(teacher_ids)).long()
+    neg_inf = torch.tensor(float("-inf"), device=t_lp.device)
+    s_full = torch.log_softmax(student_logits.float() / T, -1)
+    s_k = torch.where(valid, s_full.gather(-1, ids), neg_inf)  # student log p_s^T at the teacher's ids
+    t_k = torch.where(valid, t_lp / T, neg_inf)  # tempered, not yet normalised
+    return t_k, s_k
+
+
+def _with_tail_bucket(
+    t_lp: torch.Tensor, t_k: torch.Tensor, s_k: torch.Tensor, valid: torch.Tensor, T: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both distributions over k + 1 outcomes [N, k + 1]: the top-k ids, then the tail (all the other mass)."""
+    neg_inf = torch.tensor(float("-inf"), device=t_lp.device)
     # Tails are floored at 1e-8 of mass: fp16-stored top-k can sum to >= 1, and a zero tail would make reverse
     # KL and JSD infinite; 1e-8 changes any loss by less than 1e-7.
     t_tail = (
@@ -123,9 +143,8 @@ def topk_kd(
     t_all = torch.cat([t_k, t_tail], -1)
     t_all = t_all - torch.logsumexp(t_all, -1, keepdim=True)
     s_tail = _log1mexp(torch.logsumexp(s_k, -1, keepdim=True)).clamp(min=TAIL_FLOOR)
-
     s_all = torch.cat([s_k, s_tail], -1)
-    return divergence(t_all, s_all, kind, beta) * T**2
+    return t_all, s_all
 
 
 def mix(ce: torch.Tensor, kd: torch.Tensor, kd_weight: float) -> torch.Tensor:

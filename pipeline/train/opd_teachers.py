@@ -258,14 +258,7 @@ def check_same_tokens(
 ) -> None:
     """Refuse a teacher whose chat template or tokenizer gives other ids than the student's: it would score the
     student's ids under a prompt it was never trained on (a bias of tenths of a nat per token)."""
-    own = getattr(teacher, "tokenizer", None)
-    if own is not None and own.get_vocab() != student_tokenizer.get_vocab():
-        raise ConfigError(
-            f"teacher {teacher.name}: its tokenizer's vocabulary differs from the student's: on-policy "
-            "distillation compares both models on the student's token ids. For another tokenizer use TRL's "
-            "GOLD trainer (trl.experimental.gold), or SFT on the teacher's text",
-            key="teachers",
-        )
+    _check_same_vocabulary(student_tokenizer, teacher)
     checks = (
         (
             "the rendered prompt",
@@ -279,16 +272,36 @@ def check_same_tokens(
         ),
     )
     for what, s_ids, t_ids in checks:
-        at = first_difference(s_ids, t_ids)
-        if at is not None:
+        _check_same_ids(student_tokenizer, teacher, what, s_ids, t_ids)
 
-            def show(ids: list[int], at: int = at) -> str:
-                return f"{ids[at : at + 6]} {student_tokenizer.decode(ids[at : at + 6])!r}"
 
-            raise ConfigError(
-                f"teacher {teacher.name}: tokenises {what} differently from the student, from token {at} "
-                f"(student {len(s_ids)} tokens, teacher {len(t_ids)}): student {show(s_ids)} vs teacher "
-                f"{show(t_ids)}. Give both the same chat template (prompt.chat_template) and tokenizer, or for "
-                "another tokenizer use TRL's GOLD trainer (trl.experimental.gold)",
-                key="teachers",
-            )
+def _check_same_vocabulary(student_tokenizer: Any, teacher: Teacher) -> None:
+    """Refuse a teacher with a tokenizer of its own (a local one) whose vocabulary is not the student's."""
+    own = getattr(teacher, "tokenizer", None)
+    if own is not None and own.get_vocab() != student_tokenizer.get_vocab():
+        raise ConfigError(
+            f"teacher {teacher.name}: its tokenizer's vocabulary differs from the student's: on-policy "
+            "distillation compares both models on the student's token ids. For another tokenizer use TRL's "
+            "GOLD trainer (trl.experimental.gold), or SFT on the teacher's text",
+            key="teachers",
+        )
+
+
+def _check_same_ids(
+    student_tokenizer: Any, teacher: Teacher, what: str, s_ids: list[int], t_ids: list[int]
+) -> None:
+    """Refuse when the student's and the teacher's ids for `what` differ, showing both from the first difference."""
+    at = first_difference(s_ids, t_ids)
+    if at is None:
+        return
+
+    def show(ids: list[int]) -> str:
+        return f"{ids[at : at + 6]} {student_tokenizer.decode(ids[at : at + 6])!r}"
+
+    raise ConfigError(
+        f"teacher {teacher.name}: tokenises {what} differently from the student, from token {at} "
+        f"(student {len(s_ids)} tokens, teacher {len(t_ids)}): student {show(s_ids)} vs teacher "
+        f"{show(t_ids)}. Give both the same chat template (prompt.chat_template) and tokenizer, or for "
+        "another tokenizer use TRL's GOLD trainer (trl.experimental.gold)",
+        key="teachers",
+    )

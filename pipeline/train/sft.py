@@ -130,53 +130,20 @@ def supervised_tokens(dataset: Any) -> int:
 
 
 def train_and_save(cfg: SFTStageConfig, trainer: Any, dataset: Any, stage: str) -> int:
-    from pipeline.checkpoints import latest_complete_checkpoint
+    """Check the template, train (resuming), save the student and, on the main process, write the manifest."""
     from pipeline.faults import arm_weight_save
     from pipeline.train.template_check import check_template, pick_example
 
     checked = check_template(trainer, pick_example(dataset)) if cfg.check_template else None
-    main = trainer.is_world_process_zero()  # only one process removes incomplete checkpoints
-    last = latest_complete_checkpoint(cfg.output, remove_incomplete=main) if cfg.resume else None
-    last = str(last) if last else None
+    last = _resume_checkpoint(cfg, trainer)
     arm_weight_save()
-    start_epoch = 0.0
-    if last:
-        start_epoch = json.loads((Path(last) / "trainer_state.json").read_text()).get("epoch") or 0.0
-        log.info("resuming from %s (epoch %.2f)", last, start_epoch)
+    start_epoch = _resumed_epoch(last)
     result = trainer.train(resume_from_checkpoint=last)
     trainer.save_model(cfg.output)
     if not trainer.is_world_process_zero():
         return 0
-    merged = None
-    if cfg.peft.merge and cfg.peft.method != "full":
-        from pipeline.train.models import merge_adapter
-
-        merged = str(
-            merge_adapter(cfg, Path(cfg.output), Path(cfg.output) / "merged", trainer.processing_class)
-        )
-    tokens = supervised_tokens(trainer.train_dataset) * (trainer.state.epoch - start_epoch)
-    runtime = result.metrics.get("train_runtime") or 1e-9
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    parts = {  # the kd stage's separately logged parts
-        f"final_{key}": values[-1]
-        for key in ("ce_loss", "kd_loss", "hidden_loss")
-        if (values := [e[key] for e in trainer.state.log_history if key in e])
-    }
-
-    counts = {
-        "examples": len(dataset),  # the dataset's rows; training_rows: after packing / truncation
-        "training_rows": len(trainer.train_dataset),
-        "dropped": getattr(trainer, "dropped", {}),  # kd: examples left out, per reason
-        "world_size": trainer.args.world_size,
-        "global_step": trainer.state.global_step,
-        "epochs": round(trainer.state.epoch, 4),
-        "supervised_tokens": int(tokens),
-        "supervised_tokens_per_s": round(tokens / runtime, 1),
-        "train_runtime_s": round(runtime, 2),
-        "final_loss": losses[-1] if losses else result.metrics.get("train_loss"),
-        "train_loss": result.metrics.get("train_loss"),
-        **parts,
-    }
+    merged = _merge_if_asked(cfg, trainer)
+    counts = _run_counts(trainer, dataset, result, start_epoch)
     write_manifest(
         cfg.output,
         stage,
@@ -191,3 +158,60 @@ def train_and_save(cfg: SFTStageConfig, trainer: Any, dataset: Any, stage: str) 
     )
     log.info("%s done: %s", stage, counts)
     return 0
+
+
+def _resume_checkpoint(cfg: SFTStageConfig, trainer: Any) -> str | None:
+    """The latest complete checkpoint in `output` when resuming, as a string; None to start afresh."""
+    from pipeline.checkpoints import latest_complete_checkpoint
+
+    main = trainer.is_world_process_zero()  # only one process removes incomplete checkpoints
+    last = latest_complete_checkpoint(cfg.output, remove_incomplete=main) if cfg.resume else None
+    return str(last) if last else None
+
+
+def _resumed_epoch(last: str | None) -> float:
+    """The epoch the checkpoint `last` reached (logged), 0.0 without one."""
+    start_epoch = 0.0
+    if last:
+        start_epoch = json.loads((Path(last) / "trainer_state.json").read_text()).get("epoch") or 0.0
+        log.info("resuming from %s (epoch %.2f)", last, start_epoch)
+    return start_epoch
+
+
+def _merge_if_asked(cfg: SFTStageConfig, trainer: Any) -> str | None:
+    """With `peft.merge` on an adapter run: the merged model's folder (under `merged/`), else None."""
+    if not (cfg.peft.merge and cfg.peft.method != "full"):
+        return None
+    from pipeline.train.models import merge_adapter
+
+    return str(merge_adapter(cfg, Path(cfg.output), Path(cfg.output) / "merged", trainer.processing_class))
+
+
+def _run_counts(trainer: Any, dataset: Any, result: Any, start_epoch: float) -> dict[str, Any]:
+    """The manifest's counts: rows, steps, supervised tokens and their rate (this run's epochs), final losses."""
+    tokens = supervised_tokens(trainer.train_dataset) * (trainer.state.epoch - start_epoch)
+    runtime = result.metrics.get("train_runtime") or 1e-9
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    return {
+        "examples": len(dataset),  # the dataset's rows; training_rows: after packing / truncation
+        "training_rows": len(trainer.train_dataset),
+        "dropped": getattr(trainer, "dropped", {}),  # kd: examples left out, per reason
+        "world_size": trainer.args.world_size,
+        "global_step": trainer.state.global_step,
+        "epochs": round(trainer.state.epoch, 4),
+        "supervised_tokens": int(tokens),
+        "supervised_tokens_per_s": round(tokens / runtime, 1),
+        "train_runtime_s": round(runtime, 2),
+        "final_loss": losses[-1] if losses else result.metrics.get("train_loss"),
+        "train_loss": result.metrics.get("train_loss"),
+        **_final_loss_parts(trainer.state.log_history),
+    }
+
+
+def _final_loss_parts(log_history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The kd stage's separately logged parts, each its last logged value: final_ce_loss, final_kd_loss, ..."""
+    return {
+        f"final_{key}": values[-1]
+        for key in ("ce_loss", "kd_loss", "hidden_loss")
+        if (values := [e[key] for e in log_history if key in e])
+    }

@@ -59,10 +59,24 @@ def prompt_length(tok: Any, prompt: Any, chat_template: str | None) -> int:
 
 def check_template(trainer: Any, example: dict[str, Any]) -> dict[str, Any]:
     """Raise TemplateError unless the rendered example passes the three checks; return what was checked."""
-    from datasets import Dataset
-
     tok = trainer.processing_class
     tok = getattr(tok, "tokenizer", tok)
+    labels, supervised = _supervised_tokens(trainer, example)
+    prompt, completion = split_example(example)
+    _check_reasoning_kept(completion, tok.decode(supervised, skip_special_tokens=False))
+    last = _check_ends_on_stop(tok, trainer.model, supervised)
+    first = _check_prompt_masked(tok, prompt, labels, getattr(trainer, "chat_template", None))
+    return {
+        "supervised_tokens": len(supervised),
+        "prompt_tokens": first,
+        "stop_token": tok.convert_ids_to_tokens(last),
+    }
+
+
+def _supervised_tokens(trainer: Any, example: dict[str, Any]) -> tuple[list[int], list[int]]:
+    """The example's labels as the trainer prepares it (unpacked), and its supervised ids; refused if none."""
+    from datasets import Dataset
+
     prepared = trainer._prepare_dataset(  # noqa: SLF001 (the trainer's own preparation, so we check its output)
         Dataset.from_list([example]),
         trainer.processing_class,
@@ -78,8 +92,11 @@ def check_template(trainer: Any, example: dict[str, Any]) -> dict[str, Any]:
             "no token of the example is supervised: the completion is masked out (check "
             "completion_only_loss / assistant_only_loss and the template's generation markers)"
         )
-    prompt, completion = split_example(example)
-    rendered = tok.decode(supervised, skip_special_tokens=False)
+    return labels, supervised
+
+
+def _check_reasoning_kept(completion: str, rendered: str) -> None:
+    """Check 1: the start of the completion's <think> content is in the supervised text."""
     if "</think>" in completion:
         reasoning = completion.split("</think>")[0].split("<think>")[-1].strip()
         if reasoning and reasoning[:200] not in rendered:
@@ -88,7 +105,11 @@ def check_template(trainer: Any, example: dict[str, Any]) -> dict[str, Any]:
                 f"without its reasoning. Supervised text: {rendered[:300]!r}. Name a training template that keeps "
                 "it (trainer.chat_template_path)"
             )
-    stops = stop_token_ids(tok, trainer.model)
+
+
+def _check_ends_on_stop(tok: Any, model: Any, supervised: list[int]) -> int:
+    """Check 2: the last supervised token that is not whitespace is one the student stops on; that token."""
+    stops = stop_token_ids(tok, model)
     last = next((t for t in reversed(supervised) if tok.decode([t]).strip() or t in stops), supervised[-1])
     if last not in stops:
         names = ", ".join(repr(tok.convert_ids_to_tokens(s)) for s in sorted(stops))
@@ -97,16 +118,17 @@ def check_template(trainer: Any, example: dict[str, Any]) -> dict[str, Any]:
             f"({names}): the trained student would never stop. Use a template that closes the assistant turn with "
             "EOS, or set trainer.eos_token"
         )
+    return last
+
+
+def _check_prompt_masked(tok: Any, prompt: Any, labels: list[int], chat_template: str | None) -> int:
+    """Check 3: no supervision inside the prompt; the position of the first supervised token."""
     first = next(i for i, label in enumerate(labels) if label != -100)
-    n_prompt = prompt_length(tok, prompt, getattr(trainer, "chat_template", None))
+    n_prompt = prompt_length(tok, prompt, chat_template)
     if (
         first < n_prompt - 1
     ):  # TRL may start the completion one token early where tokens merge at the boundary
         raise TemplateError(
             f"the prompt is not masked: supervision starts at token {first} of a {n_prompt}-token prompt"
         )
-    return {
-        "supervised_tokens": len(supervised),
-        "prompt_tokens": first,
-        "stop_token": tok.convert_ids_to_tokens(last),
-    }
+    return first

@@ -2,19 +2,22 @@
 
     .venv/bin/python bench/methods.py [--seeds 0 1 2] [--sweep]          (make bench-methods)
 
-Both arms start from the demo SFT student's `checkpoint-2250` (runs/demo/sft; made here when missing) and learn
-the toy task from the committed toy teacher:
+Both arms start from the demo SFT student's `checkpoint-3000` (runs/demo/sft; made here when missing; `--start`
+another) and learn the toy task from the committed toy teacher:
   sft  continues SFT on the teacher's filtered traces (runs/demo/filter), 16 traces a step, in a seeded order;
        teacher cost = the completion tokens the teacher *generated* for the traces trained on (a lower bound:
        the traces the filter dropped cost the teacher too; the factor is printed);
   opd  `distill opd`'s trainer (recipes/demo/opd.yaml), 8 rollouts a step on the training problems; teacher cost =
-       the prompt + completion tokens the teacher *scored* (prefill only).
+       the completion tokens the teacher *scored* (prefill only).
 Every `--every` steps a callback scores the live student greedily on 200 held-out problems (math-verify), with
-the distinct training problems and teacher tokens used so far and the training seconds (evaluation excluded).
+the distinct training problems and teacher tokens used so far, the student tokens trained on (SFT: every trace
+token read, again each epoch; OPD: its rollouts' tokens, each read once) and the training seconds (evaluation
+excluded).
 For each method: mean and spread over seeds of the problems, teacher tokens and seconds needed to reach 95% of the
 teacher's held-out accuracy. Target (issue #11): OPD needs <= 1/3 of SFT's teacher tokens and problems.
 Each run is its own process on one thread; an SFT and an OPD run go side by side (2 cores).
-`--sweep` first runs seed 0 of each arm over learning rates and schedules (and OPD's loss) and keeps the best.
+`--sweep` first runs seed 0 of each arm over learning rates and schedules (and OPD's loss) and records them (ARMS
+holds what the recorded sweep chose). `--report-only` summarises the runs already in runs/bench-methods.
 Writes bench/methods.json and bench/methods.png.
 """
 
@@ -32,13 +35,13 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-START = REPO / "runs/demo/sft/checkpoint-2250"
+START = REPO / "runs/demo/sft/checkpoint-3000"
 OUT = REPO / "runs/bench-methods"
 HELDOUT = 200
 SFT_BATCH, OPD_BATCH = 16, 8
 ARMS = {  # what the sweep chose (bench/RESULTS.md records the sweep); --sweep re-runs it
     "sft": {"lr": 1.0e-3, "schedule": "constant", "steps": 1200, "every": 100},
-    "opd": {"lr": 3.0e-4, "schedule": "constant", "steps": 600, "every": 50, "loss": "jsd_top20"},
+    "opd": {"lr": 3.0e-4, "schedule": "cosine", "steps": 600, "every": 50, "loss": "jsd_top20", "beta": 1.0},
 }
 SWEEP = {  # seed 0, 300 OPD / 600 SFT steps
     "sft": [{"lr": 1e-3, "schedule": "constant"}, {"lr": 2e-3, "schedule": "cosine"}],
@@ -98,7 +101,8 @@ class Evaluator:
 
 
 def curve_callback(evaluate: Evaluator, every: int, costs: Any, points: list[dict[str, Any]]) -> Any:
-    """A TrainerCallback recording (step, accuracy, problems, teacher tokens, training seconds) every `every` steps."""
+    """A TrainerCallback recording (step, accuracy, problems, teacher and student tokens, training seconds) every
+    `every` steps."""
     from transformers import TrainerCallback
 
     class Curve(TrainerCallback):
@@ -117,13 +121,14 @@ def curve_callback(evaluate: Evaluator, every: int, costs: Any, points: list[dic
             t0 = time.perf_counter()
             accuracy = evaluate(model)
             self.evaluating += time.perf_counter() - t0
-            problems, tokens = costs(state.global_step)
+            problems, tokens, read = costs(state.global_step)
             points.append(
                 {
                     "step": state.global_step,
                     "accuracy": accuracy,
                     "problems": problems,
                     "teacher_tokens": tokens,
+                    "student_tokens": read,
                     "seconds": round(seconds, 2),
                 }
             )
@@ -156,7 +161,8 @@ def shuffled_traces(seed: int, path: Path) -> Any:
 
 
 def trace_costs(table: Any) -> Any:
-    """step -> (distinct problems, teacher-generated tokens) of the traces trained on by then, SFT_BATCH a step."""
+    """step -> (distinct problems, teacher-generated tokens, student tokens read) of the traces trained on by then,
+    SFT_BATCH a step; the traces are read again each epoch, which costs the teacher nothing more."""
     import numpy as np
 
     tokens = np.cumsum(table.column("num_completion_tokens").to_numpy())
@@ -165,9 +171,11 @@ def trace_costs(table: Any) -> Any:
         seen.add(pid)
         first_seen.append(len(seen))
 
-    def costs(step: int) -> tuple[int, int]:
+    def costs(step: int) -> tuple[int, int, int]:
+        epochs, rest = divmod(step * SFT_BATCH, table.num_rows)
+        read = int(epochs * tokens[-1] + (tokens[rest - 1] if rest else 0))
         n = min(step * SFT_BATCH, table.num_rows)
-        return (first_seen[n - 1], int(tokens[n - 1])) if n else (0, 0)
+        return (first_seen[n - 1], int(tokens[n - 1]), read) if n else (0, 0, 0)
 
     return costs
 
@@ -207,8 +215,13 @@ def opd_trainer(run: dict[str, Any], seed: int, out: Path) -> tuple[Any, Any]:
     from pipeline.train.opd_config import OPDStageConfig
 
     loss = {
-        "jsd_full": ["opd.loss=jsd", "opd.support=full", "trainer.beta=1.0"],
-        "jsd_top20": ["opd.loss=jsd", "opd.support=topk", "opd.topk=20", "trainer.beta=1.0"],
+        "jsd_full": ["opd.loss=jsd", "opd.support=full", f"trainer.beta={run.get('beta', 1.0)}"],
+        "jsd_top20": [
+            "opd.loss=jsd",
+            "opd.support=topk",
+            "opd.topk=20",
+            f"trainer.beta={run.get('beta', 1.0)}",
+        ],
     }.get(run.get("loss", ""), [])
     cfg = load_config(
         OPDStageConfig,
@@ -221,7 +234,7 @@ def opd_trainer(run: dict[str, Any], seed: int, out: Path) -> tuple[Any, Any]:
             f"trainer.learning_rate={run['lr']}",
             f"trainer.lr_scheduler_type={run['schedule']}",
             f"trainer.max_steps={run['steps']}",
-            f"trainer.per_device_train_batch_size={OPD_BATCH}",
+            f"trainer.per_device_train_batch_size={run.get('batch', OPD_BATCH)}",
             "trainer.save_strategy='no'",
             "trainer.disable_tqdm=true",
             f"trainer.seed={seed}",
@@ -230,7 +243,7 @@ def opd_trainer(run: dict[str, Any], seed: int, out: Path) -> tuple[Any, Any]:
         ],
     )
     trainer = build_trainer(cfg, load_problems(cfg.problems))
-    return trainer, lambda step: (len(trainer._problems), trainer._teacher_tokens)
+    return trainer, lambda step: (len(trainer._problems), trainer._teacher_tokens, trainer._teacher_tokens)
 
 
 def child(arm: str, run: dict[str, Any], seed: int, out: Path) -> None:
@@ -340,8 +353,10 @@ def spread(values: list[float]) -> str:
 
 
 def summarise(curves: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
-    """At the target (95% of the teacher) and at lower accuracy levels: what each method needed to get there."""
-    levels = {"target": threshold, **{f"{int(100 * x)}%": x for x in (0.6, 0.7, 0.8, 0.9)}}
+    """At the target (95% of the teacher) and at lower accuracy levels above the start: what each method needed."""
+    start = max(c["points"][0]["accuracy"] for c in curves)  # levels the start checkpoint has not reached yet
+    steps = [x for x in (0.6, 0.7, 0.8, 0.85, 0.9) if start < x < threshold]
+    levels = {"target": threshold, **{f"{round(100 * x)}%": x for x in steps}}
     out: dict[str, Any] = {"threshold": threshold, "levels": {}}
     for name, level in levels.items():
         table = {}
@@ -350,7 +365,10 @@ def summarise(curves: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
             got = [h for h in (reach(c, level) for c in runs) if h]
             table[arm] = {
                 "reached": f"{len(got)}/{len(runs)}",
-                **{k: [h[k] for h in got] for k in ("step", "problems", "teacher_tokens", "seconds")},
+                **{
+                    k: [h[k] for h in got]
+                    for k in ("step", "problems", "teacher_tokens", "student_tokens", "seconds")
+                },
             }
         ratio = {}
         if (
@@ -358,7 +376,7 @@ def summarise(curves: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
             == len(table["opd"]["problems"])
             == len([c for c in curves if c["arm"] == "sft"])
         ):
-            for k in ("problems", "teacher_tokens", "seconds"):
+            for k in ("problems", "teacher_tokens", "student_tokens", "seconds"):
                 ratio[k] = statistics.mean(table["opd"][k]) / max(statistics.mean(table["sft"][k]), 1e-9)
         out["levels"][name] = {"accuracy": level, "methods": table, "opd_over_sft": ratio}
     out["final_accuracy"] = {
@@ -377,14 +395,15 @@ def plot(curves: list[dict[str, Any]], threshold: float, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
     for ax, key, label in zip(
         axes,
-        ("problems", "teacher_tokens", "seconds"),
+        ("problems", "teacher_tokens", "student_tokens", "seconds"),
         (
             "distinct training problems",
             "teacher tokens (SFT: generated; OPD: scored)",
-            "training seconds (2 cores shared)",
+            "student tokens trained on (SFT: each epoch again)",
+            "training seconds (one thread a run)",
         ),
         strict=True,
     ):
@@ -409,14 +428,13 @@ def report(summary: dict[str, Any], teacher: float) -> None:
     print(f"\nteacher held-out accuracy {teacher:.3f}; target 95% of it = {summary['threshold']:.3f}")
     for name, level in summary["levels"].items():
         print(f"\nto reach {name} ({level['accuracy']:.3f}): mean (min-max) over the seeds that reached it")
-        print(
-            f"{'method':6} {'reached':8} {'steps':>20} {'problems':>22} {'teacher tokens':>26} {'seconds':>20}"
-        )
+        keys = ("step", "problems", "teacher_tokens", "student_tokens", "seconds")
+        print(f"{'method':6} {'reached':8} " + " ".join(f"{k.replace('_', ' '):>26}" for k in keys))
         for arm, m in level["methods"].items():
-            cells = [spread(m[k]) for k in ("step", "problems", "teacher_tokens", "seconds")]
-            print(f"{arm:6} {m['reached']:8} {cells[0]:>20} {cells[1]:>22} {cells[2]:>26} {cells[3]:>20}")
+            print(f"{arm:6} {m['reached']:8} " + " ".join(f"{spread(m[k]):>26}" for k in keys))
         for k, v in level["opd_over_sft"].items():
-            print(f"  OPD / SFT {k}: {v:.3f}" + ("  (target <= 0.333)" if k != "seconds" else ""))
+            target = k in ("problems", "teacher_tokens")
+            print(f"  OPD / SFT {k}: {v:.3f}" + ("  (target <= 0.333)" if target else ""))
     for key in ("final_accuracy", "best_accuracy"):
         print(key, {arm: spread([100 * a for a in v]) for arm, v in summary[key].items()})
 
@@ -431,6 +449,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out")
     parser.add_argument("--start", type=Path, default=START, help="the SFT checkpoint both arms start from")
     parser.add_argument("--only", help="one exploratory run: ARM:NAME with --run JSON and --seed, no summary")
+    parser.add_argument("--report-only", action="store_true", help="summarise the runs in runs/bench-methods")
     return parser.parse_args()
 
 
@@ -462,16 +481,28 @@ def sweep(arms: dict[str, dict[str, Any]], threshold: float) -> list[dict[str, A
     return rows
 
 
-def compare(seeds: list[int], with_sweep: bool) -> None:
+def read_curve(name: str) -> dict[str, Any]:
+    """A finished run's curve from runs/bench-methods, with student tokens added to runs recorded without them."""
+    curve = json.loads((OUT / name / "curve.json").read_text())
+    if curve["arm"] == "sft" and "student_tokens" not in curve["points"][0]:
+        costs = trace_costs(shuffled_traces(curve["seed"], OUT / name / "data" / "train-00000.parquet"))
+        for p in curve["points"]:
+            p["student_tokens"] = costs(p["step"])[2]
+    for p in curve["points"]:
+        p.setdefault("student_tokens", p["teacher_tokens"])
+    return curve
+
+
+def compare(seeds: list[int], with_sweep: bool, report_only: bool = False) -> None:
     """Both arms over the seeds against 95% of the teacher: bench/methods.json, bench/methods.png, the report."""
     teacher = teacher_accuracy()
     threshold = 0.95 * teacher
     arms = {k: dict(v) for k, v in ARMS.items()}
     result: dict[str, Any] = {"teacher_accuracy": teacher, "arms": arms}
-    if with_sweep:
+    if with_sweep and not report_only:
         result["sweep"] = sweep(arms, threshold)
     jobs = [(arm, arms[arm], seed, f"{arm}-seed{seed}") for seed in seeds for arm in ("sft", "opd")]
-    curves = run_pairs(jobs)
+    curves = [read_curve(name) for *_, name in jobs] if report_only else run_pairs(jobs)
     summary = summarise(curves, threshold)
     result.update(summary=summary, curves=curves)
     (REPO / "bench/methods.json").write_text(json.dumps(result, indent=1))
@@ -491,7 +522,7 @@ def main() -> int:
     if args.only:
         run_only(args.only, args.run, args.seed)
         return 0
-    compare(args.seeds, args.sweep)
+    compare(args.seeds, args.sweep, args.report_only)
     return 0
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from pipeline.push.dataset_card import (
+from pipeline.push.card_text import (
     MISSING,
     filter_table,
     grading_line,

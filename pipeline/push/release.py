@@ -3,7 +3,7 @@
     revisions = stage_model(args, Path("runs/sft"), root)    # root/main, root/checkpoint-6, ... each a folder
 
 A revision folder is what `upload_folder` sends as one commit: symlinks to the files worth publishing plus a
-README.md written from the manifests (pipeline/push/model_card.py, pipeline/push/dataset_card.py) in place of the folder's own
+README.md written from the manifests (push/model_card.py, push/dataset_card.py) in place of the folder's own
 (TRL writes a generic one). Left out unless `--include PATTERN`: `checkpoint-*` (branches of their own with
 `--checkpoints`), `runs/` (tensorboard), `training_args.bin` (a pickle the Hub's scanner flags; the recipe is
 in manifest.json and the card), an adapter's `merged/` (push it as its own model), optimizer / scheduler / RNG

@@ -136,7 +136,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             "heldout",
             "math",
             _toy,
-            local=str(Path(__file__).resolve().parent.parent / "data" / "toy" / "heldout.jsonl"),
+            local=str(Path(__file__).resolve().parents[2] / "data" / "toy" / "heldout.jsonl"),
         ),
     ]
 }

@@ -160,3 +160,10 @@ def test_folder_of_shard_folders_reads_as_one_dataset(tmp_path):
     empty.mkdir()
     with pytest.raises(RecordError, match="no .jsonl or .parquet"):
         list(read_samples(empty))
+
+
+def test_the_toy_benchmark_is_read_from_the_checkout_without_a_path():
+    from pipeline.records.benchmarks import load_benchmark
+
+    problems = load_benchmark("toy")
+    assert len(problems) >= 200 and all(p.answer for p in problems)

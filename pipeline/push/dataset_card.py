@@ -7,18 +7,7 @@ The prose lives in push/templates/dataset_card.md; the pieces it shares with the
 
 from __future__ import annotations
 
-from pipeline.push.card_text import (
-    MISSING,
-    filter_table,
-    grading_line,
-    num,
-    pct,
-    provenance,
-    render,
-    table,
-    teacher_lines,
-    yaml_block,
-)
+from pipeline.push import card_text as text
 from pipeline.push.lineage import DatasetFacts
 
 SIZES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"))
@@ -28,10 +17,12 @@ def token_table(data: DatasetFacts) -> str:
     if not data.tokens:
         return "Not recorded (the filter report has no token statistics)."
     rows = [
-        [kind, num(t.count), f"{t.mean:,.0f}", f"{t.p50:,.0f}", f"{t.p90:,.0f}", num(t.max)]
+        [kind, text.num(t.count), f"{t.mean:,.0f}", f"{t.p50:,.0f}", f"{t.p90:,.0f}", text.num(t.max)]
         for kind, t in data.tokens.items()
     ]
-    return table(["tokens of the kept samples", "count", "mean", "median", "90th percentile", "max"], rows)
+    return text.table(
+        ["tokens of the kept samples", "count", "mean", "median", "90th percentile", "max"], rows
+    )
 
 
 def dataset_front_matter(data: DatasetFacts, license_: str | None, data_files: str, rejected: bool) -> str:
@@ -42,7 +33,7 @@ def dataset_front_matter(data: DatasetFacts, license_: str | None, data_files: s
         )
     n = data.examples
     size = None if n is None else next((name for limit, name in SIZES if n < limit), "n>1M")
-    return yaml_block(
+    return text.yaml_block(
         {
             "license": license_,
             "task_categories": ["text-generation"],
@@ -61,7 +52,7 @@ def dataset_card(
     from pipeline.redact import redact
 
     config = redact((data.manifest or {}).get("config"))
-    return render(
+    return text.render(
         "dataset_card.md",
         front_matter=dataset_front_matter(data, license_, data_files, rejected),
         name=repo_id.split("/")[-1],
@@ -69,17 +60,17 @@ def dataset_card(
         picture=picture,
         rejected=rejected,
         teacher=f"`{data.teacher.model}`" if data.teacher else "a teacher not recorded in the manifests",
-        kept=num(data.kept),
-        total=num(data.total),
-        kept_fraction=pct(data.kept_fraction),
-        grading=grading_line(data),
-        rows=num(data.examples),
-        teacher_lines=teacher_lines(data.teacher),
-        filter_table=filter_table(data),
+        kept=text.num(data.kept),
+        total=text.num(data.total),
+        kept_fraction=text.pct(data.kept_fraction),
+        grading=text.grading_line(data),
+        rows=text.num(data.examples),
+        teacher_lines=text.teacher_lines(data.teacher),
+        filter_table=text.filter_table(data),
         token_table=token_table(data),
-        columns=table(["column", "type"], [[f"`{n}`", f"`{t}`"] for n, t in data.columns])
+        columns=text.table(["column", "type"], [[f"`{n}`", f"`{t}`"] for n, t in data.columns])
         if data.columns
-        else MISSING,
-        recipe=yaml.safe_dump(config, sort_keys=False).strip() if config else MISSING,
-        **provenance(data.manifest),
+        else text.MISSING,
+        recipe=yaml.safe_dump(config, sort_keys=False).strip() if config else text.MISSING,
+        **text.provenance(data.manifest),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -131,19 +132,19 @@ def test_lora_kd_trains_an_adapter(kd_data, tiny_model_dir, tmp_path):
     assert last < first
 
 
+def online_kd_config(student: Path, tmp_path: Path, teacher: TinyModelSpec, *overrides: str) -> Any:
+    """A kd recipe with a live tiny teacher built from `teacher`, on the test dataset."""
+    built = build_tiny_model(tmp_path / "teacher", teacher)
+    data = write_sft_dataset(tmp_path / "data")
+    return kd_config(
+        student, data, tmp_path / "out", "kd.teacher=online", f"kd.teacher_model={built}", *overrides
+    )
+
+
 def test_online_teacher_with_a_padded_vocabulary_lowers_the_kd_term(tiny_model_dir, tmp_path):
     # Same tokenizer, more embedding rows (as Qwen2.5-7B's 152,064 against 1.5B's 151,936): sliced to the shared range.
-    teacher = build_tiny_model(tmp_path / "teacher", TinyModelSpec(vocab_size=1088, layers=1, seed=5))
-    data = write_sft_dataset(tmp_path / "data")
-    cfg = kd_config(
-        tiny_model_dir,
-        data,
-        tmp_path / "out",
-        "kd.teacher=online",
-        f"kd.teacher_model={teacher}",
-        "kd.kd_weight=1.0",
-        "kd.loss=jsd",
-    )
+    spec = TinyModelSpec(vocab_size=1088, layers=1, seed=5)
+    cfg = online_kd_config(tiny_model_dir, tmp_path, spec, "kd.kd_weight=1.0", "kd.loss=jsd")
     assert run(cfg) == 0
     first, last = first_and_last(logged(cfg.output, "kd_loss"))
     assert last < 0.7 * first
@@ -167,19 +168,9 @@ def test_a_student_identical_to_its_teacher_has_no_kd_term(tiny_model_dir, tmp_p
 
 
 def test_feature_loss_lowers_and_projections_stay_out_of_the_student(tiny_model_dir, tmp_path):
-    teacher = build_tiny_model(
-        tmp_path / "teacher", TinyModelSpec(hidden_size=256, heads=4, layers=2, seed=3)
-    )
-    data = write_sft_dataset(tmp_path / "data")
-    cfg = kd_config(
-        tiny_model_dir,
-        data,
-        tmp_path / "out",
-        "kd.teacher=online",
-        f"kd.teacher_model={teacher}",
-        "kd.hidden={weight: 1.0, loss: mse, layers: {'1': 1, '2': 2}}",
-        "trainer.max_steps=20",
-    )
+    spec = TinyModelSpec(hidden_size=256, heads=4, layers=2, seed=3)
+    hidden = "kd.hidden={weight: 1.0, loss: mse, layers: {'1': 1, '2': 2}}"
+    cfg = online_kd_config(tiny_model_dir, tmp_path, spec, hidden, "trainer.max_steps=20")
     assert run(cfg) == 0
     first, last = first_and_last(logged(cfg.output, "hidden_loss"))
     assert last < 0.8 * first

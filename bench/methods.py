@@ -2,9 +2,8 @@
 
     .venv/bin/python bench/methods.py [--seeds 0 1 2] [--sweep]          (make bench-methods)
 
-Both arms start from the demo SFT student's `checkpoint-2250` (runs/demo/sft; made here when missing; `--start`
-another; bench/RESULTS.md's figures started from the 4,500-step demo's checkpoint-3000, 77.5% held-out) and learn
-the toy task from the committed toy teacher:
+Both arms start from the demo SFT student's `checkpoint-3000` (runs/demo/sft; made here when missing; `--start`
+another) and learn the toy task from the committed toy teacher:
   sft  continues SFT on the teacher's filtered traces (runs/demo/filter), 16 traces a step, in a seeded order;
        teacher cost = the completion tokens the teacher *generated* for the traces trained on (a lower bound:
        the traces the filter dropped cost the teacher too; the factor is printed);
@@ -36,7 +35,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-START = REPO / "runs/demo/sft/checkpoint-2250"  # 81.5% in the demo of 2026-12-03 (RESULTS.md: from 77.5%)
+START = REPO / "runs/demo/sft/checkpoint-3000"
 OUT = REPO / "runs/bench-methods"
 HELDOUT = 200
 SFT_BATCH, OPD_BATCH = 16, 8
@@ -263,7 +262,7 @@ def child(arm: str, run: dict[str, Any], seed: int, out: Path) -> None:
 
 
 def ensure_start() -> None:
-    """The demo's generate, filter and SFT student when absent (its SFT saves the start checkpoint on the way)."""
+    """The demo's generate, filter and SFT student when absent (its SFT saves checkpoint-2250 on the way)."""
     from pipeline.toy.demo import STUDENT_INIT
 
     distill = str(Path(sys.executable).with_name("distill"))

@@ -262,7 +262,7 @@ def child(arm: str, run: dict[str, Any], seed: int, out: Path) -> None:
 
 
 def ensure_start() -> None:
-    """The demo's generate, filter and SFT student when absent (its SFT saves checkpoint-2250 on the way)."""
+    """The demo's generate, filter and SFT student when absent (its SFT saves the start checkpoint on the way)."""
     from pipeline.toy.demo import STUDENT_INIT
 
     distill = str(Path(sys.executable).with_name("distill"))

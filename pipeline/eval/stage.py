@@ -133,7 +133,8 @@ def write_problems(cfg: EvalConfig, bench: BenchmarkSpec) -> Path:
     return path
 
 
-def generate_all(cfg: EvalConfig, spec: ModelSpec, problem_files: dict[str, Path]) -> None:
+def generate_all(cfg: EvalConfig, spec: ModelSpec, problem_files: dict[str, Path]) -> Any:
+    """Every benchmark's samples for one model, one engine for all; the tokenizer it used (None: served)."""
     from pipeline.generate.engines import build_engine
     from pipeline.generate.stage import run
     from pipeline.preflight import load_tokenizer
@@ -148,6 +149,7 @@ def generate_all(cfg: EvalConfig, spec: ModelSpec, problem_files: dict[str, Path
                 raise RuntimeError(f"generation for {label_of(spec)} on {bench.name} is incomplete")
     finally:
         engine.close()
+    return tokenizer
 
 
 def grade(cfg: EvalConfig, folder: Path, kind: str) -> list[dict[str, Any]]:
@@ -191,7 +193,7 @@ def score(rows: list[dict[str, Any]], ks: list[int], kind: str) -> dict[str, Any
     return metrics
 
 
-def template_sha(cfg: EvalConfig, spec: ModelSpec) -> str | None:
+def template_sha(cfg: EvalConfig, spec: ModelSpec, tokenizer: Any = None) -> str | None:
     """The hash of the chat template the model's prompts went through; None for a served model (the server
     applies its own) or, with a warning, when the tokenizer cannot be read."""
     if cfg.backend == "openai":
@@ -200,15 +202,16 @@ def template_sha(cfg: EvalConfig, spec: ModelSpec) -> str | None:
     from pipeline.generate.plan import chat_template_sha
     from pipeline.preflight import load_tokenizer
 
-    try:
-        tok = load_tokenizer(generate_config(cfg, spec, cfg.benchmarks[0], Path("-")))
-    except (OSError, ValueError, UserError) as e:
-        log.warning("eval: no chat template hash recorded for %s: %s", label_of(spec), e)
-        return None
-    return chat_template_sha(tok.chat_template)
+    if tokenizer is None:  # regrade: nothing was generated, so the tokenizer is read here
+        try:
+            tokenizer = load_tokenizer(generate_config(cfg, spec, cfg.benchmarks[0], Path("-")))
+        except (OSError, ValueError, UserError) as e:
+            log.warning("eval: no chat template hash recorded for %s: %s", label_of(spec), e)
+            return None
+    return chat_template_sha(tokenizer.chat_template)
 
 
-def settings(cfg: EvalConfig, spec: ModelSpec) -> dict[str, Any]:
+def settings(cfg: EvalConfig, spec: ModelSpec, tokenizer: Any = None) -> dict[str, Any]:
     """Everything that decides a score, recorded beside it (open-r1's users could not reproduce scores without)."""
     from pipeline.prompts import load_prompt
     from pipeline.records.manifest import package_versions
@@ -217,7 +220,7 @@ def settings(cfg: EvalConfig, spec: ModelSpec) -> dict[str, Any]:
     return {
         "model": spec.path,
         "revision": spec.revision,
-        "chat_template_sha256": template_sha(cfg, spec),
+        "chat_template_sha256": template_sha(cfg, spec, tokenizer),
         "chat_template_file": spec.chat_template,
         "backend": cfg.backend,
         "engine": cfg.engine,
@@ -258,8 +261,7 @@ def run(cfg: EvalConfig, args: Any = None) -> int:
     # each benchmark loaded (Hub or local) and written once, for every model
     problem_files = {} if cfg.regrade else {b.name: write_problems(cfg, b) for b in cfg.benchmarks}
     for spec in cfg.model_specs():
-        if not cfg.regrade:
-            generate_all(cfg, spec, problem_files)
+        tokenizer = None if cfg.regrade else generate_all(cfg, spec, problem_files)
         label = label_of(spec)
         metrics = {}
         for bench in cfg.benchmarks:
@@ -274,7 +276,7 @@ def run(cfg: EvalConfig, args: Any = None) -> int:
                 metrics[bench.name]["pass@1_stderr"],
             )
         results["models"].append({"model": spec.path, "label": label, "metrics": metrics})
-        results["settings"][label] = {**settings(cfg, spec), "sandbox": sandbox}
+        results["settings"][label] = {**settings(cfg, spec, tokenizer), "sandbox": sandbox}
     results["config"] = to_dict(cfg)
     write_json(Path(cfg.output) / "results.json", results)
     table = markdown_table(results)

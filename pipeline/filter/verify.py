@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.filter.modes import MODES
 from pipeline.filter.sandbox import SandboxError, SandboxUnavailable
 from pipeline.filter.verdict import Verdict
 from pipeline.records.read import read_jsonl
@@ -43,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=_positive(float), default=5.0, help="seconds to grade one record")
     parser.add_argument(
         "--sandbox-mode",
-        choices=["auto", "namespaces", "userns", "landlock"],
+        choices=["auto", *MODES],
         default="auto",
         help="code: how programs are confined (default: the strongest this machine allows)",
     )

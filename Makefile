@@ -61,7 +61,7 @@ kd: setup  ## STUDENT=qwen2.5-math-1.5b [KD=kd-online] [ACCELERATE=recipes/accel
 	$(DISTILL) kd --config $(or $(RECIPE),$(call STUDENT_RECIPE,kd,$(KD))) $(LAUNCH) $(ARGS)
 
 opd: setup  ## STUDENT=qwen3-1.7b (a served teacher: edit its URL in the recipe); demo: from the demo's SFT checkpoint
-	@test "$(STUDENT)" != demo -o -n "$(RECIPE)" -o -d runs/demo/sft/checkpoint-2250 || $(MAKE) sft
+	@test "$(STUDENT)" != demo -o -n "$(RECIPE)" -o -d runs/demo/sft/checkpoint-3000 || $(MAKE) sft
 	$(DISTILL) opd --config $(or $(RECIPE),$(call STUDENT_RECIPE,opd,$(OPD))) $(LAUNCH) $(ARGS)
 
 eval: setup  ## MODEL=path-or-hub-id [SUITE=math|code|reasoning]; no MODEL: the demo's four models

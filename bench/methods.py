@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/methods.py [--seeds 0 1 2] [--sweep]          (make bench-methods)
 
-Both arms start from the demo SFT student's `checkpoint-3000` (runs/demo/sft; made here when missing; `--start`
+Both arms start from `checkpoint-3000` of the demo's SFT recipe run for 4,500 cosine steps, as when the results
+were recorded (runs/bench-methods/start; made here when missing, with the demo's generate and filter; `--start`
 another) and learn the toy task from the committed toy teacher:
   sft  continues SFT on the teacher's filtered traces (runs/demo/filter), 16 traces a step, in a seeded order;
        teacher cost = the completion tokens the teacher *generated* for the traces trained on (a lower bound:
@@ -35,7 +36,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-START = REPO / "runs/demo/sft/checkpoint-3000"
+START = REPO / "runs/bench-methods/start/checkpoint-3000"
 OUT = REPO / "runs/bench-methods"
 HELDOUT = 200
 SFT_BATCH, OPD_BATCH = 16, 8
@@ -195,6 +196,7 @@ def sft_config(run: dict[str, Any], seed: int, data: Path, out: Path) -> Any:
             f"output={out / 'model'}",
             f"trainer.learning_rate={run['lr']}",
             f"trainer.lr_scheduler_type={run['schedule']}",
+            "trainer.lr_scheduler_kwargs={}",
             "trainer.warmup_steps=0",
             f"trainer.max_steps={run['steps']}",
             f"trainer.per_device_train_batch_size={SFT_BATCH}",
@@ -262,7 +264,8 @@ def child(arm: str, run: dict[str, Any], seed: int, out: Path) -> None:
 
 
 def ensure_start() -> None:
-    """The demo's generate, filter and SFT student when absent (its SFT saves the start checkpoint on the way)."""
+    """The demo's generate, filter and student start when absent, and the SFT run that saves START on the way
+    (the demo's recipe at the 4,500 steps the recorded results started from, whatever the demo now runs)."""
     from pipeline.toy.demo import STUDENT_INIT
 
     distill = str(Path(sys.executable).with_name("distill"))
@@ -281,7 +284,17 @@ def ensure_start() -> None:
         ),
         (
             START / "trainer_state.json",
-            [distill, "sft", "--config", "recipes/demo/sft.yaml", "trainer.disable_tqdm=true"],
+            [
+                distill,
+                "sft",
+                "--config",
+                "recipes/demo/sft.yaml",
+                f"output={START.parent}",
+                "trainer.max_steps=4500",
+                "trainer.lr_scheduler_type=cosine",
+                "trainer.lr_scheduler_kwargs={}",
+                "trainer.disable_tqdm=true",
+            ],
         ),
     ]
     for done, cmd in steps:

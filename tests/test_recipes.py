@@ -60,7 +60,7 @@ def test_validate_prints_the_resolved_recipe():
 def test_validate_names_a_misspelt_key_and_exits_non_zero(tmp_path):
     recipe = tmp_path / "x.yaml"
     recipe.write_text(
-        (REPO / "recipes/demo/generate.yaml").read_text().replace("  n: 2", "  temprature: 0.7")
+        (REPO / "recipes/demo/generate.yaml").read_text().replace("  n: 1", "  temprature: 0.7")
     )
     result = run_distill("validate", "--config", str(recipe))
     assert result.returncode == 2

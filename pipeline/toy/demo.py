@@ -3,15 +3,16 @@
     distill demo [--quick]          (what `make demo` runs after setup)
 
 Runs the real stages with recipes/demo/*.yaml, each as the command a user would type:
-  1. generate  the committed toy teacher (data/toy-teacher, 1.05M parameters) samples worked solutions for the
-               training problems with vLLM on CPU, with its top-5 logprobs;
+  1. generate  the committed toy teacher (data/toy-teacher, 1.05M parameters) samples a worked solution for each
+               training problem with vLLM on CPU, with its top-5 logprobs;
   2. filter    math-verify drops the teacher's wrong samples (counted in the report);
   3. sft, kd   two students of the same smaller shape (hidden 128 x 2 layers, built untrained from the teacher's
                tokenizer) train from scratch on the kept samples for the same steps: one on the text (SFT),
                one also on the stored logprobs (KD); the two run side by side, one core each, their output
                shown as prefixed lines;
-  4. opd       on-policy distillation from the SFT student's halfway checkpoint (clearly below the teacher):
-               the student answers training problems itself and the teacher scores every token it wrote;
+  4. opd       on-policy distillation from the SFT student's step-3000 checkpoint (clearly below the teacher):
+               the student answers training problems itself and the teacher scores every token it wrote; it
+               joins the SFT and KD runs (three runs on two cores) as soon as that checkpoint is saved;
   5. eval      teacher, untrained student and the SFT, KD and OPD students on the held-out problems, same
                verifier, then every saved checkpoint of the three for the accuracy-over-training plots.
 Writes runs/demo/summary.json (teacher_accuracy, student_base_accuracy, student_sft_accuracy,
@@ -35,7 +36,12 @@ HELP = "run the whole pipeline offline on the toy task (generate, filter, sft, k
 OUT = Path("runs/demo")
 QUICK = {
     "generate": ["problems.limit=48"],
-    "train": ["trainer.max_steps=12", "trainer.save_steps=6", "trainer.per_device_train_batch_size=4"],
+    "train": [
+        "trainer.max_steps=12",
+        "trainer.save_steps=6",
+        "trainer.per_device_train_batch_size=4",
+        "trainer.lr_scheduler_kwargs={num_decay_steps: 4}",
+    ],
     "opd": [
         "model=runs/demo/sft/checkpoint-6",
         "trainer.max_steps=4",
@@ -83,20 +89,41 @@ def step(name: str, cmd: list[str], env: dict[str, str] | None = None) -> float:
     return time.perf_counter() - started
 
 
-def train_side_by_side(quick: bool) -> float:
-    """SFT and KD at once, one thread each: tiny models use two cores poorly, two processes use them fully."""
+def train_students(quick: bool) -> float:
+    """SFT and KD at once, one thread each (tiny models use two cores poorly, two processes use them fully); OPD
+    joins them, one thread too, as soon as the SFT checkpoint it starts from is saved, so it does not wait for
+    the end of both runs. Their output is one display of prefixed lines."""
+    from pipeline.checkpoints import is_complete
     from pipeline.toy.side_by_side import run_side_by_side
 
-    extra = [*(QUICK["train"] if quick else []), "trainer.disable_tqdm=true"]
+    train = [*(QUICK["train"] if quick else []), "trainer.disable_tqdm=true"]
+    commands = {
+        stage: distill(stage, "--config", f"recipes/demo/{stage}.yaml", *train) for stage in ("sft", "kd")
+    }
+    opd = [*(QUICK["opd"] if quick else []), "trainer.disable_tqdm=true"]
+    commands["opd"] = distill("opd", "--config", "recipes/demo/opd.yaml", *opd)
+    start = opd_start(opd)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     started = time.perf_counter()
-    print("\n=== sft and kd, side by side (each line prefixed with its run)", flush=True)
-    commands = {
-        stage: distill(stage, "--config", f"recipes/demo/{stage}.yaml", *extra) for stage in ("sft", "kd")
-    }
-    if any(run_side_by_side(commands, env).values()):
-        raise subprocess.CalledProcessError(1, "distill sft / kd")
+    print(
+        f"\n=== sft and kd side by side, opd once {start} is saved (lines prefixed with their run)",
+        flush=True,
+    )
+    codes = run_side_by_side(commands, env, ready={"opd": lambda: is_complete(start)})
+    if any(code != 0 for code in codes.values()):
+        failed = ", ".join(
+            f"{name} ({'not started' if c is None else f'exit {c}'})" for name, c in codes.items() if c
+        )
+        raise subprocess.CalledProcessError(1, f"distill sft / kd / opd: {failed}")
     return time.perf_counter() - started
+
+
+def opd_start(overrides: list[str]) -> Path:
+    """The SFT checkpoint the demo's OPD student starts from (its recipe's `model`, or the override of it)."""
+    from pipeline.config import load_config
+    from pipeline.train.opd_config import OPDStageConfig
+
+    return Path(load_config(OPDStageConfig, "recipes/demo/opd.yaml", overrides).model)
 
 
 def checkpoint_models() -> list[dict[str, str]]:
@@ -150,15 +177,7 @@ def run_stages(q: bool) -> dict[str, float]:
     }
     timings["filter"] = step("filter", distill("filter", "--config", "recipes/demo/filter.yaml"))
     step("student", distill(*STUDENT_INIT))
-    timings["sft+kd"] = train_side_by_side(q)
-    opd = (
-        "opd",
-        "--config",
-        "recipes/demo/opd.yaml",
-        "trainer.disable_tqdm=true",
-        *(QUICK["opd"] if q else []),
-    )
-    timings["opd"] = step("opd", distill(*opd), {**os.environ, "OMP_NUM_THREADS": "2"})
+    timings["sft+kd+opd"] = train_students(q)
     timings["eval"] = step(
         "eval", distill("eval", "--config", "recipes/demo/eval.yaml", *(QUICK["eval"] if q else []))
     )

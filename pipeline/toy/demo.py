@@ -8,8 +8,8 @@ Runs the real stages with recipes/demo/*.yaml, each as the command a user would 
   2. filter    math-verify drops the teacher's wrong samples (counted in the report);
   3. sft, kd   two students of the same smaller shape (hidden 128 x 2 layers, built untrained from the teacher's
                tokenizer) train from scratch on the kept samples for the same steps: one on the text (SFT),
-               one also on the stored logprobs (KD); the two run side by side, one core each, their output
-               shown as prefixed lines;
+               one also on the stored logprobs (KD); the two run side by side, one core each (OPD joins
+               them, below), their output shown as one display of prefixed lines;
   4. opd       on-policy distillation from the SFT student's step-3000 checkpoint (clearly below the teacher):
                the student answers training problems itself and the teacher scores every token it wrote; it
                joins the SFT and KD runs (three runs on two cores) as soon as that checkpoint is saved;
@@ -34,6 +34,7 @@ from typing import Any
 
 HELP = "run the whole pipeline offline on the toy task (generate, filter, sft, kd, eval) and summarise it"
 OUT = Path("runs/demo")
+OPD_RECIPE = "recipes/demo/opd.yaml"
 QUICK = {
     "generate": ["problems.limit=48"],
     "train": [
@@ -101,7 +102,7 @@ def train_students(quick: bool) -> float:
         stage: distill(stage, "--config", f"recipes/demo/{stage}.yaml", *train) for stage in ("sft", "kd")
     }
     opd = [*(QUICK["opd"] if quick else []), "trainer.disable_tqdm=true"]
-    commands["opd"] = distill("opd", "--config", "recipes/demo/opd.yaml", *opd)
+    commands["opd"] = distill("opd", "--config", OPD_RECIPE, *opd)
     start = opd_start(opd)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     started = time.perf_counter()
@@ -112,7 +113,7 @@ def train_students(quick: bool) -> float:
     codes = run_side_by_side(commands, env, ready={"opd": lambda: is_complete(start)})
     if any(code != 0 for code in codes.values()):
         failed = ", ".join(
-            f"{name} ({'not started' if c is None else f'exit {c}'})" for name, c in codes.items() if c
+            f"{name} ({'not started' if c is None else f'exit {c}'})" for name, c in codes.items() if c != 0
         )
         raise subprocess.CalledProcessError(1, f"distill sft / kd / opd: {failed}")
     return time.perf_counter() - started
@@ -123,7 +124,7 @@ def opd_start(overrides: list[str]) -> Path:
     from pipeline.config import load_config
     from pipeline.train.opd_config import OPDStageConfig
 
-    return Path(load_config(OPDStageConfig, "recipes/demo/opd.yaml", overrides).model)
+    return Path(load_config(OPDStageConfig, OPD_RECIPE, overrides).model)
 
 
 def checkpoint_models() -> list[dict[str, str]]:

@@ -64,7 +64,7 @@ opd: setup  ## STUDENT=qwen3-1.7b (a served teacher: edit its URL in the recipe)
 	@test "$(STUDENT)" != demo -o -n "$(RECIPE)" -o -d runs/demo/sft/checkpoint-3000 || $(MAKE) sft
 	$(DISTILL) opd --config $(or $(RECIPE),$(call STUDENT_RECIPE,opd,$(OPD))) $(LAUNCH) $(ARGS)
 
-eval: setup  ## MODEL=path-or-hub-id [SUITE=math|code|reasoning]; no MODEL: the demo's four models
+eval: setup  ## MODEL=path-or-hub-id [SUITE=math|code|reasoning]; no MODEL: the demo's five models
 	$(DISTILL) eval --config $(if $(MODEL),recipes/eval/$(SUITE).yaml model=$(MODEL),$(or $(RECIPE),recipes/demo/eval.yaml)) $(ARGS)
 
 push: setup  ## FOLDER=runs/sft/x REPO=owner/name [ARGS="--private --checkpoints"]; DRY=1 builds cards only

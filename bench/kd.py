@@ -75,9 +75,9 @@ def measure(variant: str, tmp: Path, length: int) -> float:
     import gc
 
     from pipeline.config import load_config
-    from pipeline.train.kd import build_kd_trainer
-    from pipeline.train.kd_config import KDStageConfig
-    from pipeline.train.sft import build_trainer
+    from pipeline.train.kd.config import KDStageConfig
+    from pipeline.train.kd.stage import build_kd_trainer
+    from pipeline.train.sft.stage import build_trainer
 
     overrides = [
         f"model={tmp / 'model'}",
@@ -138,7 +138,7 @@ def run_variants(tmp: Path, length: int) -> dict[str, float]:
 
 
 def report(args: argparse.Namespace, results: dict[str, float]) -> None:
-    from pipeline.train.kd import sidecar_bytes_per_token
+    from pipeline.train.kd.stage import sidecar_bytes_per_token
 
     sidecar = sidecar_bytes_per_token(args.k)
     print(

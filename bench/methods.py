@@ -140,7 +140,7 @@ def curve_callback(evaluate: Evaluator, every: int, costs: Any, points: list[dic
 
 def sft_trainer(run: dict[str, Any], seed: int, out: Path) -> tuple[Any, Any]:
     """The sft stage's trainer continuing from START on the filter's traces in a seeded order; and its costs."""
-    from pipeline.train.sft import build_trainer
+    from pipeline.train.sft.stage import build_trainer
 
     data = out / "data" / "train-00000.parquet"
     costs = trace_costs(shuffled_traces(seed, data))
@@ -184,7 +184,7 @@ def trace_costs(table: Any) -> Any:
 def sft_config(run: dict[str, Any], seed: int, data: Path, out: Path) -> Any:
     """recipes/demo/sft.yaml from START on the ordered traces in `data`: SFT_BATCH a step, in order, no packing."""
     from pipeline.config import load_config
-    from pipeline.train.config import SFTStageConfig
+    from pipeline.train.sft.config import SFTStageConfig
 
     return load_config(
         SFTStageConfig,
@@ -213,8 +213,8 @@ def sft_config(run: dict[str, Any], seed: int, data: Path, out: Path) -> Any:
 def opd_trainer(run: dict[str, Any], seed: int, out: Path) -> tuple[Any, Any]:
     from pipeline.config import load_config
     from pipeline.records.read import load_problems
-    from pipeline.train.opd import build_trainer
-    from pipeline.train.opd_config import OPDStageConfig
+    from pipeline.train.opd.config import OPDStageConfig
+    from pipeline.train.opd.stage import build_trainer
 
     loss = {
         "jsd_full": ["opd.loss=jsd", "opd.support=full", f"trainer.beta={run.get('beta', 1.0)}"],

@@ -79,7 +79,7 @@ def parse_args() -> argparse.Namespace:
 def stage_config(model: Path, data: Path, output: Path) -> Any:
     """The sft stage's recipe: packing, 2048 tokens x 1 per step."""
     from pipeline.config import load_config
-    from pipeline.train.config import SFTStageConfig
+    from pipeline.train.sft.config import SFTStageConfig
 
     trainer = {**COMMON, "packing": True, "max_length": 2048, "per_device_train_batch_size": 1}
     return load_config(
@@ -116,7 +116,7 @@ def alternate(
     rounds: int, tmp: Path, model: Path, data: Path, tokenizer: Any
 ) -> tuple[list[float], list[float]]:
     """Supervised tok/s of the stage and of the plain trainer, one run each per round: (stage, plain)."""
-    from pipeline.train.sft import run, supervised_tokens
+    from pipeline.train.sft.stage import run, supervised_tokens
 
     stage_tps, plain_tps = [], []
     for r in range(rounds):
@@ -147,7 +147,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from pipeline.tiny_model import TinyModelSpec, build_tiny_model
-    from pipeline.train.sft import build_trainer
+    from pipeline.train.sft.stage import build_trainer
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-sft-"))
     model = build_tiny_model(tmp / "model", TinyModelSpec(layers=4))

@@ -28,8 +28,8 @@ from pipeline import logs
 from pipeline.config import ConfigError, dump_yaml, from_dict, read_recipe, to_dict
 from pipeline.errors import UserError
 from pipeline.filter import verify
-from pipeline.filter.sandbox import SandboxError, SandboxUnavailable
 from pipeline.push import hub
+from pipeline.sandbox.box import SandboxError, SandboxUnavailable
 from pipeline.tiny_model import TinyModelSpec
 
 # stage name -> (config class, run function, one-line help). A stage is listed here once it works.
@@ -45,8 +45,8 @@ STAGES: dict[str, tuple[str, str, str]] = {
         "verify, clean, deduplicate and decontaminate samples into a training dataset, with a report",
     ),
     "sft": (
-        "pipeline.train.config:SFTStageConfig",
-        "pipeline.train.sft:run",
+        "pipeline.train.sft.config:SFTStageConfig",
+        "pipeline.train.sft.stage:run",
         "fine-tune a student on the filtered traces with TRL (full, LoRA, QLoRA; accelerate launch)",
     ),
     "eval": (
@@ -55,13 +55,13 @@ STAGES: dict[str, tuple[str, str, str]] = {
         "pass@k of models on named benchmarks, generated and graded the same way, in one table",
     ),
     "kd": (
-        "pipeline.train.kd_config:KDStageConfig",
-        "pipeline.train.kd:run",
+        "pipeline.train.kd.config:KDStageConfig",
+        "pipeline.train.kd.stage:run",
         "distil the teacher's logits into a student: stored top-k logprobs or a live teacher",
     ),
     "opd": (
-        "pipeline.train.opd_config:OPDStageConfig",
-        "pipeline.train.opd:run",
+        "pipeline.train.opd.config:OPDStageConfig",
+        "pipeline.train.opd.stage:run",
         "on-policy distillation: the student samples, its teacher (local or served) scores every token",
     ),
 }

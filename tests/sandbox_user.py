@@ -17,14 +17,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.filter.sandbox import RunResult
+from pipeline.sandbox.box import RunResult
 
 REPO = Path(__file__).resolve().parent.parent
 NAME = "distill-sandbox-test"
 PYTHON = "/usr/bin/python3.11"
 _DRIVER = """
 import dataclasses, json, sys
-from pipeline.filter.sandbox import Limits, Sandbox
+from pipeline.sandbox.box import Limits, Sandbox
 job = json.load(sys.stdin)
 sandbox = Sandbox(limits=Limits(**job["limits"]), mode=job["mode"], python=sys.executable)
 result = sandbox.run(job["source"], job["stdin"], job["timeout"])

@@ -54,8 +54,8 @@ def filter_samples(samples: Path, out: Path) -> Path:
 
 
 def train(base: Path, data: Path, out: Path, *overrides: str) -> Path:
-    from pipeline.train.config import SFTStageConfig
-    from pipeline.train.sft import run
+    from pipeline.train.sft.config import SFTStageConfig
+    from pipeline.train.sft.stage import run
 
     recipe = [f"model={base}", f"data=[{{path: {data}}}]", f"output={out}", "trainer.max_steps=12",
               "trainer.per_device_train_batch_size=4", "trainer.learning_rate=3.0e-3", "trainer.logging_steps=2",

@@ -86,7 +86,7 @@ def test_no_import_cycles_between_modules_or_packages():
     graph = import_graph()
     assert cycles(graph) == []
 
-    def unit(module: str) -> str:  # pipeline.filter.sandbox -> pipeline.filter; pipeline.cli stays itself
+    def unit(module: str) -> str:  # pipeline.sandbox.box -> pipeline.filter; pipeline.cli stays itself
         parts = module.split(".")
         return ".".join(parts[:2]) if len(parts) > 1 and (PACKAGE / parts[1]).is_dir() else module
 

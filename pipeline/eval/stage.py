@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import ConfigError, Source, to_dict
-from pipeline.filter.sandbox import SandboxConfig
 from pipeline.generate.config import Backend, GenerateConfig, PromptConfig, SamplingConfig, ServerConfig
 from pipeline.records.benchmarks import BENCHMARKS, load_benchmark
 from pipeline.records.read import read_jsonl, read_samples
 from pipeline.records.schema import DataSource, to_row
 from pipeline.records.write import write_json, write_jsonl
+from pipeline.sandbox.box import SandboxConfig
 
 log = logging.getLogger("distill.eval")
 PROMPTS = {"math": "math-r1-v1", "code": "code-v1", "choice": "choice-r1-v1"}
@@ -161,8 +161,8 @@ def grade(cfg: EvalConfig, folder: Path, kind: str) -> list[dict[str, Any]]:
     items = [(gradable_text(s.completion), s) for s in samples]
     if kind == "code":
         from pipeline.filter.code_grader import grade_code_many
-        from pipeline.filter.sandbox import Sandbox
         from pipeline.records.code_tests import normalize_tests
+        from pipeline.sandbox.box import Sandbox
 
         verdicts = grade_code_many(
             [(t, normalize_tests(s.tests) if s.tests else None) for t, s in items],
@@ -241,7 +241,7 @@ def check_sandbox(cfg: EvalConfig) -> str | None:
     """The sandbox mode code benchmarks will use, checked before anything is generated (None: no code)."""
     if not any(BENCHMARKS[b.name].kind == "code" for b in cfg.benchmarks):
         return None
-    from pipeline.filter.sandbox import require_mode
+    from pipeline.sandbox.box import require_mode
 
     return require_mode(cfg.sandbox.mode)
 

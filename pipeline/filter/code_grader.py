@@ -31,11 +31,11 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from pipeline.filter.channel import ChannelClosed, ChannelTimeout
-from pipeline.filter.judge import Outcome, judge
-from pipeline.filter.sandbox import RunResult, Sandbox, cores
 from pipeline.filter.verdict import Verdict
 from pipeline.records.code_tests import check_tests
+from pipeline.sandbox.box import RunResult, Sandbox, cores
+from pipeline.sandbox.channel import ChannelClosed, ChannelTimeout
+from pipeline.sandbox.judge import Outcome, judge
 
 PYTHON_TAGS = ("python", "python3", "py", "py3")
 _SYNTAX_ERRORS = ("SyntaxError", "IndentationError", "TabError")

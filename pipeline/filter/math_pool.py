@@ -18,7 +18,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from pipeline.filter.math_grader import Memory, Verdict, extract_answer, grade
-from pipeline.filter.sandbox import cores
+from pipeline.sandbox.box import cores
 
 
 def grade_many(

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pipeline.filter.parse import gradable_text
-from pipeline.filter.sandbox import Sandbox, SandboxConfig
 from pipeline.filter.steps import Context, Drop, Item, Step
+from pipeline.sandbox.box import Sandbox, SandboxConfig
 
 
 def apply_verdicts(items: list[Item], verdicts: list, context: Context, cannot_tell: str) -> dict[int, Drop]:
@@ -64,10 +64,10 @@ class Code(Step):
         cannot_tell: Literal["drop", "keep"] = "drop"
         """Problems without tests."""
         sandbox: SandboxConfig = field(default_factory=SandboxConfig)
-        """`sandbox.mode`: auto, namespaces, userns or landlock (see pipeline/filter/sandbox.py)."""
+        """`sandbox.mode`: auto, namespaces, userns or landlock (see pipeline/sandbox/box.py)."""
 
     def prepare(self) -> None:
-        from pipeline.filter.sandbox import require_mode
+        from pipeline.sandbox.box import require_mode
 
         require_mode(self.options.sandbox.mode)  # SandboxUnavailable before the stage runs any step
 

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.filter.modes import MODES
-from pipeline.filter.sandbox import SandboxError, SandboxUnavailable
 from pipeline.filter.verdict import Verdict
 from pipeline.records.read import read_jsonl
 from pipeline.records.schema import RecordError
 from pipeline.records.write import write_jsonl
+from pipeline.sandbox.box import SandboxError, SandboxUnavailable
+from pipeline.sandbox.modes import MODES
 
 HELP = (
     "grade each record's final answer against its gold (math) or its tests (code) and write the records "
@@ -124,8 +124,8 @@ def _grade_code(records: list[Record], args: argparse.Namespace) -> list[Any]:
     """Each record's code answer against its own `tests` (raw HumanEval / MBPP / stdio records accepted)."""
     from pipeline.filter.code_grader import grade_code_many
     from pipeline.filter.parse import gradable_text
-    from pipeline.filter.sandbox import Sandbox
     from pipeline.records.code_tests import normalize_tests
+    from pipeline.sandbox.box import Sandbox
 
     sandbox = Sandbox(mode=args.sandbox_mode)
     sandbox.resolved_mode()  # before any grading: no sandbox, one clear error

@@ -122,7 +122,7 @@ def train_students(quick: bool) -> float:
 def opd_start(overrides: list[str]) -> Path:
     """The SFT checkpoint the demo's OPD student starts from (its recipe's `model`, or the override of it)."""
     from pipeline.config import load_config
-    from pipeline.train.opd_config import OPDStageConfig
+    from pipeline.train.opd.config import OPDStageConfig
 
     return Path(load_config(OPDStageConfig, OPD_RECIPE, overrides).model)
 

@@ -1,2 +1,5 @@
-"""The training stages: sft (sft.py), kd (kd.py + kd_trainer.py) and opd (opd.py + opd_trainer.py), each with
-its recipe class (config.py, kd_config.py, opd_config.py) beside it, as TRL keeps *_config.py beside *_trainer.py."""
+"""The training stages, one package each with its recipe class beside its stage (as TRL keeps `*_config.py` beside
+`*_trainer.py`): `sft/` (SFTTrainer), `kd/` (logit-level KD inside SFTTrainer), `opd/` (on-policy distillation on
+TRL's DistillationTrainer). What they share: `launch.py` (train here, not at all, or under `accelerate launch`),
+`data.py` (the data mixture), `models.py` (students, adapters, merging), `losses.py` (pure loss functions),
+`heads.py` (the output layer read outside a forward), `template_check.py` (chat template and EOS pre-flight)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.records.schema import RecordError
-from pipeline.train.config import DatasetEntry
+from pipeline.train.sft.config import DatasetEntry
 
 TRAIN_COLUMNS = ("prompt", "completion", "messages", "id")
 TEACHER_COLUMNS = ("teacher_token_ids", "teacher_topk_ids", "teacher_topk_logprobs")

@@ -12,7 +12,7 @@ Top-k teachers give log p_t only on their k best tokens. The missing mass is han
   "bucket":      a (k+1)-th outcome holds everything else: teacher 1 - sum(top-k), student the same over the
                  student's distribution. With T != 1 the teacher's tail is tempered as if it were one token (its
                  true tempered mass is unknown without the full distribution); at T = 1 it is exact.
-The student's log-softmax needs its full vocabulary; callers pass it in chunks of positions (see kd.py).
+The student's log-softmax needs its full vocabulary; callers pass it in chunks of positions (see kd/trainer.py).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipeline.train.config import SFTStageConfig
+from pipeline.train.sft.config import SFTStageConfig
 
 log = logging.getLogger("distill.train")
 

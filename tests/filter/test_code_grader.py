@@ -252,7 +252,7 @@ CHEATS = {
 
 @pytest.fixture(scope="module", params=["namespaces", "landlock"])
 def mode_sandbox(request):
-    from pipeline.filter.sandbox import Sandbox, SandboxUnavailable
+    from pipeline.sandbox.box import Sandbox, SandboxUnavailable
 
     python = "/usr/bin/python3.11" if request.param == "landlock" else Sandbox().python
     sandbox = Sandbox(mode=request.param, python=python)

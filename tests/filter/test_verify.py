@@ -179,7 +179,7 @@ def _code_rows() -> tuple[list[dict], list[bool | None]]:
 
 
 def test_distill_verify_code_gives_each_answer_its_verdict_and_names_the_mode(tmp_path):
-    from pipeline.filter.sandbox import Sandbox
+    from pipeline.sandbox.box import Sandbox
     from tests.conftest import run_distill
 
     rows, expected = _code_rows()

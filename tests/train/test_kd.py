@@ -18,9 +18,9 @@ from pipeline.filter.stage import run as run_filter
 from pipeline.generate.stage import run as run_generate
 from pipeline.records.manifest import read_manifest
 from pipeline.tiny_model import TinyModelSpec, build_tiny_model
-from pipeline.train.kd import build_kd_trainer, run
-from pipeline.train.kd_config import KDStageConfig
-from pipeline.train.kd_data import AlignmentError
+from pipeline.train.kd.config import KDStageConfig
+from pipeline.train.kd.data import AlignmentError
+from pipeline.train.kd.stage import build_kd_trainer, run
 from pipeline.train.losses import topk_kd
 from tests.conftest import teacher_recipe
 from tests.helpers import write_sft_dataset
@@ -156,7 +156,7 @@ def test_a_student_identical_to_its_teacher_has_no_kd_term(tiny_model_dir, tmp_p
         tiny_model_dir, data, tmp_path / "out", "kd.teacher=online", f"kd.teacher_model={tiny_model_dir}"
     )
     from pipeline.preflight import load_tokenizer
-    from pipeline.train.kd import load_teacher
+    from pipeline.train.kd.stage import load_teacher
 
     trainer, _ = build_kd_trainer(cfg, load_teacher(cfg, load_tokenizer(cfg)))
     batch = next(iter(trainer.get_train_dataloader()))

@@ -185,8 +185,8 @@ def opd_chunk(loss: str, temperature: float = 1.0, beta: float = 0.5, topk: int 
     """OPDTrainer._chunk bound to the few attributes it reads (no trainer, no model)."""
     from types import SimpleNamespace
 
-    from pipeline.train.opd_config import OPDSettings
-    from pipeline.train.opd_trainer import OPDTrainer
+    from pipeline.train.opd.config import OPDSettings
+    from pipeline.train.opd.trainer import OPDTrainer
 
     ns = SimpleNamespace(
         # renormalize is exact when the teacher gives every token (bucket tempers its 1e-8 floor as one token)

@@ -67,8 +67,8 @@ def served(url: str, retries: int = 1) -> str:
 def test_local_teacher_scores_equal_a_plain_forward_pass(teacher_dir):
     from transformers import AutoModelForCausalLM
 
-    from pipeline.train.opd_config import TeacherSpec
-    from pipeline.train.opd_teachers import LocalTeacher
+    from pipeline.train.opd.config import TeacherSpec
+    from pipeline.train.opd.teachers import LocalTeacher
 
     teacher = LocalTeacher(TeacherSpec(model=str(teacher_dir)), {}, "cpu", chunk_size=5)
     seqs = [([5, 6, 7], [8, 9, 10, 11]), ([12, 13], [14, 15])]
@@ -201,9 +201,9 @@ def test_problems_without_the_problem_field_are_refused_with_file_and_line(
 
 
 def test_each_source_is_scored_by_its_own_teacher(tiny_model_dir, teacher_dir):
-    from pipeline.train.opd_config import OPDSettings, TeacherSpec
-    from pipeline.train.opd_teachers import LocalTeacher
-    from pipeline.train.opd_trainer import OPDTrainer
+    from pipeline.train.opd.config import OPDSettings, TeacherSpec
+    from pipeline.train.opd.teachers import LocalTeacher
+    from pipeline.train.opd.trainer import OPDTrainer
 
     a = LocalTeacher(TeacherSpec(model=str(teacher_dir)), {}, "cpu")
     b = LocalTeacher(TeacherSpec(model=str(tiny_model_dir)), {}, "cpu")
@@ -318,8 +318,8 @@ class FlakyProxy:
 
 def test_served_teacher_scores_equal_the_local_teachers(teacher_server, teacher_dir):
     from pipeline.generate.config import ServerConfig
-    from pipeline.train.opd_config import TeacherSpec
-    from pipeline.train.opd_teachers import LocalTeacher, ServedTeacher
+    from pipeline.train.opd.config import TeacherSpec
+    from pipeline.train.opd.teachers import LocalTeacher, ServedTeacher
 
     local_t = LocalTeacher(TeacherSpec(model=str(teacher_dir)), {}, "cpu")
     served_t = ServedTeacher(

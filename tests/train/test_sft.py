@@ -14,8 +14,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pipeline.config import load_config
 from pipeline.records.manifest import read_manifest
-from pipeline.train.config import SFTStageConfig
-from pipeline.train.sft import build_trainer, run
+from pipeline.train.sft.config import SFTStageConfig
+from pipeline.train.sft.stage import build_trainer, run
 from pipeline.train.template_check import TemplateError
 from tests.conftest import REPO
 from tests.helpers import PROBLEMS, sft_rows, worked_solution, write_sft_dataset

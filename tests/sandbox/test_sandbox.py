@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.filter.sandbox import Job, Limits, RunResult, Sandbox, SandboxUnavailable
+from pipeline.sandbox.box import Job, Limits, RunResult, Sandbox, SandboxUnavailable
 from tests.sandbox_user import SandboxUser
 
 REPO = Path(__file__).resolve().parents[2]

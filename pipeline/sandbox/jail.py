@@ -1,6 +1,6 @@
 """The sandbox's supervisor: build the program's box, run the program in it as an unprivileged uid, report.
 
-`sandbox.py` starts it as `python -I -S jail.py SPEC_FILE` (a marshalled dict, in the run's 0700 folder: not in
+`box.py` starts it as `python -I -S jail.py SPEC_FILE` (a marshalled dict, in the run's 0700 folder: not in
 the command line, which a program of the same uid could read in /proc/1/cmdline). By mode:
 
 - "namespaces" (root): unshare new mount, pid, network, IPC, UTS and cgroup namespaces, then fork the box's

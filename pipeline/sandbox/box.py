@@ -41,10 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pipeline.filter import jail, modes, runner
-from pipeline.filter.box import box_contents, environment, processes_of, site_packages
-from pipeline.filter.channel import Channel, ChannelClosed
-from pipeline.filter.modes import MODES, Mode, ModeChoice
+from pipeline.sandbox import jail, modes, runner
+from pipeline.sandbox.channel import Channel, ChannelClosed
+from pipeline.sandbox.contents import box_contents, environment, processes_of, site_packages
+from pipeline.sandbox.modes import MODES, Mode, ModeChoice
 
 log = logging.getLogger("distill.sandbox")
 T = TypeVar("T")
@@ -316,7 +316,7 @@ class Sandbox:
         )
 
 
-# --- which mode (pipeline/filter/modes.py says what each needs) ---------------------------------------------
+# --- which mode (pipeline/sandbox/modes.py says what each needs) ---------------------------------------------
 
 
 @functools.cache

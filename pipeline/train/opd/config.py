@@ -16,7 +16,7 @@ from pipeline.config import ConfigError, Where, check_keys
 from pipeline.errors import UserError
 from pipeline.generate.config import PromptConfig, ServerConfig
 from pipeline.records.schema import DataSource
-from pipeline.train.config import LaunchSettings, PeftSettings, trainer_kwargs
+from pipeline.train.sft.config import LaunchSettings, PeftSettings, trainer_kwargs
 
 ANY_SOURCE = "*"
 

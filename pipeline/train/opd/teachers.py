@@ -23,7 +23,7 @@ import torch
 
 from pipeline.config import ConfigError
 from pipeline.prompts import prompt_ids
-from pipeline.train.opd_config import TeacherError, TeacherSpec
+from pipeline.train.opd.config import TeacherError, TeacherSpec
 
 log = logging.getLogger("distill.opd")
 Sequence = tuple[list[int], list[int]]
@@ -78,7 +78,7 @@ class LocalTeacher:
 
     @torch.no_grad()
     def score(self, sequences: list[Sequence], k: int) -> list[TokenScores]:
-        from pipeline.train.kd_trainer import output_transform
+        from pipeline.train.heads import output_transform
 
         device = self.model.device
         rows = self.model.get_input_embeddings().num_embeddings

@@ -27,8 +27,8 @@ import torch
 from trl import DistillationTrainer
 
 from pipeline.train.losses import sampled_reverse_kl, topk_kd
-from pipeline.train.opd_config import OPDSettings
-from pipeline.train.opd_teachers import Teacher, TokenScores
+from pipeline.train.opd.config import OPDSettings
+from pipeline.train.opd.teachers import Teacher, TokenScores
 
 log = logging.getLogger("distill.opd")
 SCORES = ("teacher_logprob", "teacher_topk_ids", "teacher_topk_logprobs")
@@ -172,7 +172,7 @@ class OPDTrainer(DistillationTrainer):
         return sums[0], sums[1].detach(), sums[2].detach()
 
     def _chunk(self, head, config, h, sampled, t_own, t_ids, t_lps) -> torch.Tensor:
-        from pipeline.train.kd_trainer import output_transform
+        from pipeline.train.heads import output_transform
 
         logits = output_transform(config, head(h).float())
         s_logp = torch.log_softmax(logits / self.temperature, -1)

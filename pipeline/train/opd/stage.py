@@ -5,7 +5,7 @@ wrote; the student learns where it went wrong (Agarwal et al. 2024, GKD; Qwen3; 
 
 Reads the problems as `generate` does, routes each problem's `source` to its teacher (every source must have
 one), checks before any step that each teacher renders the prompt and tokenises text to the student's ids,
-trains with `OPDTrainer` (TRL's `DistillationTrainer`, see opd_trainer.py), resuming from the latest checkpoint
+trains with `OPDTrainer` (TRL's `DistillationTrainer`, see trainer.py), resuming from the latest checkpoint
 made with the same teachers, saves the student, and writes `manifest.json` last with the teachers and costs.
 """
 
@@ -23,14 +23,14 @@ from pipeline.records.manifest import write_manifest
 from pipeline.records.read import load_problems
 from pipeline.records.schema import Problem
 from pipeline.records.write import write_json
-from pipeline.train.opd_config import OPDStageConfig
+from pipeline.train.opd.config import OPDStageConfig
 
 log = logging.getLogger("distill.opd")
 TEACHERS_FILE = "teachers.json"
 
 
 def run(cfg: OPDStageConfig, args: Any = None) -> int:
-    from pipeline.train.sft import settled_elsewhere
+    from pipeline.train.launch import settled_elsewhere
 
     check_inputs(cfg, args)
     if (status := settled_elsewhere(cfg, args, "opd")) is not None:
@@ -125,7 +125,7 @@ def check_teachers_tokenize_alike(
     cfg: OPDStageConfig, tokenizer: Any, teachers: dict[str, Any], rows: list[dict[str, Any]]
 ) -> None:
     """Each teacher, on a problem routed to it, must give the student's ids for the prompt and a completion."""
-    from pipeline.train.opd_teachers import check_same_tokens
+    from pipeline.train.opd.teachers import check_same_tokens
 
     for key, teacher in teachers.items():
         row = next((r for r in rows if cfg.teacher_for(r["source"]) == key), rows[0])
@@ -139,8 +139,8 @@ def build_trainer(cfg: OPDStageConfig, problems: list[Problem]) -> Any:
     from trl import DistillationConfig
 
     from pipeline.train.models import lora_config
-    from pipeline.train.opd_teachers import build_teachers
-    from pipeline.train.opd_trainer import OPDTrainer
+    from pipeline.train.opd.teachers import build_teachers
+    from pipeline.train.opd.trainer import OPDTrainer
 
     args = DistillationConfig(**cfg.distillation_config_kwargs())
     if cfg.revision:

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from pipeline.filter import landlock, seccomp
-from pipeline.filter.box import blocked_ancestor, box_contents
+from pipeline.sandbox import landlock, seccomp
+from pipeline.sandbox.contents import blocked_ancestor, box_contents
 
 Mode = Literal["namespaces", "userns", "landlock"]
 ModeChoice = Literal["auto", "namespaces", "userns", "landlock"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pipeline.train.config import SFTStageConfig
+from pipeline.train.sft.config import SFTStageConfig
 
 
 @dataclass(frozen=True)

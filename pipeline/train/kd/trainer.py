@@ -1,4 +1,4 @@
-"""The kd stage's trainer (pipeline/train/kd.py runs it): logit-level distillation inside TRL's SFTTrainer.
+"""The kd stage's trainer (pipeline/train/kd/stage.py runs it): logit-level distillation inside TRL's SFTTrainer.
 
 `KDTrainer` is TRL's SFTTrainer with two overrides, TRL's own extension points: `_prepare_dataset` lays the
 teacher's stored top-k out along each tokenized example (checking that the stored token ids are exactly the
@@ -16,8 +16,9 @@ from typing import Any
 import torch
 from trl import SFTTrainer
 
-from pipeline.train.kd_config import KDSettings
-from pipeline.train.kd_data import KDCollator, align_teacher
+from pipeline.train.heads import output_transform
+from pipeline.train.kd.config import KDSettings
+from pipeline.train.kd.data import KDCollator, align_teacher
 from pipeline.train.losses import dense_kd, hidden_loss, mix, topk_kd
 
 log = logging.getLogger("distill.kd")
@@ -27,7 +28,7 @@ TEACHER = ("teacher_topk_ids", "teacher_topk_logprobs")
 class KDTrainer(SFTTrainer):
     def __init__(self, *args: Any, kd: KDSettings, teacher: Any = None, **kwargs: Any) -> None:
         self.kd, self.teacher = kd, teacher
-        self.dropped: dict[str, int] = {}  # examples left out of KD, per reason (kd_data.align_teacher)
+        self.dropped: dict[str, int] = {}  # examples left out of KD, per reason (kd.data.align_teacher)
         self.projections: torch.nn.ModuleDict | None = None
         super().__init__(*args, **kwargs)
         self.data_collator = KDCollator(self.data_collator)
@@ -169,26 +170,3 @@ class KDTrainer(SFTTrainer):
                 if p.grad is not None:
                     torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.AVG)
         return loss
-
-
-def output_transform(config: Any, logits: torch.Tensor) -> torch.Tensor:
-    """What a model's forward does to its head's output that `head(hidden)` alone misses: a logit scale (Cohere,
-    Granite) and final soft-capping (Gemma 2)."""
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    scale = getattr(text, "logit_scale", None)
-    if scale is not None:
-        logits = logits * scale
-    cap = getattr(text, "final_logit_softcapping", None)
-    return torch.tanh(logits / cap) * cap if cap else logits
-
-
-def refuse_sharded_heads(trainer: Any) -> None:
-    """The chunked loss reads the output layer's weight outside the module's forward, which ZeRO-3 and FSDP
-    shard; under them it would see an empty or partial matrix."""
-    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
-    if getattr(trainer, "is_fsdp_enabled", False) or (plugin is not None and plugin.zero_stage == 3):
-        raise ValueError(
-            "kd runs under DDP or DeepSpeed ZeRO-2 (recipes/accelerate/ddp.yaml, zero2.yaml), not "
-            "ZeRO-3 or FSDP: its chunked loss reads the output layer outside the model's forward. For "
-            "a student too large for ZeRO-2, use peft.method: lora or qlora."
-        )

@@ -13,18 +13,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import to_dict
-from pipeline.records.manifest import read_manifest, write_manifest
-from pipeline.train.config import SFTStageConfig
+from pipeline.records.manifest import write_manifest
+from pipeline.train.launch import settled_elsewhere
+from pipeline.train.sft.config import SFTStageConfig
 
 log = logging.getLogger("distill.sft")
-LAUNCHED = "DISTILL_LAUNCHED"
 
 
 def run(cfg: SFTStageConfig, args: Any = None) -> int:
@@ -33,17 +30,6 @@ def run(cfg: SFTStageConfig, args: Any = None) -> int:
         return status
     trainer, dataset = build_trainer(cfg)
     return train_and_save(cfg, trainer, dataset, "sft")
-
-
-def settled_elsewhere(cfg: Any, args: Any, stage: str) -> int | None:
-    """The exit status when this process is not the one to train (sft, kd and opd alike): 0 for a run that
-    already finished (a rerun trains nothing), the launched run's for a recipe that asks for `accelerate
-    launch`; None: train here."""
-    if already_trained(cfg, stage):
-        return 0
-    if cfg.launch.accelerate_config and not os.environ.get(LAUNCHED):
-        return relaunch(cfg, args, stage)
-    return None
 
 
 def check_inputs(cfg: SFTStageConfig, args: Any = None) -> None:
@@ -62,32 +48,6 @@ def check_inputs(cfg: SFTStageConfig, args: Any = None) -> None:
     for i, entry in enumerate(cfg.data):
         if entry.path is not None:
             require_complete(entry.path, "filter", allow_incomplete=allow, field=f"data[{i}].path")
-
-
-def already_trained(cfg: SFTStageConfig, stage: str) -> bool:
-    """True when `output` holds this very run, finished: its manifest, with the same resolved recipe.
-
-    Resuming from the final checkpoint would train one step more (transformers' Trainer does), so a rerun of a
-    finished command does nothing. A changed recipe (more steps, say) resumes from the last checkpoint.
-    """
-    done = read_manifest(cfg.output) if cfg.resume else None
-    if not done:
-        return False
-    if done.get("stage") != stage or done.get("config") != json.loads(json.dumps(to_dict(cfg))):
-        return False
-    log.info("%s is already complete (manifest.json, same recipe): nothing to train", cfg.output)
-    return True
-
-
-def relaunch(cfg: SFTStageConfig, args: Any, stage: str) -> int:
-    """Run this same command again under `accelerate launch`, which starts one process per device."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", cfg.launch.accelerate_config]
-    if cfg.launch.num_processes:
-        cmd += ["--num_processes", str(cfg.launch.num_processes)]
-    cmd += ["-m", "pipeline.cli", stage, "--config", args.config, *args.overrides]
-    cmd += ["--allow-incomplete"] if getattr(args, "allow_incomplete", False) else []
-    log.info("relaunching: %s", " ".join(cmd))
-    return subprocess.call(cmd, env={**os.environ, LAUNCHED: "1"})
 
 
 def build_trainer(

@@ -27,8 +27,8 @@ import types
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.filter.channel import Channel, ChannelClosed
-from pipeline.filter.runner import Ref, decode, encode
+from pipeline.sandbox.channel import Channel, ChannelClosed
+from pipeline.sandbox.runner import Ref, decode, encode
 
 _NEVER_IMPORTED = {"antigravity", "this", "idlelib", "turtle", "turtledemo", "tkinter"}
 """Standard modules whose import does something (opens a browser, prints, needs a display)."""

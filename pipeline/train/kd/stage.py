@@ -3,15 +3,16 @@
     distill kd --config recipes/students/qwen2.5-1.5b/kd.yaml [kd.temperature=2.0 ...]
 
 The stage reads and checks its inputs as sft does, loads the online teacher (same tokenizer only), and trains
-with `KDTrainer` (pipeline/train/kd_trainer.py); the sft stage's build, relaunch and save do the rest.
+with `KDTrainer` (pipeline/train/kd/trainer.py); the sft stage's build, relaunch and save do the rest.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pipeline.train.kd_config import KDStageConfig
-from pipeline.train.kd_trainer import KDTrainer, refuse_sharded_heads
+from pipeline.train.heads import refuse_sharded_heads
+from pipeline.train.kd.config import KDStageConfig
+from pipeline.train.kd.trainer import KDTrainer
 
 
 def load_teacher(cfg: KDStageConfig, student_tokenizer: Any) -> Any:
@@ -31,7 +32,8 @@ def load_teacher(cfg: KDStageConfig, student_tokenizer: Any) -> Any:
 
 def run(cfg: KDStageConfig, args: Any = None) -> int:
     from pipeline.preflight import load_tokenizer
-    from pipeline.train.sft import check_inputs, settled_elsewhere, train_and_save
+    from pipeline.train.launch import settled_elsewhere
+    from pipeline.train.sft.stage import check_inputs, train_and_save
 
     check_inputs(cfg, args)
     if (status := settled_elsewhere(cfg, args, "kd")) is not None:
@@ -45,7 +47,7 @@ def run(cfg: KDStageConfig, args: Any = None) -> int:
 def build_kd_trainer(cfg: KDStageConfig, teacher: Any = None) -> tuple[Any, Any]:
     """The sft stage's trainer with KDTrainer, keeping the stored teacher columns when KD reads them."""
     from pipeline.train.data import TEACHER_COLUMNS, TRAIN_COLUMNS
-    from pipeline.train.sft import build_trainer
+    from pipeline.train.sft.stage import build_trainer
 
     columns = TRAIN_COLUMNS + (TEACHER_COLUMNS if cfg.kd.teacher == "offline" else ())
     return build_trainer(cfg, KDTrainer, columns=columns, kd=cfg.kd, teacher=teacher)

@@ -1,0 +1,1 @@
+"""The opd stage: `stage.py` runs `trainer.py` (OPDTrainer) with `teachers.py` (local or served scoring); `config.py`."""

@@ -65,16 +65,18 @@ class SandboxUser:
         cwd: Path | None = None,
         timeout: float = 120,
         prefix: tuple = (),
+        python: str = PYTHON,
     ):
-        """`/usr/bin/python3.11 ARGS` as the user (`prefix`, e.g. ("unshare", "-r"), runs in front of it)."""
+        """`PYTHON ARGS` as the user (`prefix`, e.g. ("unshare", "-r"), runs in front of it; `python`: another
+        interpreter the user can run, such as a venv under /tmp)."""
         env = {**os.environ, "PYTHONPATH": str(self.home), "HOME": str(self.home)}
         return subprocess.run(
-            [*prefix, PYTHON, *args], input=stdin, capture_output=True, text=True, env=env, cwd=cwd or self.home,
+            [*prefix, python, *args], input=stdin, capture_output=True, text=True, env=env, cwd=cwd or self.home,
             user=self.uid, group=self.gid, extra_groups=[], timeout=timeout,
         )  # fmt: skip
 
-    def sandbox(self, mode: str, limits) -> UserSandbox:
-        return UserSandbox(self, mode, limits)
+    def sandbox(self, mode: str, limits, python: str = PYTHON) -> UserSandbox:
+        return UserSandbox(self, mode, limits, python)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class UserSandbox:
     user: SandboxUser
     mode: str
     limits: object
+    python: str = PYTHON
 
     def run(self, source: str, stdin: str = "", timeout: float = 10.0) -> RunResult:
         job = {
@@ -93,7 +96,7 @@ class UserSandbox:
             "stdin": stdin,
             "timeout": timeout,
         }
-        done = self.user.run(["-c", _DRIVER], stdin=json.dumps(job), timeout=timeout + 60)
+        done = self.user.run(["-c", _DRIVER], stdin=json.dumps(job), timeout=timeout + 60, python=self.python)
         if done.returncode != 0:
             raise RuntimeError(f"the user's grader failed: {done.stderr[-2000:]}")
         return RunResult(**json.loads(done.stdout.splitlines()[-1]))

@@ -106,7 +106,13 @@ def _bind(source: str, target: str, read_only: bool) -> None:
 
 
 def _populate(root: str, spec: dict) -> None:
-    """The box's tree under `root` (a fresh tmpfs): interpreter, libraries, devices, /proc, /tmp, /sandbox."""
+    """The box's tree under `root` (a fresh tmpfs): /tmp, interpreter, libraries, devices, /proc, /sandbox."""
+    # /tmp first: a bind that lies under the host's /tmp (a venv in a CI container's /tmp) then lands inside the
+    # box's own tmpfs, which shows the program that one directory chain and nothing else of the host's /tmp
+    os.makedirs(root + "/tmp")
+    owner = spec["uid"] if spec["mode"] == "namespaces" else INNER_UID
+    options = f"size={spec['disk_bytes']},nr_inodes={spec['inodes']},mode=700,uid={owner},gid={owner}"
+    _mount("sandbox-tmp", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, options)
     for path in spec["binds"]:
         os.makedirs(root + path, exist_ok=True)
         _bind(path, root + path, read_only=True)
@@ -121,10 +127,6 @@ def _populate(root: str, spec: dict) -> None:
         _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "subset=pid,hidepid=2")
     except OSError:  # kernels before 5.8 know no subset=pid
         _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
-    os.makedirs(root + "/tmp")
-    owner = spec["uid"] if spec["mode"] == "namespaces" else INNER_UID
-    options = f"size={spec['disk_bytes']},nr_inodes={spec['inodes']},mode=700,uid={owner},gid={owner}"
-    _mount("sandbox-tmp", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, options)
     _place_files(root + "/sandbox", spec)
 
 
@@ -264,6 +266,11 @@ def _supervise(spec: dict, fds: dict[str, int]) -> None:
         _place_files(spec["cwd"], spec)
     else:
         _build_root(spec)
+        # The box's init (this process, pid 1) is the program's own uid in mode userns: seccomp refuses the
+        # program any signal to it and any change of its limits; it also holds no more than the program may.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # pid 1 with no handler: no signal from inside lands
+        for name, (soft, hard) in spec["rlimits"].items():
+            resource.setrlimit(getattr(resource, name), (soft, hard))
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])  # before fork, so no exit goes unseen
     start = time.monotonic()
     pid = os.fork()

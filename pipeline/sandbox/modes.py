@@ -61,6 +61,10 @@ def precheck(mode: Mode, python: str) -> str | None:
         return "needs root"
     if mode == "userns" and real_root():  # the host's root skips RLIMIT_NPROC, even in a user namespace
         return "is for users other than root (root uses mode namespaces)"
+    if mode != "landlock" and "/tmp" in box_contents(python)[0]:
+        return (
+            f"{python} is installed in /tmp itself, which the box's own /tmp replaces: install it in a folder"
+        )
     if mode == "landlock":
         if (version := landlock.abi()) < landlock.MINIMUM_ABI:
             return (

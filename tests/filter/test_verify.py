@@ -252,3 +252,64 @@ def test_filter_checks_the_sandbox_before_any_step_and_fails_in_one_line(tmp_pat
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "error: no code sandbox available (sandbox.mode=userns): userns: " in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_distill_verify_code_from_a_venv_under_tmp_as_root_and_as_a_user(tmp_path):
+    """CI containers keep their venv under /tmp: the sandbox must bind it and keep the box's /tmp its own."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    import pytest
+
+    from tests.sandbox_user import PYTHON, SandboxUser
+
+    if os.geteuid() != 0:
+        pytest.skip("creating the test user needs root")
+    user = SandboxUser.create()
+    folder = Path(tempfile.mkdtemp(prefix="distill-venv-", dir="/tmp"))
+    try:
+        folder.chmod(0o755)
+        subprocess.run(
+            [PYTHON, "-m", "venv", "--without-pip", "--system-site-packages", str(folder / "venv")],
+            check=True,
+        )
+        python = str(folder / "venv" / "bin" / "python")
+        work = user.home / "work"
+        work.mkdir()
+        os.chown(work, user.uid, user.gid)
+        rows, expected = _code_rows()
+        src = write_lines(work / "code.jsonl", [json.dumps(r) for r in rows])
+        src.chmod(0o644)
+        env = {**os.environ, "PYTHONPATH": str(user.home)}
+        for name, mode, as_user, used in [
+            ("root", "auto", False, "namespaces"),
+            ("root-landlock", "landlock", False, "landlock"),
+            ("user", "auto", True, "userns"),
+            ("user-landlock", "landlock", True, "landlock"),
+        ]:
+            out = work / f"out-{name}.jsonl"
+            args = [
+                "-m",
+                "pipeline.cli",
+                "verify",
+                str(src),
+                "-o",
+                str(out),
+                "--kind",
+                "code",
+                "--sandbox-mode",
+                mode,
+            ]
+            if as_user:
+                done = user.run(args, python=python)
+            else:
+                done = subprocess.run([python, *args], capture_output=True, text=True, env=env, cwd=work)
+            assert done.returncode == 0, (name, done.stderr)
+            graded = [json.loads(line) for line in out.read_text().splitlines()]
+            assert [r["correct"] for r in graded] == expected, name
+            assert {r["sandbox"] for r in graded} == {used, None}, name
+    finally:
+        shutil.rmtree(folder)
+        user.remove()

@@ -64,6 +64,32 @@ def any_mode(request: pytest.FixtureRequest) -> Sandbox:
     return _sandbox(request.param)
 
 
+@pytest.fixture(scope="module")
+def tmp_venv() -> Path:
+    """A real venv whose interpreter lies under /tmp, as in CI containers and clones made in /tmp; world-readable,
+    so the test user can run it too."""
+    folder = Path(tempfile.mkdtemp(prefix="distill-venv-", dir="/tmp"))
+    folder.chmod(0o755)
+    subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--without-pip", str(folder / "venv")], check=True)
+    yield folder / "venv"
+    shutil.rmtree(folder)
+
+
+@pytest.fixture(scope="module", params=["namespaces", "userns", "landlock", "landlock-user"])
+def tmp_venv_mode(request: pytest.FixtureRequest, tmp_venv: Path) -> Sandbox:
+    """Every mode, each running the venv under /tmp."""
+    python = str(tmp_venv / "bin" / "python")
+    if request.param == "userns" or request.param == "landlock-user":
+        mode = request.param.removesuffix("-user")
+        return request.getfixturevalue("user").sandbox(mode, SMALL, python=python)
+    sandbox = Sandbox(limits=SMALL, mode=request.param, python=python)
+    try:
+        sandbox.resolved_mode()
+    except SandboxUnavailable as e:
+        pytest.fail(f"a venv under /tmp must work in mode {request.param}: {e}")
+    return sandbox
+
+
 def run(sandbox: Sandbox, source: str, timeout: float = 10.0, stdin: str = "") -> RunResult:
     return sandbox.run(textwrap.dedent(source), stdin=stdin, timeout=timeout)
 
@@ -365,6 +391,7 @@ def test_mode_landlock_cannot_touch_the_users_own_files_or_processes(user):
         os.chown(owned, user.uid, user.gid)
         before = owned.stat()
         other = subprocess.Popen(["sleep", "60"], user=user.uid, group=user.gid, extra_groups=[])
+        niceness = os.getpriority(os.PRIO_PROCESS, 0)  # the test's own (pytest may run under `nice`)
         source = f"""
             import os, resource
             for name, action in [
@@ -390,7 +417,7 @@ def test_mode_landlock_cannot_touch_the_users_own_files_or_processes(user):
     finally:
         shutil.rmtree(folder)
     assert result.ok and "did" not in result.stdout and result.stdout.count("refused") == 6, result.stdout
-    assert (after.st_mode, after.st_mtime) == (before.st_mode, before.st_mtime) and alive and nice == 0
+    assert (after.st_mode, after.st_mtime) == (before.st_mode, before.st_mtime) and alive and nice == niceness
 
 
 def test_a_concurrent_run_cannot_find_another_runs_program_or_output(any_mode):
@@ -414,3 +441,71 @@ def test_a_concurrent_run_cannot_find_another_runs_program_or_output(any_mode):
         result = run(any_mode, spy)
         assert first.result().ok
     assert result.ok and result.stdout.strip() == "found []", result.stdout + result.stderr
+
+
+def test_an_interpreter_in_a_venv_under_tmp_works_in_every_mode_and_the_box_tmp_stays_its_own(
+    tmp_venv_mode, tmp_venv
+):
+    host_file = Path("/tmp") / f"distill-host-{uuid.uuid4().hex}"
+    host_file.write_text("host")
+    name = f"box-{uuid.uuid4().hex}"
+    source = f"""
+        import os, sys
+        print([p for p in sys.path if p.startswith("/tmp/")])
+        try:
+            readable = open({str(host_file)!r}).read() == "host"
+        except OSError:
+            readable = False
+        print(readable, sorted(os.listdir("/tmp")) if {tmp_venv_mode.mode != "landlock"} else [])
+        try:
+            open("/tmp/{name}", "w").write("x")
+            print("wrote")
+        except OSError:
+            print("refused")
+    """
+    try:
+        result = run(tmp_venv_mode, source)
+    finally:
+        host_file.unlink()
+    assert result.ok, result.stderr
+    on_path, seen, wrote = result.stdout.splitlines()
+    site_packages = str(next(tmp_venv.glob("lib/python3*/site-packages")))
+    assert on_path == str([site_packages]) and result.mode == tmp_venv_mode.mode  # the venv's own packages
+    if tmp_venv_mode.mode == "landlock":  # the host's tree, read-only where listed: nothing written anywhere
+        assert wrote == "refused" and seen == "False []"
+    else:  # its own /tmp: the venv's directory chain, nothing else of the host's /tmp; its writes stay inside
+        assert wrote == "wrote" and seen == f"False {[tmp_venv.parent.name]!r}"
+    assert not (Path("/tmp") / name).exists()
+
+
+def test_the_box_init_is_out_of_the_programs_reach_and_holds_no_more_than_it(any_mode):
+    """Mode userns runs the box's init (pid 1) as the program's own uid: no signal reaches it, its limits
+    cannot be changed, and its own limits are the program's. Other modes: pid 1 is another uid or not ours."""
+    source = """
+        import ctypes, os, resource, signal
+        for name, action in [
+            ("kill", lambda: os.kill(1, signal.SIGKILL)),
+            ("interrupt", lambda: os.kill(1, signal.SIGINT)),
+            ("terminate", lambda: os.kill(1, signal.SIGTERM)),
+            ("limit", lambda: resource.prlimit(1, resource.RLIMIT_NOFILE, (3, 3))),
+            ("nice", lambda: os.setpriority(os.PRIO_PROCESS, 1, 19)),
+            ("nice-user", lambda: os.setpriority(os.PRIO_USER, 0, 19)),
+            ("affinity", lambda: os.sched_setaffinity(1, {0})),
+            ("pidfd", lambda: os.pidfd_open(1)),
+        ]:
+            try:
+                action()
+                print("did", name)
+            except OSError:
+                print("refused", name)
+        resource.setrlimit(resource.RLIMIT_NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE))  # its own: allowed
+        try:
+            print(open("/proc/1/limits").read() == open("/proc/self/limits").read())
+        except OSError:
+            print("unreadable")
+    """
+    result = run(any_mode, source)
+    assert result.ok, result.stderr
+    *attempts, limits = result.stdout.splitlines()
+    assert [a for a in attempts if not a.startswith("refused")] == [], result.stdout
+    assert limits in ("True", "unreadable")  # userns: readable, and the same; other modes: not the program's

@@ -29,7 +29,7 @@ from pipeline.config import ConfigError, dump_yaml, from_dict, read_recipe, to_d
 from pipeline.errors import UserError
 from pipeline.filter import verify
 from pipeline.push import hub
-from pipeline.sandbox.box import SandboxError, SandboxUnavailable
+from pipeline.sandbox.box import SandboxUnavailable
 from pipeline.tiny_model import TinyModelSpec
 
 # stage name -> (config class, run function, one-line help). A stage is listed here once it works.
@@ -266,8 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     handler = COMMANDS.get(args.command, cmd_stage)
     try:
         return handler(args, parser)
-    # ours (file/line/field and what to do; the sandbox's say what is missing); anything else is a bug: traceback
-    except (UserError, SandboxUnavailable, SandboxError) as e:
+    # ours (file/line/field and what to do; no sandbox here says what is missing); anything else, a sandbox that
+    # failed while running included, is a bug or a broken machine: its traceback
+    except (UserError, SandboxUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -21,8 +21,9 @@ from pipeline.errors import UserError
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model")
 
 
-def check_output_folder(path: str | Path, field: str = "output") -> None:
-    """An output must be a folder (or not exist yet): not a file, not under a file."""
+def check_output_folder(path: str | Path, field: str = "output", stage: str | None = None) -> None:
+    """An output must be a folder (or not exist yet): not a file, not under a file; with `stage`, a folder that
+    stage may write: new, empty or its own (pipeline/outputs.py), never another stage's or a user's files."""
     path = Path(path)
     for p in (path, *path.parents):
         if p.exists() and not p.is_dir():
@@ -32,6 +33,10 @@ def check_output_folder(path: str | Path, field: str = "output") -> None:
                 field=field,
                 hint="choose an output folder path that is free or already a folder",
             )
+    if stage is not None:
+        from pipeline.outputs import check_owned
+
+        check_owned(path, stage, field)
 
 
 def _looks_local(name: str) -> bool:
@@ -60,7 +65,7 @@ def check_model(name: str, field: str = "model", revision: str | None = None) ->
 def _check_hub_model(name: str, field: str, revision: str | None) -> None:
     """A Hub model id: its config must be cached or downloadable (offline runs need a cached copy)."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.errors import EntryNotFoundError, HFValidationError
 
     try:
         hf_hub_download(name, "config.json", revision=revision)
@@ -70,7 +75,9 @@ def _check_hub_model(name: str, field: str, revision: str | None) -> None:
             field=field,
             hint="give the path of a local model folder, or a Hub id like owner/name",
         ) from None
-    except Exception as e:  # offline, unreachable, gated or missing: all mean "cannot get it from here"
+    # offline, unreachable, gated or missing (Hub HTTP errors and network failures are OSErrors): all mean "cannot
+    # get it from here"; anything else is a bug and keeps its traceback
+    except (OSError, EntryNotFoundError) as e:
         why = (
             "the Hub is offline (HF_HUB_OFFLINE=1) and it is not cached"
             if hub_offline()
@@ -80,7 +87,7 @@ def _check_hub_model(name: str, field: str, revision: str | None) -> None:
             f"no local folder {name!r}, and cannot get it from the Hub: {why}",
             field=field,
             hint="use a reachable Hub id (network, access, HF_HUB_OFFLINE unset), or a local path to the model",
-        ) from None
+        ) from e
 
 
 def load_tokenizer(cfg: Any) -> Any:
@@ -107,7 +114,7 @@ def load_tokenizer(cfg: Any) -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
     except (OSError, ValueError) as e:
-        raise UserError(f"cannot load the tokenizer of {name}: {e}", field=field) from None
+        raise UserError(f"cannot load the tokenizer of {name}: {e}", field=field) from e
     if len(tokenizer) <= 1:
         raise UserError(f"{name}: the tokenizer is empty ({len(tokenizer)} tokens)", field=field)
     chat_template = getattr(getattr(cfg, "prompt", None), "chat_template", None)

@@ -199,3 +199,85 @@ def test_a_huge_prompt_is_refused_without_tokenizing_it(tiny_model_dir, tmp_path
     result = run_distill("generate", "--config", str(recipe))
     fails_with(result, r"p.jsonl:3: field 'problem': the prompt is over 512 tokens \(20,000,010 characters\)")
     assert time.monotonic() - started < 60
+
+
+# --- our own failures keep their traceback: never disguised as bad input --------------------------------------
+
+
+def test_a_sandbox_failing_mid_run_is_not_reported_as_bad_input(tmp_path, monkeypatch):
+    """SandboxError is the sandbox breaking while it runs (an infrastructure failure): its traceback, not exit 2."""
+    from pipeline import cli
+    from pipeline.sandbox.box import Sandbox, SandboxError
+
+    src = tmp_path / "code.jsonl"
+    src.write_text(json.dumps({"id": "a", "completion": "```python\nprint(2)\n```",
+                               "tests": [{"input": "", "output": "2\n"}]}) + "\n")  # fmt: skip
+
+    proven = Sandbox._result  # the mode's proof at start still works: the sandbox breaks on the answer's run
+
+    def broken(self, mode, returncode, reports, box):
+        if (box / "main.py").read_text().strip() == "print(2)":
+            raise SandboxError("the supervisor died")
+        return proven(self, mode, returncode, reports, box)
+
+    monkeypatch.setattr(Sandbox, "_result", broken)
+    with pytest.raises(SandboxError, match="the supervisor died"):
+        cli.main(["verify", str(src), "-o", str(tmp_path / "out.jsonl"), "--kind", "code"])
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_bug_in_push_shows_its_scrubbed_traceback_and_a_hub_refusal_one_line(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from pipeline.push import hub
+
+    token = "hf_" + "A" * 34
+    monkeypatch.setattr(hub, "hub_token", lambda: token)
+
+    def bug(args, redactor):
+        raise TypeError(f"unexpected argument (Authorization: Bearer {token})")
+
+    monkeypatch.setattr(hub, "push", bug)
+    assert hub.run_push(argparse.Namespace()) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "TypeError: unexpected argument" in err
+    assert token not in err and "push failed" not in err
+
+    def refused(args, redactor):
+        import httpx
+
+        response = httpx.Response(403, request=httpx.Request("POST", "https://hub.example/api/repos/create"))
+        raise HfHubHTTPError(f"403 Forbidden: token {token} may not create owner/x", response=response)
+
+    monkeypatch.setattr(hub, "push", refused)
+    assert hub.run_push(argparse.Namespace()) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: push failed: HfHubHTTPError: 403 Forbidden") and "Traceback" not in err
+    assert token not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_grader_bug_is_logged_with_its_traceback_and_counted_as_grader_error(tmp_path):
+    """A bug in a grading worker costs one sample (grader_error) and is seen: its traceback on stderr."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "grade.py"
+    script.write_text(
+        "import logging\n"
+        "import pipeline.filter.math_pool as pool\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "def buggy(text, gold, timeout, memory=None):\n"
+        "    raise AttributeError(\"'NoneType' object has no attribute 'args'\")\n"
+        "pool.grade = buggy  # the workers fork from here, with it\n"
+        "if __name__ == '__main__':\n"
+        "    print([v.reason for v in pool.grade_many([('\\\\boxed{2}', '2')], workers=1)])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['grader_error']"
+    assert "Traceback (most recent call last)" in done.stderr and "AttributeError: 'NoneType'" in done.stderr
+    assert "a bug, please report it" in done.stderr

@@ -8,6 +8,7 @@ killed and replaced, and the samples it had not reported are retried one by one 
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import signal
 import threading
@@ -19,6 +20,8 @@ from typing import Any
 
 from pipeline.filter.math_grader import Memory, Verdict, extract_answer, grade
 from pipeline.sandbox.box import cores
+
+log = logging.getLogger("distill.filter")
 
 
 def grade_many(
@@ -59,7 +62,9 @@ def _serve(conn: Connection, timeout: float) -> None:
                     done, sent = [], time.monotonic()
                 try:
                     done.append(grade(text, gold, timeout, memory=memory))
-                except Exception:  # a bug in a parser must cost one sample, not the run
+                except Exception:  # a bug in a parser must cost one sample, not the run, and be seen
+                    log.exception("grading sample %r against gold %r failed: a bug, please report it",
+                                  (text or "")[-200:], gold)  # fmt: skip
                     done.append(Verdict(None, None, "grader_error"))
             conn.send(done)
     except (EOFError, OSError):  # the parent has gone
@@ -161,6 +166,9 @@ class _Pool:
         else:
             index = worker.todo[0]
             answer = extract_answer(items[index][0]) if items[index][0] is not None else None  # linear: safe
+            if dead:
+                log.error("a grading worker died on sample %d (exit %s): counted as grader_error; a bug, please "
+                          "report it", index, worker.process.exitcode)  # fmt: skip
             results[index] = (
                 Verdict(None, answer, "grader_error") if dead else Verdict(False, answer, "timeout")
             )

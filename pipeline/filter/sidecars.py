@@ -49,12 +49,14 @@ def check_sidecars(folder: str | Path, tokenizer: Any = None) -> int:
 
 
 def open_sidecar(path: Path) -> SidecarFile:
+    from safetensors import SafetensorError
+
     try:
         return SidecarFile(path)
-    except Exception as e:  # safetensors' errors for a torn or foreign file vary by version
+    except (SafetensorError, OSError, ValueError, KeyError) as e:  # a torn, missing or foreign file
         raise RecordError(
             f"{path}: not a readable logprob sidecar ({type(e).__name__}: {e})", hint=HINT
-        ) from None
+        ) from e
 
 
 def check_shard(shard: Path, sidecar: SidecarFile, tokenizer: Any) -> None:
@@ -76,13 +78,15 @@ def check_shard(shard: Path, sidecar: SidecarFile, tokenizer: Any) -> None:
 
 
 def check_sample(where: str, row: dict[str, Any], sidecar: SidecarFile, tokenizer: Any) -> None:
+    from safetensors import SafetensorError
+
     try:
         topk = sidecar.get(row["id"])
         topk.validate(row["id"])
-    except Exception as e:
+    except (SafetensorError, OSError, ValueError, KeyError) as e:  # torn or inconsistent arrays
         raise RecordError(
             f"{sidecar.path}: sample {row['id']!r}: unreadable logprobs ({e})", hint=HINT
-        ) from None
+        ) from e
     stored = topk.token_ids.tolist()
     if len(stored) != row.get("num_completion_tokens"):
         raise RecordError(

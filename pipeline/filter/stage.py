@@ -98,7 +98,7 @@ def run_steps(steps: list, items: list[Item], context: Context) -> tuple[dict[in
 
 def run(cfg: FilterConfig, args: Any = None) -> int:
     require_complete(cfg.input, "generate", allow_incomplete=getattr(args, "allow_incomplete", False))
-    preflight.check_output_folder(cfg.output)
+    preflight.check_output_folder(cfg.output, stage="filter")
     steps = cfg.build_steps()
     for step in steps:
         step.prepare()  # e.g. no code sandbox here: one clear error before anything runs

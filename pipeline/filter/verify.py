@@ -25,7 +25,7 @@ from pipeline.filter.verdict import Verdict
 from pipeline.records.read import read_jsonl
 from pipeline.records.schema import RecordError
 from pipeline.records.write import write_jsonl
-from pipeline.sandbox.box import SandboxError, SandboxUnavailable
+from pipeline.sandbox.box import SandboxUnavailable
 from pipeline.sandbox.modes import MODES
 
 HELP = (
@@ -65,7 +65,10 @@ def main_verify(args: argparse.Namespace) -> int:
     try:
         records = read_records(Path(args.input), args.completion_field)
         verdicts = GRADERS[args.kind](records, args)  # checks its own fields before grading anything
-    except (RecordError, SandboxUnavailable, SandboxError) as e:
+    except (
+        RecordError,
+        SandboxUnavailable,
+    ) as e:  # a sandbox failing mid-run (SandboxError) is no user's mistake
         print(f"error: {e}", file=sys.stderr)
         return 2
     rows = (with_verdict(r.row, verdict, args.kind) for r, verdict in zip(records, verdicts, strict=True))

@@ -77,6 +77,8 @@ class OpenAIEngine:
         if request.prefix:
             messages.append({"role": "assistant", "content": request.prefix})
             extra.update(continue_final_message=True, add_generation_prompt=False)
+        import openai
+
         try:
             response = await client.chat.completions.create(
                 model=self.served,
@@ -89,7 +91,7 @@ class OpenAIEngine:
                 stop=list(s.stop) or None,
                 extra_body=extra or None,
             )
-        except Exception as e:
+        except openai.APIError as e:  # refused, unreachable or timed out after the client's retries
             raise RuntimeError(f"sample {request.sample_id}: the server refused the request: {e}") from e
         choice = response.choices[0]
         message = choice.message

@@ -67,7 +67,7 @@ def run(cfg: GenerateConfig, args: Any = None, engine: Engine | None = None, tok
     folder's fingerprint) runs before the engine starts and before anything is written."""
     shard = parse_shard(cfg.shard) if cfg.shard else None
     out = output_folder(cfg, shard)
-    preflight.check_output_folder(out)
+    preflight.check_output_folder(out, stage="generate")
     if cfg.mode == "score":  # scoring another run's samples: that run must have finished
         require_complete(cfg.samples, "generate", allow_incomplete=getattr(args, "allow_incomplete", False),
                          field="samples")  # fmt: skip

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import sys
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -161,8 +162,13 @@ def run_push(args: argparse.Namespace) -> int:
     except UserError as e:
         print(f"error: {redactor.scrub(str(e))}", file=sys.stderr)
         return 2
-    except Exception as e:  # the Hub's errors can quote request headers: print only a scrubbed message
+    except OSError as e:  # the Hub refused or could not be reached (its HTTP errors are OSErrors): one line
         print(f"error: push failed: {type(e).__name__}: {redactor.scrub(str(e))}", file=sys.stderr)
+        return 1
+    except (
+        Exception
+    ):  # a bug of ours: the whole traceback, scrubbed (it can quote tokens and request headers)
+        print(redactor.scrub(traceback.format_exc()), end="", file=sys.stderr)
         return 1
 
 

@@ -111,15 +111,18 @@ def _raw_rows(source: DataSource) -> Iterator[tuple[str, dict[str, Any]]]:
 def _load_hub(source: DataSource) -> Any:
     """A Hub dataset, or one line saying it cannot be had from here and what to use instead."""
     import datasets
+    from datasets.exceptions import DatasetsError
 
     try:
         return datasets.load_dataset(source.hub, source.config, split=source.split)
-    except Exception as e:  # offline, unreachable, no such dataset/config/split: the user's to fix
+    # offline, unreachable (OSError: the Hub's HTTP errors too), no such dataset (DatasetNotFoundError), config or
+    # split (ValueError): the user's to fix; anything else is a bug and keeps its traceback
+    except (OSError, ValueError, DatasetsError) as e:
         first = (str(e).splitlines() or [""])[0][:200]
         raise RecordError(
             f"cannot load {source.describe()}: {type(e).__name__}: {first}; give a reachable Hub id "
             "(network, HF_HUB_OFFLINE unset), or a local copy with 'path:' instead of 'hub:'"
-        ) from None
+        ) from e
 
 
 def load_problems(source: DataSource) -> list[Problem]:

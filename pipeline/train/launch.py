@@ -1,8 +1,12 @@
 """How a training stage (sft, kd, opd) starts: here, not at all (a finished run rerun), or relaunched under
-`accelerate launch`, which starts one process per device and runs the same command again in each.
+`accelerate launch`, which starts one process per device and runs the same command again in each; and what it
+may do to its output folder, in that order: check everything, touch the folder only when training starts.
 
+    resume_point(cfg, "kd")                            # refuses another stage's folder or another run's checkpoints
     if (status := settled_elsewhere(cfg, args, "kd")) is not None:
         return status   # 0 for a finished run, else the launched run's exit status
+    ... load models and data, pre-flight checks (any may refuse: the output is still as it was) ...
+    last = claim_output(cfg, "kd", trainer.is_world_process_zero())   # now the folder is this run's
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from pipeline.config import to_dict
-from pipeline.records.manifest import read_manifest
+from pipeline.errors import UserError
+from pipeline.records.manifest import MANIFEST, read_manifest
 from pipeline.train.opd.config import OPDStageConfig
 from pipeline.train.sft.config import SFTStageConfig
 
@@ -60,3 +66,86 @@ def relaunch(cfg: StageConfig, args: Any, stage: str) -> int:
     cmd += ["--allow-incomplete"] if getattr(args, "allow_incomplete", False) else []
     log.info("relaunching: %s", " ".join(cmd))
     return subprocess.call(cmd, env={**os.environ, LAUNCHED: "1"})
+
+
+# --- the output folder: checked before anything loads, touched only when training starts ------------------------
+
+# What a checkpoint depends on: resuming it with any of these changed would mix two runs (another model's
+# weights, another adapter's shapes, other data or teachers). The trainer's schedule may change (more steps).
+RESUME_KEYS = ("model", "revision", "tokenizer", "from_scratch", "model_config", "peft", "data", "problems",
+               "teachers", "prompt", "kd.teacher", "kd.teacher_model", "kd.hidden")  # fmt: skip
+
+
+def resume_settings(cfg: StageConfig) -> dict[str, Any]:
+    """The settings of `RESUME_KEYS` this recipe has, JSON-normalised (dotted keys for nested ones)."""
+    settings = json.loads(json.dumps(to_dict(cfg)))
+    found = {}
+    for key in RESUME_KEYS:
+        head, _, tail = key.partition(".")
+        value = settings.get(head)
+        if tail and isinstance(value, dict):
+            value = value.get(tail)
+        if head in settings:
+            found[key] = value
+    return found
+
+
+def resume_point(cfg: StageConfig, stage: str) -> str | None:
+    """The checkpoint this run resumes from (the latest complete one; None: from the start), after refusing an
+    output that is another stage's or whose checkpoints were made with other settings. Writes nothing."""
+    from pipeline.checkpoints import latest_complete_checkpoint
+    from pipeline.outputs import changes, check_owned, recorded
+
+    check_owned(cfg.output, stage)
+    last = latest_complete_checkpoint(cfg.output, remove_incomplete=False) if cfg.resume else None
+    if last is None:
+        return None
+    before = recorded(cfg.output)
+    changed = (
+        changes(before, resume_settings(cfg)) if before is not None else _architecture_changes(cfg, last)
+    )
+    if changed:
+        raise UserError(
+            f"{cfg.output} holds checkpoints of another run ({last.name}); changed: {'; '.join(changed)}",
+            file=cfg.output,
+            field="output",
+            hint="use another output folder, or restore those settings to resume (nothing was changed)",
+        )
+    return str(last)
+
+
+def claim_output(cfg: StageConfig, stage: str, main_process: bool) -> str | None:
+    """Training starts now: the checkpoint to resume from. The main process alone removes incomplete
+    checkpoints, marks the output unfinished (no manifest until this run's last step) and records its settings."""
+    from pipeline.checkpoints import latest_complete_checkpoint
+    from pipeline.outputs import mark
+
+    last = resume_point(cfg, stage)
+    if main_process:
+        if cfg.resume:
+            latest_complete_checkpoint(cfg.output, remove_incomplete=True)
+        (Path(cfg.output) / MANIFEST).unlink(missing_ok=True)
+        mark(cfg.output, stage, resume_settings(cfg))
+    if last:
+        log.info("resuming from %s", last)
+    return last
+
+
+ARCHITECTURE = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "intermediate_size")  # fmt: skip
+
+
+def _architecture_changes(cfg: StageConfig, checkpoint: Path) -> list[str]:
+    """For checkpoints older than the output mark: their model's shape against the student's, where both are
+    local (a Hub student is compared once the mark exists)."""
+    from pipeline.outputs import changes
+
+    saved, student = checkpoint / "config.json", Path(cfg.model) / "config.json"
+    if not (saved.is_file() and student.is_file()):
+        return []
+    overrides = getattr(cfg, "model_config", None) or {}
+    want = {**json.loads(student.read_text()), **overrides}
+    have = json.loads(saved.read_text())
+    return [f"model {line}" for line in changes(
+        {k: have.get(k) for k in ARCHITECTURE}, {k: want.get(k) for k in ARCHITECTURE}
+    )]  # fmt: skip

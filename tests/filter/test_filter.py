@@ -466,3 +466,41 @@ def test_filter_refuses_a_generate_folder_without_its_manifest(tmp_path):
     assert "rerun `distill generate`" in result.stderr
     allowed = run_distill("filter", "--config", str(recipe), "--allow-incomplete")
     assert allowed.returncode == 0, allowed.stderr[-2000:]
+
+
+@pytest.mark.parametrize("target", ["generate", "user", "other-generate"])
+def test_filter_never_replaces_a_folder_that_is_not_a_filter_output(tmp_path, target):
+    """One typo in `output=` (the input folder, a user's data, another run) must not delete GPU-hours of samples."""
+    folder, _, _ = generate_folder(tmp_path)
+    out = {"generate": folder, "user": tmp_path / "mine", "other-generate": tmp_path / "older"}[target]
+    if target == "user":
+        out.mkdir()
+        (out / "notes.txt").write_text("my notes")
+    elif target == "other-generate":
+        import shutil
+
+        shutil.copytree(folder, out)
+        (out / "manifest.json").unlink()  # a generate run still going: samples, no manifest
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    recipe = tmp_path / "f.yaml"
+    recipe.write_text(f"stage: filter\ninput: {folder}\noutput: {out}\nsteps:\n  - name: parse\n")
+    result = run_distill("filter", "--config", str(recipe))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"error: {out}: field 'output': {out} holds "), result.stderr
+    expected = {"generate": "a finished generate output", "user": "1 entries no distill filter run wrote (notes.txt)",
+                "other-generate": "no distill filter run wrote"}[target]  # fmt: skip
+    assert expected in result.stderr
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_filter_replaces_its_own_output_and_fills_an_empty_folder(tmp_path):
+    folder, _, _ = generate_folder(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    recipe = tmp_path / "f.yaml"
+    recipe.write_text(f"stage: filter\ninput: {folder}\noutput: {out}\nsteps:\n  - name: parse\n")
+    for _ in range(2):  # empty, then its own finished output
+        result = run_distill("filter", "--config", str(recipe))
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert read_manifest(out)["stage"] == "filter"

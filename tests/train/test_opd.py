@@ -266,7 +266,8 @@ def test_resuming_with_another_teacher_set_is_refused(
         tiny_model_dir, local(tiny_model_dir), problems, out, "trainer.max_steps=4", "check_template=false"
     )
     assert opd(*more) == 2
-    assert "resuming would mix them" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "holds checkpoints of another run" in err and "changed: teachers: " in err
 
 
 # --- a served teacher (a real vllm serve on loopback) ------------------------------------------------------

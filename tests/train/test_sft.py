@@ -283,3 +283,95 @@ def test_report_to_tensorboard_and_wandb_offline_write_their_logs(tiny_model_dir
     )  # output/runs/...
 
     assert list((tmp_path / "wandb").rglob("*.wandb")), "no offline wandb run"
+
+
+# --- reruns into a finished folder: check everything first, touch the output only when training starts --------
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_sft(tiny_model_dir, tmp_path_factory) -> Path:
+    """A folder with data and a finished 6-step sft run in `out/` (copied by each test)."""
+    from tests.conftest import run_distill
+
+    base = tmp_path_factory.mktemp("finished")
+    assert run_distill("sft", "--config", str(sft_recipe(tiny_model_dir, base))).returncode == 0
+    return base
+
+
+def finished_copy(finished: Path, model: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """(recipe, output) of a private copy of the finished run, reading the same data."""
+    import shutil
+
+    shutil.copytree(finished / "out", tmp_path / "out")
+    recipe = tmp_path / "sft.yaml"
+    recipe.write_text(
+        (finished / "sft.yaml").read_text().replace(str(finished / "out"), str(tmp_path / "out"))
+    )
+    return recipe, tmp_path / "out"
+
+
+@pytest.fixture(scope="module")
+def other_model(tmp_path_factory) -> Path:
+    from pipeline.tiny_model import TinyModelSpec, build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("other") / "model", TinyModelSpec(hidden_size=64, seed=1))
+
+
+@pytest.mark.parametrize("marked", [True, False], ids=["marked", "older-unmarked"])
+def test_a_rerun_with_another_model_is_refused_before_anything_is_touched(
+    tiny_model_dir, finished_sft, other_model, tmp_path, marked
+):
+    from pipeline.handoff import require_trained_model
+    from tests.conftest import run_distill
+
+    recipe, out = finished_copy(finished_sft, tiny_model_dir, tmp_path)
+    if not marked:  # a folder written before outputs were marked: the checkpoints' shapes are compared
+        (out / ".distill-stage.json").unlink()
+    before = _snapshot(out)
+    result = run_distill("sft", "--config", str(recipe), f"model={other_model}", "trainer.max_steps=9")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"{out} holds checkpoints of another run (checkpoint-6); changed: " in result.stderr
+    changed = f"model: '{tiny_model_dir}' -> '{other_model}'" if marked else "model hidden_size: 64 -> 128"
+    assert changed.replace("64 -> 128", "128 -> 64") in result.stderr, result.stderr
+    assert _snapshot(out) == before  # manifest, checkpoints, weights: nothing removed, nothing added
+    require_trained_model(str(out))  # eval and push still take the finished model
+
+
+def test_a_rerun_refused_by_a_preflight_check_leaves_the_finished_model_finished(
+    tiny_model_dir, finished_sft, tmp_path
+):
+    from pipeline.handoff import require_trained_model
+    from tests.conftest import run_distill
+
+    recipe, out = finished_copy(finished_sft, tiny_model_dir, tmp_path)
+    before = _snapshot(out)
+    broken = tmp_path / "t.jinja"  # drops the reasoning: the template check refuses it after the model loads
+    broken.write_text("{% for m in messages %}{{ m['content'].split('</think>')[-1] }}<|im_end|>{% endfor %}")
+    result = run_distill("sft", "--config", str(recipe), "trainer.max_steps=9",
+                         f"trainer.chat_template_path={broken}")  # fmt: skip
+    assert result.returncode == 2 and "the chat template drops the <think> content" in result.stderr, (
+        result.stderr
+    )
+    assert _snapshot(out) == before
+    require_trained_model(str(out))
+
+
+def test_another_stage_cannot_take_over_a_trained_model(tiny_model_dir, finished_sft, tmp_path):
+    from tests.conftest import run_distill
+
+    recipe, out = finished_copy(finished_sft, tiny_model_dir, tmp_path)
+    before = _snapshot(out)
+    kd = tmp_path / "kd.yaml"
+    kd.write_text(recipe.read_text().replace("stage: sft", "stage: kd"))
+    result = run_distill("kd", "--config", str(kd))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert (
+        f"{out} holds a finished sft output (manifest.json); distill kd replaces only its own"
+        in result.stderr
+    )
+    assert _snapshot(out) == before

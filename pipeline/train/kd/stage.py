@@ -35,7 +35,7 @@ def run(cfg: KDStageConfig, args: Any = None) -> int:
     from pipeline.train.launch import settled_elsewhere
     from pipeline.train.sft.stage import check_inputs, train_and_save
 
-    check_inputs(cfg, args)
+    check_inputs(cfg, args, "kd")
     if (status := settled_elsewhere(cfg, args, "kd")) is not None:
         return status
     teacher = load_teacher(cfg, load_tokenizer(cfg)) if cfg.kd.teacher == "online" else None

@@ -11,7 +11,6 @@ made with the same teachers, saves the student, and writes `manifest.json` last 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -22,35 +21,36 @@ from pipeline.prompts import build_messages, load_prompt
 from pipeline.records.manifest import write_manifest
 from pipeline.records.read import load_problems
 from pipeline.records.schema import Problem
-from pipeline.records.write import write_json
 from pipeline.train.opd.config import OPDStageConfig
 
 log = logging.getLogger("distill.opd")
-TEACHERS_FILE = "teachers.json"
 
 
 def run(cfg: OPDStageConfig, args: Any = None) -> int:
-    from pipeline.train.launch import settled_elsewhere
+    from pipeline.train.launch import claim_output, settled_elsewhere
 
     check_inputs(cfg, args)
     if (status := settled_elsewhere(cfg, args, "opd")) is not None:
         return status
     problems = load_problems(cfg.problems)  # every record checked (file, line, field) before anything loads
     check_routes(cfg, problems)
-    last = check_resume(cfg)
-    trainer = build_trainer(cfg, problems)
+    trainer = build_trainer(cfg, problems)  # teachers checked against the student: may still refuse
+    last = claim_output(cfg, "opd", trainer.is_world_process_zero())  # the first write to the output folder
     return train_and_save(cfg, trainer, last, len(problems))
 
 
 def check_inputs(cfg: OPDStageConfig, args: Any = None) -> None:
-    """Before any model loads: DeepSpeed when the recipe uses it, a usable output folder, a finished student
-    (a killed sft folder or a half-saved checkpoint is refused), and local teachers that exist."""
+    """Before any model loads: DeepSpeed when the recipe uses it, a usable output folder (opd's own, its
+    checkpoints made with this student and these teachers), a finished student (a killed sft folder or a
+    half-saved checkpoint is refused), and local teachers that exist."""
     from pipeline.handoff import require_trained_model
+    from pipeline.train.launch import resume_point
 
     preflight.check_deepspeed(cfg.launch.accelerate_config, cfg.trainer, "launch.accelerate_config")
-    preflight.check_output_folder(cfg.output)
+    preflight.check_output_folder(cfg.output, stage="opd")
     preflight.check_model(cfg.model, "model", cfg.revision)
     require_trained_model(cfg.model, allow_incomplete=getattr(args, "allow_incomplete", False))
+    resume_point(cfg, "opd")
     for key, spec in cfg.teachers.items():
         if spec.model is not None:
             preflight.check_model(spec.model, f"teachers.{key}.model", spec.revision)
@@ -73,30 +73,6 @@ def check_routes(cfg: OPDStageConfig, problems: list[Problem]) -> None:
 
 def teacher_set(cfg: OPDStageConfig) -> dict[str, str]:
     return {key: spec.describe() for key, spec in sorted(cfg.teachers.items())}
-
-
-def check_resume(cfg: OPDStageConfig) -> str | None:
-    """The checkpoint to resume from, refusing one trained with another teacher set; records the set."""
-    from pipeline.checkpoints import latest_complete_checkpoint
-
-    out = Path(cfg.output)
-    last = (
-        latest_complete_checkpoint(out) if cfg.resume and out.is_dir() else None
-    )  # a half-saved one is skipped
-    last = str(last) if last else None
-    recorded = out / TEACHERS_FILE
-    if last and recorded.is_file():
-        before = json.loads(recorded.read_text())
-        if before != teacher_set(cfg):
-            raise ConfigError(
-                f"{cfg.output}: its checkpoints were trained with teachers {before}, this recipe has "
-                f"{teacher_set(cfg)}: resuming would mix them. Use another output, or resume: false to start over",
-                key="teachers",
-            )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "manifest.json").unlink(missing_ok=True)  # incomplete until this run finishes
-    write_json(recorded, teacher_set(cfg))
-    return last
 
 
 def problem_rows(cfg: OPDStageConfig, problems: list[Problem]) -> list[dict[str, Any]]:
@@ -170,8 +146,6 @@ def last_logged(history: list[dict[str, Any]], key: str) -> Any:
 
 
 def train_and_save(cfg: OPDStageConfig, trainer: Any, last: str | None, problems: int) -> int:
-    if last:
-        log.info("resuming from %s", last)
     result = trainer.train(resume_from_checkpoint=last)
     trainer.save_model(cfg.output)
     if not trainer.is_world_process_zero():

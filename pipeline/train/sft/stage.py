@@ -18,29 +18,31 @@ from typing import Any
 
 from pipeline.config import to_dict
 from pipeline.records.manifest import write_manifest
-from pipeline.train.launch import settled_elsewhere
+from pipeline.train.launch import claim_output, resume_point, settled_elsewhere
 from pipeline.train.sft.config import SFTStageConfig
 
 log = logging.getLogger("distill.sft")
 
 
 def run(cfg: SFTStageConfig, args: Any = None) -> int:
-    check_inputs(cfg, args)
+    check_inputs(cfg, args, "sft")
     if (status := settled_elsewhere(cfg, args, "sft")) is not None:
         return status
     trainer, dataset = build_trainer(cfg)
     return train_and_save(cfg, trainer, dataset, "sft")
 
 
-def check_inputs(cfg: SFTStageConfig, args: Any = None) -> None:
+def check_inputs(cfg: SFTStageConfig, args: Any = None, stage: str = "sft") -> None:
     """What a training run needs, checked before any model loads: DeepSpeed when the recipe uses it, a usable
-    output folder, an existing student, and complete filter outputs as data (pipeline/handoff.py)."""
+    output folder (this stage's, its checkpoints made with these settings), an existing student, and complete
+    filter outputs as data (pipeline/handoff.py)."""
     from pipeline import preflight
     from pipeline.handoff import require_complete
 
     preflight.check_deepspeed(cfg.launch.accelerate_config, cfg.trainer, "launch.accelerate_config")
     preflight.check_output_folder(cfg.output)
     preflight.check_model(cfg.model, "model", cfg.revision)
+    resume_point(cfg, stage)
     kd = getattr(cfg, "kd", None)
     if kd is not None and kd.teacher == "online":
         preflight.check_model(kd.teacher_model, "kd.teacher_model")
@@ -68,7 +70,6 @@ def build_trainer(
     dataset = load_mixture(cfg.data, seed=args.seed, columns=columns or TRAIN_COLUMNS)
 
     model = load_student(cfg, args.seed, args.model_init_kwargs or {})
-    (Path(cfg.output) / "manifest.json").unlink(missing_ok=True)  # incomplete until this run finishes
     trainer = (trainer_cls or SFTTrainer)(
         model=model,
         args=args,
@@ -95,7 +96,7 @@ def train_and_save(cfg: SFTStageConfig, trainer: Any, dataset: Any, stage: str) 
     from pipeline.train.template_check import check_template, pick_example
 
     checked = check_template(trainer, pick_example(dataset)) if cfg.check_template else None
-    last = _resume_checkpoint(cfg, trainer)
+    last = claim_output(cfg, stage, trainer.is_world_process_zero())  # the first write to the output folder
     arm_weight_save()
     start_epoch = _resumed_epoch(last)
     result = trainer.train(resume_from_checkpoint=last)
@@ -120,21 +121,12 @@ def train_and_save(cfg: SFTStageConfig, trainer: Any, dataset: Any, stage: str) 
     return 0
 
 
-def _resume_checkpoint(cfg: SFTStageConfig, trainer: Any) -> str | None:
-    """The latest complete checkpoint in `output` when resuming, as a string; None to start afresh."""
-    from pipeline.checkpoints import latest_complete_checkpoint
-
-    main = trainer.is_world_process_zero()  # only one process removes incomplete checkpoints
-    last = latest_complete_checkpoint(cfg.output, remove_incomplete=main) if cfg.resume else None
-    return str(last) if last else None
-
-
 def _resumed_epoch(last: str | None) -> float:
     """The epoch the checkpoint `last` reached (logged), 0.0 without one."""
     start_epoch = 0.0
     if last:
         start_epoch = json.loads((Path(last) / "trainer_state.json").read_text()).get("epoch") or 0.0
-        log.info("resuming from %s (epoch %.2f)", last, start_epoch)
+        log.info("resuming at epoch %.2f", start_epoch)
     return start_epoch
 
 

@@ -1,0 +1,91 @@
+"""Who owns an output folder. A stage writes only into a folder that is new, empty, or already its own: one whose
+`manifest.json` (a finished output) or stage mark (an unfinished one) names that stage. So a typo in `output=`
+can never delete another stage's files (a generate folder, a trained model, a user's data).
+
+    check_owned(cfg.output, "filter")            # before anything runs: UserError naming what the folder holds
+    mark(cfg.output, "sft", {"model": ...})      # when the stage first writes there (settings it resumes with)
+    changes(recorded(cfg.output), {...})          # ["model: 'a' -> 'b'"]: what a resume would mix
+
+Outputs written before the mark existed are still recognised by their files (generate's shards, a trainer's
+checkpoints), so an interrupted run of an older version can resume.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserError
+from pipeline.records.manifest import MANIFEST, read_manifest
+from pipeline.records.write import write_json
+
+MARK = ".distill-stage.json"
+TRAINING = ("sft", "kd", "opd")
+# What an unmarked, unfinished output of a stage holds (outputs of versions before the mark).
+_SIGNS = {
+    "generate": ("samples-*.jsonl", "shard-*-of-*", "fingerprint.json"),
+    **{stage: ("checkpoint-*",) for stage in TRAINING},
+}
+
+
+def owner(folder: str | Path) -> str | None:
+    """The stage a folder's manifest or mark names; None when it has neither."""
+    folder = Path(folder)
+    done = read_manifest(folder) if (folder / MANIFEST).is_file() else None
+    if done is not None:
+        return done.get("stage")
+    if (folder / MARK).is_file():
+        return json.loads((folder / MARK).read_text()).get("stage")
+    return None
+
+
+def _contents(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name != MARK)
+
+
+def _holds_signs_of(folder: Path, stage: str) -> bool:
+    return any(any(folder.glob(pattern)) for pattern in _SIGNS.get(stage, ()))
+
+
+def check_owned(folder: str | Path, stage: str, field: str = "output") -> None:
+    """Refuse a non-empty `folder` that is not `stage`'s own output (see the module doc), naming what it holds."""
+    folder = Path(folder)
+    if not folder.is_dir() or not (entries := _contents(folder)):
+        return
+    found = owner(folder)
+    if found == stage or (found is None and _holds_signs_of(folder, stage)):
+        return
+    finished = (folder / MANIFEST).is_file()
+    if found is not None:
+        what = f"a {'finished' if finished else 'started'} {found} output ({MANIFEST if finished else MARK})"
+    else:
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        what = f"{len(entries)} entries no distill {stage} run wrote ({shown})"
+    raise UserError(
+        f"{folder} holds {what}; distill {stage} replaces only its own output or an empty folder",
+        file=folder,
+        field=field,
+        hint="choose a new or empty output folder (nothing was changed)",
+    )
+
+
+def mark(folder: str | Path, stage: str, settings: dict[str, Any] | None = None) -> None:
+    """Record that `stage` writes `folder`, with the settings a later resume must match."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    write_json(Path(folder) / MARK, {"stage": stage, "settings": settings or {}})
+
+
+def recorded(folder: str | Path) -> dict[str, Any] | None:
+    """The settings `mark` recorded, None when the folder has no mark."""
+    path = Path(folder) / MARK
+    return json.loads(path.read_text()).get("settings") if path.is_file() else None
+
+
+def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """`key: old -> new` for every setting that differs (keys either side lacks count as None)."""
+    return [
+        f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k)
+    ]

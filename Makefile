@@ -39,7 +39,7 @@ format: setup
 	$(VENV)/bin/ruff format pipeline tests bench
 	$(VENV)/bin/ruff check --fix pipeline tests bench
 
-demo: setup  ## the whole pipeline offline on CPU: toy teacher -> filter -> SFT and KD students -> eval
+demo: setup  ## the whole pipeline offline on CPU: toy teacher -> filter -> SFT, KD and OPD students -> eval
 	$(DISTILL) demo
 
 demo-quick: setup  ## the same, shortened: checks every stage end to end in a minute or two

@@ -50,7 +50,7 @@ STAGES: dict[str, tuple[str, str, str]] = {
         "fine-tune a student on the filtered traces with TRL (full, LoRA, QLoRA; accelerate launch)",
     ),
     "eval": (
-        "pipeline.eval.stage:EvalConfig",
+        "pipeline.eval.config:EvalConfig",
         "pipeline.eval.stage:run",
         "pass@k of models on named benchmarks, generated and graded the same way, in one table",
     ),

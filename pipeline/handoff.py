@@ -2,7 +2,7 @@
 
     manifest = require_complete(cfg.input, produced_by="generate", allow_incomplete=args.allow_incomplete)
 
-A stage's output is complete only when its `manifest.json` exists (records.py writes it last), so a folder
+A stage's output is complete only when its `manifest.json` exists (pipeline/records/manifest.py, written last), so a folder
 without one is the remains of a killed or failed run: reading it would silently train or report on part of the
 data. Every stage that reads another stage's folder (filter <- generate, sft/kd <- filter, opd <- sft,
 eval/push <- sft/kd) calls `require_complete` before loading anything heavy. `--allow-incomplete` is the

@@ -26,6 +26,7 @@ TRAINING = ("sft", "kd", "opd")
 _SIGNS = {
     "generate": ("samples-*.jsonl", "shard-*-of-*", "fingerprint.json"),
     **{stage: ("checkpoint-*",) for stage in TRAINING},
+    "eval": ("results.json", "problems"),
 }
 
 

@@ -9,7 +9,7 @@ moved, no eval yet) is `None` or empty, never an error: a card says what is miss
 Read: the filter stage's manifest.json (`inputs`: the generate folder) and report.json (pipeline/filter/
 report.py: input, kept, steps [{step, in, dropped, reasons}], verdicts, pass_rate, tokens.kept, sources); the
 generate manifest (teacher, sampling, prompt); the sft / kd manifest; and the eval stage's results.json
-(pipeline/eval/stage.py; pass@1 etc. as fractions in [0, 1]):
+(pipeline/eval/report.py; pass@1 etc. as fractions in [0, 1]):
 
   {models: [{model, label, metrics: {<benchmark>: {pass@1, pass@1_stderr, cons@k, n, mean_output_tokens,
   truncation_rate}}}], settings: {...}}

@@ -47,7 +47,6 @@ SKIP = {
     ),
     "dataset": ("README.md",),
 }
-TEXT_SUFFIXES = (".json", ".jsonl", ".md", ".txt", ".yaml", ".yml", ".jinja")
 
 
 class PushError(UserError):

@@ -142,13 +142,17 @@ BENCHMARKS: dict[str, Benchmark] = {
 }
 
 
-def load_benchmark(name: str, path: str | None = None) -> list[Problem]:
-    """A benchmark's problems, from the Hub or from `path` (a local .jsonl / .parquet copy)."""
+def load_benchmark(
+    name: str, path: str | None = None, fields: dict[str, str] | None = None, limit: int | None = None
+) -> list[Problem]:
+    """A benchmark's problems, from the Hub or from `path` (a local .jsonl / .parquet copy); `fields` renames a
+    copy's columns to the benchmark's own, `limit` reads only the first problems (the Hub's streamed)."""
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark '{name}'; known: {', '.join(BENCHMARKS)}")
     b = BENCHMARKS[name]
     path = path or b.local
-    source = DataSource(path=path) if path else DataSource(hub=b.hub, config=b.config, split=b.split)
+    where = {"path": path} if path else {"hub": b.hub, "config": b.config, "split": b.split}
+    source = DataSource(**where, fields=fields or {}, limit=limit)
     gated = not path and b.gated
     source_note = " (gated on the Hub: accept its terms and log in, or pass a local file)" if gated else ""
 

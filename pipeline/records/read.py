@@ -88,10 +88,7 @@ def _raw_rows(source: DataSource) -> Iterator[tuple[str, dict[str, Any]]]:
         return
     for file in _data_files(Path(source.path)):
         if file.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            for i, row in enumerate(pq.read_table(file).to_pylist()):
-                yield f"{file} row {i}", row
+            yield from _parquet_rows(file)
         elif file.suffix == ".json":
             try:
                 rows = json.loads(_decode(file.read_bytes(), file, 1))
@@ -108,13 +105,26 @@ def _raw_rows(source: DataSource) -> Iterator[tuple[str, dict[str, Any]]]:
                 yield f"{file}:{number}", row
 
 
+def _parquet_rows(file: Path, batch_rows: int = 1024) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A parquet file's rows, a batch at a time: memory holds one batch, not the file."""
+    import pyarrow.parquet as pq
+
+    i = 0
+    for batch in pq.ParquetFile(file).iter_batches(batch_size=batch_rows):
+        for row in batch.to_pylist():
+            yield f"{file} row {i}", row
+            i += 1
+
+
 def _load_hub(source: DataSource) -> Any:
-    """A Hub dataset, or one line saying it cannot be had from here and what to use instead."""
+    """A Hub dataset, or one line saying it cannot be had from here and what to use instead. With `limit` it is
+    streamed, so only the rows read are downloaded (the first 30 of a 1M-row set cost 30 rows, not the set)."""
     import datasets
     from datasets.exceptions import DatasetsError
 
     try:
-        return datasets.load_dataset(source.hub, source.config, split=source.split)
+        streaming = source.limit is not None
+        return datasets.load_dataset(source.hub, source.config, split=source.split, streaming=streaming)
     # offline, unreachable (OSError: the Hub's HTTP errors too), no such dataset (DatasetNotFoundError), config or
     # split (ValueError): the user's to fix; anything else is a bug and keeps its traceback
     except (OSError, ValueError, DatasetsError) as e:

@@ -73,10 +73,97 @@ def test_eval_compares_models_and_regrading_saved_samples_gives_the_same_numbers
 def test_unknown_benchmark_and_k_larger_than_n_are_refused(tmp_path):
     recipe = tmp_path / "e.yaml"
     recipe.write_text("stage: eval\nmodel: m\nbenchmarks:\n  - name: math501\n")
-    with pytest.raises(ConfigError, match=r"e.yaml:4: unknown benchmark 'math501'; known: math500"):
+    with pytest.raises(
+        ConfigError, match=r"e.yaml:4: unknown benchmark 'math501'; a named one \(known: math500"
+    ):
         load_stage_config("eval", str(recipe), [])
     recipe.write_text(
         "stage: eval\nmodel: m\nbenchmarks:\n  - name: math500\nsampling:\n  n: 2\nks: [1, 4]\n"
     )
     with pytest.raises(ConfigError, match=r"k <= sampling.n"):
         load_stage_config("eval", str(recipe), [])
+
+
+def test_a_problem_set_of_your_own_is_a_benchmark_under_its_own_name(teacher_dir, tmp_path):
+    """Parquet with other column names and JSONL in the Problem format, each under the user's own name, read as
+    generate reads problems (same `fields:` mapping), scored like a named benchmark."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [
+        {"qid": f"q{a}-{b}", "question": f"What is {a}+{b}?", "solution": str(a + b)} for a, b in PROBLEMS
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "mine.parquet", row_group_size=3)
+    (tmp_path / "plain.jsonl").write_text("".join(
+        json.dumps({"id": f"p{i}", "problem": f"What is {a}+{b}?", "answer": str(a + b)}) + "\n"
+        for i, (a, b) in enumerate(PROBLEMS[:3])
+    ))  # fmt: skip
+    recipe = tmp_path / "eval.yaml"
+    recipe.write_text(f"""stage: eval
+model: {teacher_dir}
+benchmarks:
+  - {{name: mine, path: {tmp_path / "mine.parquet"}, fields: {{qid: id, question: problem, solution: answer}}, limit: 5}}
+  - {{name: plain, path: {tmp_path / "plain.jsonl"}}}
+output: {tmp_path / "eval"}
+backend: transformers
+sampling: {{n: 1, max_tokens: 48}}
+""")
+    result = run_distill("eval", "--config", str(recipe))
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    metrics = results["models"][0]["metrics"]
+    assert (
+        set(metrics) == {"mine", "plain"}
+        and metrics["mine"]["problems"] == 5
+        and metrics["plain"]["problems"] == 3
+    )
+    graded = [
+        json.loads(x)
+        for x in (tmp_path / "eval" / "model" / "mine" / "graded.jsonl").read_text().splitlines()
+    ]
+    assert sorted(g["problem_id"] for g in graded) == sorted(r["qid"] for r in rows[:5])
+    assert metrics["plain"]["pass@1"] > 0.5  # the memorising teacher knows these sums: graded as math
+    assert "| model | mine pass@1 | plain pass@1 |" in (tmp_path / "eval" / "results.md").read_text()
+
+
+def test_a_bad_model_override_fails_before_any_engine_naming_its_field(teacher_dir, tmp_path):
+    recipe = tmp_path / "eval.yaml"
+    recipe.write_text(f"""stage: eval
+models:
+  - {{path: {teacher_dir}, label: teacher}}
+benchmarks:
+  - {{name: gsm8k, path: {SHARED_DATA / "benchmarks" / "math500.jsonl"}}}
+output: {tmp_path / "eval"}
+backend: transformers
+""")
+    missing = run_distill("eval", "--config", str(recipe), f"model={tmp_path / 'no-such-student'}")
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr[-2000:]
+    assert missing.stderr.startswith("error: ") and "field 'model'" in missing.stderr
+    assert not (tmp_path / "eval" / "teacher").exists()  # nothing generated for the recipe's own models
+    empty = tmp_path / "empty-model"
+    empty.mkdir()
+    (empty / "config.json").write_text((teacher_dir / "config.json").read_text())
+    (empty / "model.safetensors").write_bytes((teacher_dir / "model.safetensors").read_bytes())
+    no_tokenizer = run_distill("eval", "--config", str(recipe), f"model={empty}")
+    assert (
+        no_tokenizer.returncode == 2
+        and "field 'model'" in no_tokenizer.stderr
+        and "has no tokenizer" in no_tokenizer.stderr
+    )
+    assert not (tmp_path / "eval" / "teacher").exists()
+
+
+def test_a_benchmark_record_without_its_problem_names_file_row_and_field(teacher_dir, tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"question": "What is 2+3?", "answer": "5"}\n')
+    recipe = tmp_path / "eval.yaml"
+    recipe.write_text(f"""stage: eval
+model: {teacher_dir}
+benchmarks:
+  - {{name: mine, path: {tmp_path / "bad.jsonl"}}}
+output: {tmp_path / "eval"}
+backend: transformers
+""")
+    result = run_distill("eval", "--config", str(recipe))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{tmp_path / 'bad.jsonl'}:1: field 'problem'" in result.stderr
+    assert not (tmp_path / "eval" / "model").exists()

@@ -1,9 +1,11 @@
 """The kd stage's trainer (pipeline/train/kd/stage.py runs it): logit-level distillation inside TRL's SFTTrainer.
 
-`KDTrainer` is TRL's SFTTrainer with two overrides, TRL's own extension points: `_prepare_dataset` lays the
+`KDTrainer` is TRL's SFTTrainer with five overrides, TRL's own extension points: `_prepare_dataset` lays the
 teacher's stored top-k out along each tokenized example (checking that the stored token ids are exactly the
-student's tokens of the completion) before packing, and `compute_loss` computes
-`(1 - kd_weight) * CE + kd_weight * T^2 * divergence` over supervised tokens only, per supervised token. The
+student's tokens of the completion) before packing; `_set_signature_columns_if_needed` keeps those columns;
+`compute_loss` computes `(1 - kd_weight) * CE + kd_weight * T^2 * divergence` over supervised tokens only, per
+supervised token; `create_optimizer` adds the hidden-state projections (kd.hidden) with no weight decay; and
+`training_step` averages those projections' gradients across processes (they live outside the DDP model). The
 student's logits are produced `chunk_size` positions at a time under activation checkpointing, so no
 [tokens x vocab] tensor of either model ever exists for a whole batch. CE and KD are logged separately.
 """

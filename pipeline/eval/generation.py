@@ -1,0 +1,55 @@
+"""Samples of each model on each benchmark, through the generate stage itself (same engines, prompts, seeds,
+resume and fingerprint) into `output/<label>/<benchmark>/`: one engine per model for all its benchmarks.
+
+    tokenizer = generate_all(cfg, spec, problems={"math500": (path, "math")})
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.eval.config import BenchmarkSpec, EvalConfig, ModelSpec, label_of
+from pipeline.generate.config import GenerateConfig, PromptConfig
+from pipeline.records.schema import DataSource
+
+PROMPTS = {"math": "math-r1-v1", "code": "code-v1", "choice": "choice-r1-v1"}
+
+
+def generate_config(
+    cfg: EvalConfig, spec: ModelSpec, bench: BenchmarkSpec, problems: Path, kind: str
+) -> GenerateConfig:
+    return GenerateConfig(
+        model=spec.path,
+        revision=spec.revision,
+        tokenizer=spec.tokenizer,
+        backend=cfg.backend,
+        engine=cfg.engine,
+        server=cfg.server,
+        sampling=cfg.sampling,
+        problems=DataSource(path=str(problems)),
+        batch_size=cfg.batch_size,
+        flush_every=max(cfg.batch_size, 256),
+        output=str(Path(cfg.output) / label_of(spec) / bench.name),
+        prompt=PromptConfig(
+            template=PROMPTS[kind], think_prefix=cfg.think_prefix, chat_template=spec.chat_template
+        ),
+    )
+
+
+def generate_all(cfg: EvalConfig, spec: ModelSpec, problems: dict[str, tuple[Path, str]]) -> Any:
+    """Every benchmark's samples for one model, one engine for all; the tokenizer it used (None: served)."""
+    from pipeline.generate.engines import build_engine
+    from pipeline.generate.stage import run
+    from pipeline.preflight import load_tokenizer
+
+    configs = [generate_config(cfg, spec, b, *problems[b.name]) for b in cfg.benchmarks]
+    tokenizer = load_tokenizer(configs[0]) if cfg.backend != "openai" else None
+    engine = build_engine(configs[0], tokenizer)
+    try:
+        for bench, bench_cfg in zip(cfg.benchmarks, configs, strict=True):
+            if run(bench_cfg, engine=engine, tokenizer=tokenizer) != 0:
+                raise RuntimeError(f"generation for {label_of(spec)} on {bench.name} is incomplete")
+    finally:
+        engine.close()
+    return tokenizer

@@ -1,0 +1,84 @@
+"""What a score is reported with: every setting that decides it (model, revision, chat template, prompt,
+sampling, verifiers), and the results written last and whole: `results.json` and the `results.md` table."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from pipeline.eval.config import EvalConfig, ModelSpec, label_of
+from pipeline.eval.generation import PROMPTS, generate_config
+from pipeline.records.write import atomic_write, write_json
+
+log = logging.getLogger("distill.eval")
+RESULTS = "results.json"
+
+
+def template_sha(cfg: EvalConfig, spec: ModelSpec, tokenizer: Any = None) -> str | None:
+    """The hash of the chat template the model's prompts went through; None for a served model (the server
+    applies its own) or, with a warning, when the tokenizer cannot be read."""
+    if cfg.backend == "openai":
+        return None
+    from pipeline.errors import UserError
+    from pipeline.generate.plan import chat_template_sha
+    from pipeline.preflight import load_tokenizer
+
+    if tokenizer is None:  # regrade: nothing was generated, so the tokenizer is read here
+        try:
+            tokenizer = load_tokenizer(generate_config(cfg, spec, cfg.benchmarks[0], Path("-"), "math"))
+        except (OSError, ValueError, UserError) as e:
+            log.warning("eval: no chat template hash recorded for %s: %s", label_of(spec), e)
+            return None
+    return chat_template_sha(tokenizer.chat_template)
+
+
+def settings(cfg: EvalConfig, spec: ModelSpec, tokenizer: Any, sandbox: str | None) -> dict[str, Any]:
+    """Everything that decides a score, recorded beside it (open-r1's users could not reproduce scores without)."""
+    from pipeline.prompts import load_prompt
+    from pipeline.records.manifest import package_versions
+
+    versions = package_versions()
+    return {
+        "model": spec.path,
+        "revision": spec.revision,
+        "chat_template_sha256": template_sha(cfg, spec, tokenizer),
+        "chat_template_file": spec.chat_template,
+        "backend": cfg.backend,
+        "engine": cfg.engine,
+        "sampling": asdict(cfg.sampling),
+        "n": cfg.sampling.n,
+        "max_tokens": cfg.sampling.max_tokens,
+        "think_prefix": cfg.think_prefix,
+        "prompts": {k: load_prompt(v).tag for k, v in PROMPTS.items()},
+        "verifiers": {
+            "math-verify": versions.get("math-verify"),
+            "reasoning-distill": versions.get("reasoning-distill"),
+            "math_timeout_s": cfg.timeout,
+        },
+        "sandbox": sandbox,
+    }
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    benches = list(results["models"][0]["metrics"]) if results["models"] else []
+    head = "| model | " + " | ".join(f"{b} pass@1" for b in benches) + " | mean tokens | truncated |"
+    lines = [head, "|" + "---|" * (len(benches) + 3)]
+    for m in results["models"]:
+        cells = [
+            f"{100 * m['metrics'][b]['pass@1']:.1f} ± {100 * m['metrics'][b]['pass@1_stderr']:.1f}"
+            for b in benches
+        ]
+        tokens = sum(m["metrics"][b]["mean_output_tokens"] for b in benches) / max(len(benches), 1)
+        trunc = sum(m["metrics"][b]["truncation_rate"] for b in benches) / max(len(benches), 1)
+        lines.append(f"| {m['label']} | " + " | ".join(cells) + f" | {tokens:.0f} | {100 * trunc:.1f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(output: str | Path, results: dict[str, Any]) -> str:
+    """results.md, then results.json (the mark of a finished eval), each written whole; the table."""
+    table = markdown_table(results)
+    atomic_write(Path(output) / "results.md", lambda tmp: tmp.write_text(table))
+    write_json(Path(output) / RESULTS, results)
+    return table

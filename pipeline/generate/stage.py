@@ -68,6 +68,8 @@ def run(cfg: GenerateConfig, args: Any = None, engine: Engine | None = None, tok
     shard = parse_shard(cfg.shard) if cfg.shard else None
     out = output_folder(cfg, shard)
     preflight.check_output_folder(out, stage="generate")
+    if shard:  # the folder the shards sit in must be generate's too
+        preflight.check_output_folder(cfg.output, stage="generate")
     if cfg.mode == "score":  # scoring another run's samples: that run must have finished
         require_complete(cfg.samples, "generate", allow_incomplete=getattr(args, "allow_incomplete", False),
                          field="samples")  # fmt: skip

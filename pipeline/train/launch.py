@@ -97,7 +97,10 @@ def resume_point(cfg: StageConfig, stage: str) -> str | None:
     from pipeline.outputs import changes, check_owned, recorded
 
     check_owned(cfg.output, stage)
-    last = latest_complete_checkpoint(cfg.output, remove_incomplete=False) if cfg.resume else None
+    if not cfg.resume:
+        _refuse_to_start_over(cfg)
+        return None
+    last = latest_complete_checkpoint(cfg.output, remove_incomplete=False)
     if last is None:
         return None
     before = recorded(cfg.output)
@@ -112,6 +115,21 @@ def resume_point(cfg: StageConfig, stage: str) -> str | None:
             hint="use another output folder, or restore those settings to resume (nothing was changed)",
         )
     return str(last)
+
+
+def _refuse_to_start_over(cfg: StageConfig) -> None:
+    """`resume: false` over checkpoints or a finished model would overwrite them step by step: refused."""
+    from pipeline.checkpoints import checkpoints
+
+    held = [p.name for p in checkpoints(cfg.output)[:3]]
+    held += [MANIFEST] if (Path(cfg.output) / MANIFEST).exists() else []
+    if held:
+        raise UserError(
+            f"resume: false starts a new run, but {cfg.output} holds {', '.join(held)}",
+            file=cfg.output,
+            field="resume",
+            hint="choose a new or empty output folder, or resume: true (nothing was changed)",
+        )
 
 
 def claim_output(cfg: StageConfig, stage: str, main_process: bool) -> str | None:

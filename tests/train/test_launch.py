@@ -92,3 +92,14 @@ def test_a_stage_refuses_another_stages_folder_before_anything(tmp_path):
     mark(out, "sft", {})
     with pytest.raises(UserError, match="holds a started sft output"):
         resume_point(opd_config(out), "opd")
+
+
+def test_resume_false_never_trains_over_checkpoints_or_a_finished_model(tmp_path):
+    out = tmp_path / "out"
+    cfg = kd_config(out, "resume=false")
+    assert resume_point(cfg, "kd") is None  # a new folder: fine
+    checkpoint(out, 2)
+    with pytest.raises(
+        UserError, match="field 'resume': resume: false starts a new run, but .* holds checkpoint-2"
+    ):
+        resume_point(cfg, "kd")

@@ -22,7 +22,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
+# the project's public test data lives beside the clone (../shared/data); DISTILL_SHARED_DATA points elsewhere, for
+# a clone made where ../shared is not (a CI container's /tmp)
+SHARED_DATA = Path(os.environ.get("DISTILL_SHARED_DATA") or REPO.parent / "shared" / "data")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

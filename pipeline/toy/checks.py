@@ -1,0 +1,132 @@
+"""Toy task v2: the same column-by-column working as task.py, with each column checked by the inverse operation,
+and a failed check repaired in the trace. A teacher trained on traces with injected errors learns to repair a
+wrong column it never makes itself; on-policy distillation can pass that on to a student.
+
+    checked_solution(47, 38, "+")
+    # <think>\n47+38 c0 r\n7+8+0=15\nchk 15-8-0=7 ok\n4+3 c1 r5\n4+3+1=8\nchk 8-3-1=4 ok\nc0 r85\n...
+    text, spans = checked_solution_with_errors(47, 38, "+", random.Random(0), rate=0.3)
+    # a column line with one wrong digit, then `chk ... no`, `fix`, the right line and a passing check; `spans`
+    # are the (start, end) characters of each wrong digit, which carry no loss in the teacher's training
+
+A check compares against the state line above the column (which the column line cannot change):
+- addition `7+8+0=15` -> `chk 15-8-0=7 ok`: the total minus the lower digit and the carry in must give the upper
+  digit of the state;
+- subtraction `0-0+10-7=3` -> `chk 3+7+0=10 b1 ok`: the digit plus the lower digit and the borrow in must give the
+  upper digit plus 10 times the borrow the column line took (`b1` when it added 10).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from pipeline.toy.task import addition_lines, subtraction_lines
+
+FIX = "fix"
+_STATE = re.compile(r"^(\d+)([+-])(\d+) [cb](\d) r\d*$")
+
+
+def check_line(state: str, column: str) -> str:
+    """The check of `column` (a column line, maybe wrong) against the `state` line above it: `chk ... ok|no`."""
+    x, op, y, flag = _STATE.match(state).groups()
+    top, bottom, flag = int(x[-1]), int(y[-1]), int(flag)
+    result = int(column.rsplit("=", 1)[1])
+    if op == "+":
+        value = result - bottom - flag
+        return f"chk {result}-{bottom}-{flag}={value} {'ok' if value == top else 'no'}"
+    borrowed = 1 if "+10" in column else 0
+    value = result + bottom + flag
+    return (
+        f"chk {result}+{bottom}+{flag}={value} b{borrowed} {'ok' if value == top + 10 * borrowed else 'no'}"
+    )
+
+
+def corrupt(column: str, rng: random.Random) -> tuple[str, int]:
+    """`column` with one digit of its result changed (the slip that changes the answer: a wrong operand copied
+    with the right result changes nothing): the line, and the index of the changed character."""
+    equals = column.rindex("=")
+    digits = [i for i, ch in enumerate(column) if ch.isdigit() and i > equals]
+    i = rng.choice(digits)
+    wrong = rng.choice([d for d in "0123456789" if d != column[i]])
+    return column[:i] + wrong + column[i + 1 :], i
+
+
+def _lines(a: int, b: int, op: str) -> list[str]:
+    return addition_lines(a, b) if op == "+" else subtraction_lines(a, b)
+
+
+def _is_column(line: str) -> bool:
+    return "=" in line
+
+
+def checked_lines(
+    a: int, b: int, op: str, rng: random.Random | None = None, rate: float = 0.0
+) -> tuple[list[str], list[tuple[int, int]]]:
+    """The working with a check after each column; with `rng` and `rate`, each column line is first written wrong
+    (one digit) with probability `rate`, then checked, fixed and checked again. Returns the lines and, per wrong
+    digit, (line index, character index)."""
+    out: list[str] = []
+    wrong: list[tuple[int, int]] = []
+    lines = _lines(a, b, op)
+    for i, line in enumerate(lines):
+        if not _is_column(line):
+            out.append(line)
+            continue
+        state = lines[i - 1]
+        if rng is not None and rng.random() < rate:
+            bad, at = corrupt(line, rng)
+            if check_line(state, bad).endswith(" no"):  # a change the check cannot see is not an error to fix
+                wrong.append((len(out), at))
+                out += [bad, check_line(state, bad), FIX]
+        out += [line, check_line(state, line)]
+    return out, wrong
+
+
+def _trace(a: int, b: int, op: str, lines: list[str]) -> str:
+    answer = a + b if op == "+" else a - b
+    body = "\n".join([*lines, f"so {a}{op}{b}={answer}"])
+    return f"<think>\n{body}\n</think>\n\n\\boxed{{{answer}}}"
+
+
+def checked_solution(a: int, b: int, op: str) -> str:
+    """The v2 worked solution: every column checked, no error."""
+    return _trace(a, b, op, checked_lines(a, b, op)[0])
+
+
+def checked_solution_with_errors(
+    a: int, b: int, op: str, rng: random.Random, rate: float
+) -> tuple[str, list[tuple[int, int]]]:
+    """A training trace with injected, checked and fixed errors, and the (start, end) character span of each
+    wrong digit in the returned text."""
+    lines, wrong = checked_lines(a, b, op, rng, rate)
+    text = _trace(a, b, op, lines)
+    offsets = [len("<think>\n")]
+    for line in lines[:-1]:
+        offsets.append(offsets[-1] + len(line) + 1)
+    return text, [(offsets[n] + at, offsets[n] + at + 1) for n, at in wrong]
+
+
+def forced_error_prefix(a: int, b: int, op: str, column: int, rng: random.Random) -> str | None:
+    """The start of a checked trace up to and including a wrong `column`-th column line (0 = the last digits),
+    for measuring recovery: a model continuing it should write the failing check, `fix` and the right line. None
+    when the problem has no such column."""
+    lines = _lines(a, b, op)
+    columns = [i for i, line in enumerate(lines) if _is_column(line)]
+    if column >= len(columns):
+        return None
+    done = checked_lines(a, b, op)[0]
+    target = columns[column]
+    kept = done[: target + column]  # each earlier column line gained its check line
+    state = lines[target - 1]
+    for _ in range(20):
+        bad, _ = corrupt(lines[target], rng)
+        if check_line(state, bad).endswith(" no"):
+            return "<think>\n" + "\n".join([*kept, bad]) + "\n"
+    return None
+
+
+def recovered(completion: str) -> bool:
+    """Whether a continuation of `forced_error_prefix` repairs the error: its next lines are a failing check,
+    `fix`, and a column line whose own check passes."""
+    lines = completion.lstrip("\n").split("\n")
+    return len(lines) >= 4 and lines[0].endswith(" no") and lines[1] == FIX and lines[3].endswith(" ok")

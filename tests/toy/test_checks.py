@@ -1,0 +1,79 @@
+"""Toy task v2: checks after each column, injected errors that the check sees and the trace repairs."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from pipeline.filter.math_grader import grade
+from pipeline.toy.checks import (
+    check_line,
+    checked_solution,
+    checked_solution_with_errors,
+    forced_error_prefix,
+    recovered,
+)
+
+
+@pytest.mark.parametrize(
+    ("state", "column", "check"),
+    [
+        ("47+38 c0 r", "7+8+0=15", "chk 15-8-0=7 ok"),
+        ("47+38 c0 r", "7+8+0=14", "chk 14-8-0=6 no"),
+        ("4+3 c1 r5", "4+3+1=8", "chk 8-3-1=4 ok"),
+        ("4+3 c1 r5", "4+3+0=7", "chk 7-3-1=3 no"),  # the carry dropped: the state still holds it
+        ("90-17 b0 r", "0-0+10-7=3", "chk 3+7+0=10 b1 ok"),
+        ("90-17 b0 r", "0-0+10-7=4", "chk 4+7+0=11 b1 no"),
+        ("90-17 b0 r", "0-0-7=3", "chk 3+7+0=10 b0 no"),  # the borrow forgotten
+        ("9-1 b1 r3", "9-1-1=7", "chk 7+1+1=9 b0 ok"),
+        ("9-1 b1 r3", "1-1-1=7", "chk 7+1+1=9 b0 ok"),  # a wrong operand, a right result: nothing to repair
+    ],
+)
+def test_a_check_recomputes_the_column_from_its_result_against_the_state_above(state, column, check):
+    assert check_line(state, column) == check
+
+
+def test_clean_checked_solutions_pass_every_check_and_the_verifier():
+    rng = random.Random(0)
+    for _ in range(300):
+        a, b, op = rng.randint(10, 99), rng.randint(10, 99), rng.choice("+-")
+        a, b = (b, a) if op == "-" and b > a else (a, b)
+        text = checked_solution(a, b, op)
+        checks = [line for line in text.splitlines() if line.startswith("chk")]
+        assert checks and all(c.endswith(" ok") for c in checks)
+        assert grade(text, str(a + b if op == "+" else a - b)).correct
+
+
+def test_injected_errors_are_seen_fixed_and_marked_for_no_loss():
+    rng, errors = random.Random(1), 0
+    for _ in range(300):
+        a, b, op = rng.randint(10, 99), rng.randint(10, 99), rng.choice("+-")
+        a, b = (b, a) if op == "-" and b > a else (a, b)
+        text, spans = checked_solution_with_errors(a, b, op, rng, rate=0.5)
+        lines = text.splitlines()
+        fixes = [i for i, line in enumerate(lines) if line == "fix"]
+        assert len(fixes) == len(spans)
+        errors += len(spans)
+        for i, (start, end) in zip(fixes, spans, strict=True):
+            assert lines[i - 1].endswith(" no") and lines[i + 2].endswith(
+                " ok"
+            )  # failing check, fix, right, ok
+            wrong_line_start = text.index(lines[i - 2] + "\n" + lines[i - 1])
+            assert wrong_line_start <= start < end <= wrong_line_start + len(lines[i - 2])
+            assert text[start:end].isdigit() and lines[i - 2] != lines[i + 1]
+        assert grade(text, str(a + b if op == "+" else a - b)).correct
+    assert 150 < errors < 600  # ~0.5 of ~600 column lines, less the changes a check cannot see
+
+
+def test_a_forced_error_prefix_ends_on_a_wrong_column_and_its_repair_counts_as_recovery():
+    rng = random.Random(2)
+    prefix = forced_error_prefix(47, 38, "+", 1, rng)
+    lines = prefix.removeprefix("<think>\n").rstrip("\n").split("\n")
+    assert lines[:4] == ["47+38 c0 r", "7+8+0=15", "chk 15-8-0=7 ok", "4+3 c1 r5"] and lines[4] != "4+3+1=8"
+    right = "\n" + "\n".join(
+        [check_line("4+3 c1 r5", lines[4]), "fix", "4+3+1=8", "chk 8-3-1=4 ok", "c0 r85"]
+    )
+    assert recovered(right)
+    assert not recovered("\nchk 8-3-1=4 ok\nc0 r85")  # went on as if nothing were wrong
+    assert forced_error_prefix(47, 38, "+", 2, rng) is None  # two columns only

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from pipeline.prompts import build_messages, load_prompt
 from pipeline.records.write import write_jsonl
@@ -69,3 +70,31 @@ def main_toy_data(args: argparse.Namespace) -> int:
         "solutions for the teacher, a tokenizer corpus"
     )
     return 0
+
+
+def checked_teacher_rows(tokenizer: Any, count: int, seed: int, rate: float) -> list[dict[str, Any]]:
+    """Task v2's teacher set, pre-tokenized for TRL: each worked solution checked column by column, each column
+    line written wrong with probability `rate` and repaired (pipeline/toy/checks.py). `labels` are -100 on the
+    prompt and on every token that overlaps a wrong digit, so the teacher learns to check and repair, never to
+    make the error; the rest of the completion and the closing `<|im_end|>` are trained on."""
+    import random
+
+    from pipeline.toy.checks import checked_solution_with_errors
+
+    template, rng, rows = load_prompt("math-r1-v1"), random.Random(seed), []
+    for p in make_problems(seed + 1000, count, "train"):
+        m = p.metadata
+        text, wrong = checked_solution_with_errors(m["a"], m["b"], m["op"], rng, rate)
+        prompt = build_messages(template, p.problem)
+        rendered = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        prompt_ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids = [*encoded["input_ids"], tokenizer.eos_token_id]
+        spans = [*encoded["offset_mapping"], (len(text), len(text))]
+        no_loss = [any(s < e2 and s2 < e for s2, e2 in wrong) for s, e in spans]
+        rows.append({
+            "id": f"{p.id}/0",
+            "input_ids": prompt_ids + ids,
+            "labels": [-100] * len(prompt_ids) + [-100 if skip else t for t, skip in zip(ids, no_loss, strict=True)],
+        })  # fmt: skip
+    return rows

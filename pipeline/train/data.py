@@ -4,7 +4,8 @@
 
 Local folders are read as parquet / JSONL files (a filter output folder holds `data/*.parquet` beside its
 report); Hub datasets load by name. Only the columns TRL trains on are kept (`prompt` + `completion`, or
-`messages`), plus `id` for tracing; teacher logprob columns are left to the kd stage.
+`messages`, or TRL's pre-tokenized `input_ids` with optional `labels` (-100: no loss on that token)), plus `id`
+for tracing; teacher logprob columns are left to the kd stage.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 from pipeline.records.schema import RecordError
 from pipeline.train.sft.config import DatasetEntry
 
-TRAIN_COLUMNS = ("prompt", "completion", "messages", "id")
+TRAIN_COLUMNS = ("prompt", "completion", "messages", "input_ids", "labels", "id")
+TEXT_COLUMNS = ("prompt", "completion", "messages")
 TEACHER_COLUMNS = ("teacher_token_ids", "teacher_topk_ids", "teacher_topk_logprobs")
 
 
@@ -48,10 +50,10 @@ def load_entry(entry: DatasetEntry, columns: tuple[str, ...] = TRAIN_COLUMNS) ->
     if renames:
         ds = ds.rename_columns(renames)
     found = set(ds.column_names)
-    if not ({"prompt", "completion"} <= found or "messages" in found):
+    if not ({"prompt", "completion"} <= found or "messages" in found or "input_ids" in found):
         raise RecordError(
             f"{entry.describe()}: expected 'prompt' and 'completion' columns (TRL prompt/completion "
-            f"format) or 'messages'; found {sorted(found)}"
+            f"format), 'messages', or pre-tokenized 'input_ids' (and 'labels'); found {sorted(found)}"
         )
     check_text_columns(ds, entry)
     missing = [c for c in columns if c not in TRAIN_COLUMNS and c not in found]
@@ -60,7 +62,8 @@ def load_entry(entry: DatasetEntry, columns: tuple[str, ...] = TRAIN_COLUMNS) ->
             f"{entry.describe()}: no {', '.join(missing)} column: offline KD needs the teacher's logprobs "
             "(generate with `logprobs: k`, then filter), or use kd.teacher: online"
         )
-    ds = ds.select_columns([c for c in columns if c in found])
+    tokenized = "input_ids" in found  # then the text columns, if any, are not what is trained on
+    ds = ds.select_columns([c for c in columns if c in found and not (tokenized and c in TEXT_COLUMNS)])
     return ds.select(range(min(entry.limit, len(ds)))) if entry.limit is not None else ds
 
 

@@ -77,3 +77,63 @@ def test_a_forced_error_prefix_ends_on_a_wrong_column_and_its_repair_counts_as_r
     assert recovered(right)
     assert not recovered("\nchk 8-3-1=4 ok\nc0 r85")  # went on as if nothing were wrong
     assert forced_error_prefix(47, 38, "+", 2, rng) is None  # two columns only
+
+
+def test_the_checked_teacher_set_trains_on_repairs_and_never_on_the_wrong_digits(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from pipeline.toy.data import checked_teacher_rows
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = checked_teacher_rows(tok, count=40, seed=0, rate=0.5)
+    masked_wrong = 0
+    for row in rows:
+        ids, labels = row["input_ids"], row["labels"]
+        text = tok.decode(ids)
+        assert text.count("<think>") == 1 and ids[-1] == tok.eos_token_id and labels[-1] == tok.eos_token_id
+        start = labels.index(next(x for x in labels if x != -100))
+        completion = tok.decode(ids[start:])
+        lines = completion.split("\n")
+        for i, line in enumerate(lines):
+            if line != "fix":
+                continue
+            wrong, right = lines[i - 2], lines[i + 1]
+            # the tokens of the wrong line that carry no loss decode to (part of) where it differs from the right one
+            at = completion.index(wrong + "\n" + lines[i - 1] + "\nfix")
+            positions = [k for k in range(start, len(ids)) if labels[k] == -100]
+            assert positions, "a wrong digit must carry no loss"
+            masked = "".join(tok.decode([ids[k]]) for k in positions)
+            assert any(c.isdigit() for c in masked) and wrong != right and at >= 0
+            masked_wrong += 1
+        supervised = tok.decode([t for t in labels if t != -100])
+        assert "chk" in supervised and supervised.count("fix") == completion.count(
+            "fix"
+        )  # repairs are taught
+    assert masked_wrong > 10
+
+
+@pytest.mark.slow
+def test_sft_trains_on_pre_tokenized_rows_keeping_their_no_loss_labels(tiny_model_dir, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from transformers import AutoTokenizer
+
+    from pipeline.config import load_config
+    from pipeline.records.manifest import write_manifest
+    from pipeline.toy.data import checked_teacher_rows
+    from pipeline.train.sft.config import SFTStageConfig
+    from pipeline.train.sft.stage import build_trainer
+
+    rows = checked_teacher_rows(AutoTokenizer.from_pretrained(tiny_model_dir), count=24, seed=0, rate=0.5)
+    (tmp_path / "data" / "data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "data" / "data" / "train.parquet")
+    write_manifest(tmp_path / "data", "filter", {}, [], {})
+    cfg = load_config(SFTStageConfig, None, [
+        f"model={tiny_model_dir}", f"data=[{{path: {tmp_path / 'data'}}}]", f"output={tmp_path / 'out'}",
+        "trainer.max_steps=2", "trainer.packing=true", "trainer.max_length=1024", "trainer.report_to=none",
+        "trainer.per_device_train_batch_size=2", "trainer.gradient_checkpointing=false",
+    ])  # fmt: skip
+    trainer, dataset = build_trainer(cfg)
+    trained = [x for r in trainer.train_dataset["labels"] for x in r if x != -100]
+    assert len(trained) == sum(sum(x != -100 for x in r["labels"]) for r in rows)
+    assert trainer.train().global_step == 2

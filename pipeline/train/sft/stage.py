@@ -95,7 +95,11 @@ def train_and_save(cfg: SFTStageConfig, trainer: Any, dataset: Any, stage: str) 
     from pipeline.faults import arm_weight_save
     from pipeline.train.template_check import check_template, pick_example
 
-    checked = check_template(trainer, pick_example(dataset)) if cfg.check_template else None
+    # pre-tokenized data (input_ids, labels) is trained on as given: no chat template renders it
+    tokenized = "input_ids" in dataset.column_names
+    if cfg.check_template and tokenized:
+        log.info("the data is pre-tokenized (input_ids): no chat template to check")
+    checked = check_template(trainer, pick_example(dataset)) if cfg.check_template and not tokenized else None
     last = claim_output(cfg, stage, trainer.is_world_process_zero())  # the first write to the output folder
     arm_weight_save()
     start_epoch = _resumed_epoch(last)

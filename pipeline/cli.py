@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline import logs
+from pipeline import logs, preflight
 from pipeline.config import ConfigError, dump_yaml, from_dict, read_recipe, to_dict
 from pipeline.errors import UserError
 from pipeline.filter import verify
@@ -89,9 +89,25 @@ def load_stage_config(stage: str, path: str | None, overrides: list[str], deep: 
     cfg = from_dict(_resolve(STAGES[stage][0]), data, source)
     if hasattr(cfg, "check"):
         cfg.check(source)  # cheap cross-field checks that need to say where (e.g. the filter's steps)
-    if deep and hasattr(cfg, "check_passthrough"):
-        cfg.check_passthrough(source.where)
+    if deep:
+        check_passthrough(cfg, source)
     return cfg
+
+
+def check_passthrough(cfg: Any, source: Any) -> None:
+    """The blocks a recipe hands to libraries (keys and value types, by the library's own fields), then what
+    they imply: the learning-rate schedule against max_steps, vLLM's engine settings against the model."""
+    from pipeline.engine_settings import check_engine_settings
+
+    if hasattr(cfg, "check_passthrough"):
+        cfg.check_passthrough(source.where)
+    if isinstance(getattr(cfg, "trainer", None), dict):
+        preflight.check_schedule(cfg.trainer, source.where)
+    if getattr(cfg, "backend", None) == "vllm" and cfg.engine:
+        models = [cfg.model] if getattr(cfg, "model", None) else []
+        models += [m.path for m in getattr(cfg, "models", ())]
+        for model in models:
+            check_engine_settings(model, cfg.engine, source.where, getattr(cfg, "revision", None))
 
 
 def recipe_stage(path: str) -> str:
@@ -117,7 +133,7 @@ def _split_overrides(values: list[str], parser: argparse.ArgumentParser) -> list
 
 def cmd_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     stage = args.stage or recipe_stage(args.config)
-    cfg = load_stage_config(stage, args.config, _split_overrides(args.overrides, parser), deep=args.deep)
+    cfg = load_stage_config(stage, args.config, _split_overrides(args.overrides, parser))
     print(f"# {args.config}: valid recipe for stage '{stage}'")
     print(dump_yaml({"stage": stage, **to_dict(cfg)}), end="")
     return 0
@@ -131,9 +147,14 @@ def cmd_stage(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     run = _resolve(STAGES[args.command][1])
     try:
         result = run(cfg, args)
-    except UserError as e:
-        if e.file is None and e.field:  # a recipe field: say where the recipe (or an override) sets it
+    except Exception as e:
+        from pipeline.engine_settings import vllm_settings_error
+
+        e = vllm_settings_error(e) or e  # vLLM refusing the engine: block, told in one line
+        if isinstance(e, UserError) and e.file is None and e.field:  # a recipe field: where it is set
             raise UserError(str(e), file=recipe_where(args.config, overrides, e.field)) from None
+        if isinstance(e, UserError):
+            raise e from None
         raise
     return int(result) if isinstance(result, int) else 0
 
@@ -218,11 +239,9 @@ def _add_validate_parser(sub: Any) -> None:
     p.add_argument(
         "--stage", choices=list(STAGES) or None, help="stage to validate for (default: the recipe's)"
     )
-    p.add_argument(
-        "--deep",
-        action="store_true",
-        help="also hand the trainer:/engine: blocks to TRL/vLLM to check (imports them: slower)",
-    )
+    # every validate now checks the trainer:/engine:/peft blocks against their libraries; --deep is kept so
+    # that older commands and scripts still run
+    p.add_argument("--deep", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("overrides", nargs="*", metavar="key=value")
 
 

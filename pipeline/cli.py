@@ -5,6 +5,7 @@
     distill tiny-model DIR [--hidden-size 128 ...]
     distill verify INPUT.jsonl -o OUT.jsonl [--kind math|code]
     distill push FOLDER --repo-id OWNER/NAME [--private] [--checkpoints] [--dry-run]
+    distill serve MODEL [vLLM arguments: --port 8000 ...]
 
 
 Only argparse and the light config modules are imported here, so `distill --help` is instant; each stage
@@ -64,6 +65,17 @@ STAGES: dict[str, tuple[str, str, str]] = {
         "pipeline.train.opd.stage:run",
         "on-policy distillation: the student samples, its teacher (local or served) scores every token",
     ),
+}
+
+
+# each stage's own `key=value` example in its --help
+EXAMPLES = {
+    "generate": "sampling.n=4 problems.limit=100",
+    "filter": "input=runs/generate output=runs/filter-2",
+    "sft": "trainer.learning_rate=1e-5 trainer.num_train_epochs=2",
+    "eval": "model=runs/sft sampling.n=8",
+    "kd": "kd.kd_weight=0.7 trainer.learning_rate=1e-5",
+    "opd": "opd.loss=jsd trainer.max_steps=100",
 }
 
 
@@ -192,6 +204,12 @@ def cmd_push(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return hub.run_push(args)
 
 
+def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from pipeline.serve import main_serve
+
+    return main_serve(args)
+
+
 def cmd_toy_data(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from pipeline.toy.data import main_toy_data
 
@@ -222,7 +240,7 @@ def _add_stage_parsers(sub: Any) -> None:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--config", required=True, help="recipe YAML")
         p.add_argument(
-            "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. sampling.n=4"
+            "overrides", nargs="*", metavar="key=value", help=f"dotted overrides, e.g. {EXAMPLES[name]}"
         )
         if name == "generate":
             p.add_argument("--shard", help="i/N: process the i-th of N deterministic shards of the problems")
@@ -234,7 +252,10 @@ def _add_stage_parsers(sub: Any) -> None:
 
 
 def _add_validate_parser(sub: Any) -> None:
-    p = sub.add_parser("validate", help="check a recipe and print it resolved (loads no model)")
+    p = sub.add_parser(
+        "validate",
+        help="check a recipe and print it resolved (loads no model; TRL, PEFT and vLLM check their blocks)",
+    )
     p.add_argument("--config", required=True, help="recipe YAML")
     p.add_argument(
         "--stage", choices=list(STAGES) or None, help="stage to validate for (default: the recipe's)"
@@ -242,7 +263,7 @@ def _add_validate_parser(sub: Any) -> None:
     # every validate now checks the trainer:/engine:/peft blocks against their libraries; --deep is kept so
     # that older commands and scripts still run
     p.add_argument("--deep", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. sampling.n=8")
 
 
 def _add_tiny_model_parser(sub: Any) -> None:
@@ -250,7 +271,10 @@ def _add_tiny_model_parser(sub: Any) -> None:
     p.add_argument("dir", help="output folder")
     for f in dataclasses.fields(TinyModelSpec):  # one flag per field, its default the spec's
         p.add_argument(
-            f"--{f.name.replace('_', '-')}", type=int, default=f.default, help=TINY_HELP.get(f.name)
+            f"--{f.name.replace('_', '-')}",
+            type=int,
+            default=f.default,
+            help=TINY_HELP.get(f.name) or f"default: {f.default}",
         )
     p.add_argument("--corpus", help="text file to train the tokenizer on (default: a built-in sample)")
     p.add_argument(
@@ -259,11 +283,13 @@ def _add_tiny_model_parser(sub: Any) -> None:
 
 
 def _add_tool_parsers(sub: Any) -> None:
-    """verify, push, toy-data and demo: each module gives its own help text and arguments."""
+    """serve, verify, push, toy-data and demo: each module gives its own help text and arguments."""
+    from pipeline import serve
     from pipeline.toy import data as toy_data
     from pipeline.toy import demo
 
-    for name, module in (("verify", verify), ("push", hub), ("toy-data", toy_data), ("demo", demo)):
+    tools = (("serve", serve), ("verify", verify), ("push", hub), ("toy-data", toy_data), ("demo", demo))
+    for name, module in tools:
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
 
@@ -273,6 +299,7 @@ COMMANDS = {
     "tiny-model": cmd_tiny_model,
     "verify": cmd_verify,
     "push": cmd_push,
+    "serve": cmd_serve,
     "toy-data": cmd_toy_data,
     "demo": cmd_demo,
 }

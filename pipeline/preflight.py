@@ -38,6 +38,15 @@ def check_output_folder(path: str | Path, field: str = "output") -> None:
             )
 
 
+# model folders the demo recipes start from, built by a command rather than shipped: how to build each
+BUILT_BY = {
+    "runs/demo/student-init": "the demo students' untrained start: build it with `distill demo --student-init` "
+    "(`make sft` / `make kd` do it for you)",
+    "runs/demo/sft/checkpoint-3000": "the demo's OPD starts from the SFT student's step-3000 checkpoint: "
+    "train it first with `make sft` (or run `make opd`, which does)",
+}
+
+
 def _looks_local(name: str) -> bool:
     """A path rather than a Hub id: absolute, relative with ./ or ~, deeper than owner/name, or under a folder
     that exists here (`runs/x`)."""
@@ -56,7 +65,8 @@ def check_model(name: str, field: str = "model", revision: str | None = None) ->
         raise UserError(
             f"no such model folder {name!r}",
             field=field,
-            hint="give the path of a local model folder, or a Hub id like owner/name",
+            hint=BUILT_BY.get(Path(name).as_posix().rstrip("/").removeprefix("./"))
+            or "give the path of a local model folder, or a Hub id like owner/name",
         )
     _check_hub_model(name, field, revision)
 

@@ -1,11 +1,14 @@
-"""Checks before a stage starts: a learning-rate schedule whose phases do not fit max_steps is refused."""
+"""Checks before a stage starts: a learning-rate schedule whose phases do not fit max_steps is refused; a demo
+model folder that is built, not shipped, is named with the command that builds it."""
 
 from __future__ import annotations
 
 import pytest
 
 from pipeline.config import ConfigError
-from pipeline.preflight import check_schedule
+from pipeline.errors import UserError
+from pipeline.preflight import check_model, check_schedule
+from tests.conftest import REPO, run_distill
 
 
 def where(key: str) -> str:
@@ -74,3 +77,13 @@ def test_the_demo_recipe_shortened_is_refused_at_validate_with_the_override_to_w
         load_stage_config("sft", "recipes/demo/sft.yaml", ["trainer.max_steps=30"])
     fixed = ["trainer.max_steps=30", "trainer.lr_scheduler_kwargs={num_decay_steps: 7}"]
     assert load_stage_config("sft", "recipes/demo/sft.yaml", fixed).trainer["max_steps"] == 30
+
+
+def test_the_demo_students_missing_start_says_how_to_build_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a checkout where the demo has not run
+    with pytest.raises(UserError, match=r"build it with `distill demo --student-init`"):
+        check_model("runs/demo/student-init")
+    with pytest.raises(UserError, match="give the path of a local model folder"):
+        check_model("runs/elsewhere/model")
+    result = run_distill("sft", "--config", str(REPO / "recipes/demo/sft.yaml"), cwd=tmp_path)
+    assert result.returncode == 2 and "distill demo --student-init" in result.stderr.splitlines()[-1]

@@ -1,10 +1,16 @@
 """One logging setup for every entry point (`distill ...`, `python -m pipeline.push.hub`): time, level, logger,
-message on stderr; the level from DISTILL_LOG_LEVEL (INFO by default)."""
+message on stderr; the level from DISTILL_LOG_LEVEL (INFO by default).
+
+When stderr is a file or a pipe, the libraries' tqdm bars (loading weights, tokenizing, writing shards) are
+turned off: in a file each redraw is a carriage-return fragment. Training reports its own lines there
+(pipeline/train/progress.py), generate its own (pipeline/generate/progress.py); both write durations with
+`duration` (`6m12s`)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from typing import Any
 
@@ -17,6 +23,9 @@ def setup() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not sys.stderr.isatty():  # before transformers / datasets / huggingface_hub read them at import
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # also transformers' own bars
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     if getattr(warnings.showwarning, "__name__", "") != "_show_trl_vllm_once":
         warnings.showwarning = _trl_vllm_once(warnings.showwarning)
 
@@ -33,3 +42,11 @@ def _trl_vllm_once(show: Any) -> Any:
         show(message, category, *args, **kwargs)
 
     return _show_trl_vllm_once
+
+
+def duration(seconds: float) -> str:
+    """`6m12s`, `2h05m`, `45s`: short enough for a progress line."""
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"

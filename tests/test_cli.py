@@ -28,3 +28,54 @@ def test_overrides_must_look_like_key_value(tmp_path):
     recipe.write_text("stage: nothing\n")
     result = run_distill("validate", "--config", str(recipe), "oops")
     assert result.returncode != 0
+
+
+def test_each_stage_help_shows_an_override_example_of_its_own_that_validates():
+    from pipeline.cli import EXAMPLES, STAGES, build_parser, load_stage_config
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    shown = set()
+    for stage in STAGES:
+        text = subparsers[stage].format_help()
+        example = EXAMPLES[stage]
+        assert " ".join(example.split()) in " ".join(text.split()), stage
+        shown.add(example)
+        load_stage_config(stage, f"recipes/demo/{stage}.yaml", example.split(), deep=False)
+    assert len(shown) == len(STAGES)  # not one example for all (sampling.n=4 means nothing to sft)
+
+
+def test_tiny_model_help_shows_every_default():
+    from pipeline.tiny_model import TinyModelSpec
+
+    text = " ".join(run_distill("tiny-model", "--help").stdout.split())
+    assert "--hidden-size HIDDEN_SIZE default: 128" in text
+    assert (
+        f"--max-position-embeddings MAX_POSITION_EMBEDDINGS default: {TinyModelSpec().max_position_embeddings}"
+        in text
+    )
+    assert "default: 4 x hidden size" in text
+
+
+def test_make_help_lists_every_target_with_its_help():
+    import re
+
+    makefile = (REPO / "Makefile").read_text()
+    targets = re.findall(r"^([a-z][a-z-]*):", makefile, re.MULTILINE)
+    out = subprocess.run(["make", "-s", "help"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    listed = {line.split()[0]: line.split(None, 1)[1] for line in out.splitlines() if line.strip()}
+    assert set(listed) == set(targets)
+    assert listed["sft"].startswith("STUDENT=") and listed["serve"].startswith("MODEL=")
+
+
+def test_trls_vllm_version_warning_is_printed_once_a_run():
+    imports = "import pipeline.train.opd.trainer, pipeline.train.sft.stage, pipeline.train.kd.stage"
+    counts = []
+    for setup in ("", "from pipeline import logs; logs.setup(); "):
+        out = subprocess.run(
+            [sys.executable, "-c", setup + imports], capture_output=True, text=True, cwd=REPO, check=True
+        )
+        counts.append(out.stderr.count("TRL currently supports vLLM versions"))
+    without, with_setup = counts
+    assert without > 1  # TRL warns from each of its modules that checks the vLLM version
+    assert with_setup == 1

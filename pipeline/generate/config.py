@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pipeline.config import ConfigError, Where, check_keys
+from pipeline.passthrough import check_block
 from pipeline.records.schema import DataSource
 
 Backend = Literal["vllm", "openai", "transformers"]
@@ -133,12 +134,9 @@ class GenerateConfig:
     def check_passthrough(self, where: Where) -> None:
         """Hand the `engine:` block to the library that takes it, before anything is loaded or written."""
         if self.backend == "vllm":
-            import dataclasses
-
             from vllm.engine.arg_utils import EngineArgs
 
-            valid = {f.name for f in dataclasses.fields(EngineArgs)} - {"model"}
-            check_keys(self.engine, valid, "engine", "vllm.EngineArgs", where)
+            check_block(self.engine, EngineArgs, "engine", "vllm.EngineArgs", where, exclude={"model"})
         elif self.backend == "transformers":
             check_keys(
                 self.engine,

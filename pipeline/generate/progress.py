@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.logs import duration
+
 
 @dataclass
 class Stats:
@@ -72,23 +74,37 @@ class Stats:
         return text
 
 
+def plain_progress(stats: Stats, every_s: float = 60.0) -> Callable[[], None]:
+    """An update that prints `plain_line` at each tenth of the run and at least every `every_s` seconds."""
+    marks = {int(stats.total * f / 10) for f in range(1, 11)}
+    last = [time.perf_counter()]
+
+    def update() -> None:
+        now = time.perf_counter()
+        if stats.samples in marks or now - last[0] >= every_s:
+            last[0] = now
+            print(plain_line(stats), file=sys.stderr, flush=True)
+
+    return update
+
+
+def plain_line(stats: Stats) -> str:
+    """`generate: 600/6000 samples (10%), 2,480 completion tok/s, 1m12s elapsed, ETA 10m48s`."""
+    seconds, t = stats.seconds, stats.throughput()
+    line = f"generate: {stats.samples}/{stats.total} samples"
+    if stats.total:
+        line += f" ({100 * stats.samples // stats.total}%)"
+    line += f", {t['completion_tokens_per_s']:,.0f} completion tok/s, {duration(seconds)} elapsed"
+    if stats.samples:
+        line += f", ETA {duration(seconds / stats.samples * max(stats.total - stats.samples, 0))}"
+    return line
+
+
 @contextlib.contextmanager
 def progress_bar(stats: Stats) -> Iterator[Callable[[], None]]:
-    """A rich progress bar on a terminal; on a pipe, a log line every ~10% instead of redrawing."""
+    """A rich progress bar on a terminal; on a pipe or file, a line every ~10% or minute instead of redrawing."""
     if not sys.stderr.isatty():
-        marks = {int(stats.total * f / 10) for f in range(1, 11)}
-
-        def update_plain() -> None:
-            if stats.samples in marks:
-                t = stats.throughput()
-                print(
-                    f"generate: {stats.samples}/{stats.total} samples, "
-                    f"{t['completion_tokens_per_s']:,.0f} completion tok/s",
-                    file=sys.stderr,
-                    flush=True,
-                )
-
-        yield update_plain
+        yield plain_progress(stats)
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

@@ -8,7 +8,9 @@ filter report, the teacher, eval results) into the text each placeholder takes, 
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from pipeline.push.card_text import (
@@ -45,7 +47,8 @@ RESULTS = {
 }
 
 
-def model_front_matter(facts: ModelFacts, dataset_ids: list[str]) -> str:
+def model_front_matter(facts: ModelFacts, dataset_ids: list[str], repo_id: str | None = None) -> str:
+    """The card's YAML header; with `repo_id`, this model's eval scores as the Hub's `model-index` too."""
     method = ((facts.manifest.get("config") or {}).get("peft") or {}).get("method", "full")
     relation = "adapter" if facts.flavor == "adapter" else "finetune"
     return yaml_block(
@@ -58,8 +61,51 @@ def model_front_matter(facts: ModelFacts, dataset_ids: list[str]) -> str:
             "tags": ["distillation", "reasoning", facts.manifest.get("stage", "sft"), "trl"]
             + (["lora"] if method != "full" else []),
             "pipeline_tag": "text-generation",
+            "model-index": model_index(facts, repo_id) if repo_id else None,
         }
     )
+
+
+def own_scores(facts: ModelFacts, repo_id: str) -> dict[str, Any]:
+    """The eval entry of the model being pushed: the one evaluated as `repo_id` or from this folder, or the only
+    one; {} when the results compare other models only (the card's table still shows them all)."""
+    models = facts.eval.models if facts.eval else []
+    for entry in models:
+        model = str(entry.get("model") or "")
+        if model == repo_id or (model and Path(model).resolve() == facts.folder.resolve()):
+            return entry
+    return models[0] if len(models) == 1 else {}
+
+
+def model_index(facts: ModelFacts, repo_id: str) -> list[dict[str, Any]] | None:
+    """This model's pass@1 (and cons@k, pass@k) per benchmark as Hub eval results (`model-index`), which the
+    Hub shows beside the card and on leaderboards; scores in percent, as the card's table."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    from pipeline.records.benchmarks import BENCHMARKS
+
+    results = []
+    for bench, metrics in (own_scores(facts, repo_id).get("metrics") or {}).items():
+        known = BENCHMARKS.get(bench)
+        for metric, value in (metrics or {}).items():
+            if not (re.fullmatch(r"(pass|cons)@(\d+|k)", metric) and isinstance(value, int | float)):
+                continue  # pass@1_stderr, n, token counts: in the table and results.json, not scores
+            results.append(
+                EvalResult(
+                    task_type="text-generation",
+                    dataset_type=(known.hub if known and known.hub else bench),
+                    dataset_name=bench,
+                    dataset_config=known.config if known else None,
+                    dataset_split=known.split if known else None,
+                    metric_type=metric,
+                    metric_name=metric,
+                    metric_value=round(100 * value, 2),
+                )
+            )
+    if not results:
+        return None
+    data = ModelCardData(model_name=repo_id.split("/")[-1], eval_results=results).to_dict()
+    return data.get("model-index")
 
 
 def data_paragraphs(facts: ModelFacts) -> list[str]:
@@ -238,7 +284,7 @@ def model_card(
 ) -> str:
     return render(
         "model_card.md",
-        front_matter=model_front_matter(facts, dataset_ids or []),
+        front_matter=model_front_matter(facts, dataset_ids or [], repo_id),
         **summary_values(facts, repo_id),
         **training_values(facts),
         **eval_values(facts.eval),

@@ -144,12 +144,51 @@ def located_problems(source: DataSource) -> list[tuple[str, Problem]]:
     """(`file:line`, problem) for each problem, so later checks (prompt length) can say where it came from."""
     problems, seen = [], {}
     for where, row in read_rows(source):
+        if row.get("problem") is None:
+            raise _missing_problem(source, row, where)
         p = problem_from_row(row, where)
         if p.id in seen:
             raise RecordError(f"{where}: field 'id': duplicate id {p.id!r} (first at {seen[p.id]})")
         seen[p.id] = where
         problems.append((where, p))
     return problems
+
+
+# column names other datasets give the problem text and its gold answer, for the mapping an error suggests
+PROBLEM_NAMES = (
+    "question",
+    "prompt",
+    "query",
+    "input",
+    "instruction",
+    "text",
+    "content",
+    "Problem",
+    "Question",
+)
+ANSWER_NAMES = ("final_answer", "expected_answer", "gold", "target", "label", "solution", "output", "Answer")
+
+
+def _missing_problem(source: DataSource, row: dict[str, Any], where: str) -> RecordError:
+    """No `problem` column: the error names the columns the file has and the `fields:` mapping to write."""
+    columns = list(row)
+    unmapped = [old for old, new in source.fields.items() if new == "problem" and old not in row]
+    if unmapped:
+        return RecordError(
+            f"{where}: field 'problem' is missing: 'fields' maps column '{unmapped[0]}' to it, but the columns "
+            f"here are: {', '.join(columns) or 'none'}; map one of them instead"
+        )
+    text = next((c for c in PROBLEM_NAMES if c in row), None)
+    text = text or next((c for c, v in row.items() if isinstance(v, str) and c != "answer"), "COLUMN")
+    mapping = {text: "problem"}
+    if "answer" not in row and (gold := next((c for c in ANSWER_NAMES if c in row), None)):
+        mapping[gold] = "answer"
+    written = ", ".join(f"{old}: {new}" for old, new in mapping.items())
+    return RecordError(
+        f"{where}: field 'problem' is missing; the columns here are: {', '.join(columns) or 'none'}; map the "
+        f"problem's column to it in the recipe, e.g. `problems.fields: {{{written}}}` (the `fields:` of this "
+        "source)"
+    )
 
 
 def read_samples(path: str | Path) -> Iterator[Sample]:

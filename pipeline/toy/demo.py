@@ -97,20 +97,22 @@ def train_students(quick: bool) -> float:
     from pipeline.checkpoints import is_complete
     from pipeline.toy.side_by_side import run_side_by_side
 
-    train = [*(QUICK["train"] if quick else []), "trainer.disable_tqdm=true"]
+    # their output is a pipe: each trains with progress lines, not tqdm bars (pipeline/train/progress.py)
+    train = QUICK["train"] if quick else []
     commands = {
         stage: distill(stage, "--config", f"recipes/demo/{stage}.yaml", *train) for stage in ("sft", "kd")
     }
-    opd = [*(QUICK["opd"] if quick else []), "trainer.disable_tqdm=true"]
+    opd = QUICK["opd"] if quick else []
     commands["opd"] = distill("opd", "--config", OPD_RECIPE, *opd)
     start = opd_start(opd)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     started = time.perf_counter()
     print(
-        f"\n=== sft and kd side by side, opd once {start} is saved (lines prefixed with their run)",
+        f"\n=== sft and kd side by side, opd once {start} is saved (lines prefixed with their run; each run's "
+        f"whole log, metrics included, in {OUT / 'logs'}/)",
         flush=True,
     )
-    codes = run_side_by_side(commands, env, ready={"opd": lambda: is_complete(start)})
+    codes = run_side_by_side(commands, env, ready={"opd": lambda: is_complete(start)}, logs=OUT / "logs")
     if any(code != 0 for code in codes.values()):
         failed = ", ".join(
             f"{name} ({'not started' if c is None else f'exit {c}'})" for name, c in codes.items() if c != 0

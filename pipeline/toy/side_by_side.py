@@ -3,10 +3,15 @@
     run_side_by_side({"sft": [...], "kd": [...], "opd": [...]}, env, ready={"opd": start_saved})
     # -> {"sft": 0, "kd": 0, "opd": 0}, after all have ended
 
-Two tqdm bars on one terminal overwrite each other, and in a log file they are carriage-return spam: the demo
-starts its runs with `trainer.disable_tqdm=true`, so each reports periodic lines (the trainer's logged metrics),
-and any carriage-return update that still arrives is cut into lines too. Lines are printed whole, one at a time,
-as `[sft] {'loss': ...}`, so the output reads the same on a terminal and in a file.
+Two tqdm bars on one terminal overwrite each other, and in a log file they are carriage-return spam. The runs'
+output is a pipe, so each trains with readable progress lines instead (pipeline/train/progress.py), and any
+carriage-return update that still arrives is cut into lines. Lines are printed whole, one at a time, a training
+run's progress without its logging prefix:
+
+    [sft] step 120/4000 (3%) loss 0.9226 lr 3.0e-03 2,480 tok/s ETA 6m12s
+
+The full metrics dicts (`pipeline.train.metrics: {...}`, or a trainer's raw `{'loss': ...}` print) are left out
+of the display; with `logs=FOLDER` every line of each run, those included, is kept in `FOLDER/<name>.log`.
 
 A command named in `ready` waits until its predicate holds (checked every `poll` seconds; e.g. until the
 checkpoint it starts from has been saved by another run). It is not started, and its code is `None`, when a
@@ -15,21 +20,41 @@ running command fails first or when every other command has ended without making
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO
 
 _print_lock = threading.Lock()
 
 
-def _relay(name: str, stream: IO[str], width: int) -> None:
+PROGRESS = re.compile(r"^[\d:]+ INFO pipeline\.train\.progress: ")  # logging's `time level logger: ` prefix
+METRICS = re.compile(r"^([\d:]+ INFO pipeline\.train\.metrics: )?\{.*\}$")
+
+
+def displayed(line: str) -> str | None:
+    """What the display shows of a run's output line: progress without its logging prefix, no metrics dicts."""
+    if METRICS.match(line.strip()):
+        return None
+    return PROGRESS.sub("", line)
+
+
+def _relay(name: str, stream: IO[str], width: int, log: IO[str] | None) -> None:
     for raw in stream:
         for line in raw.replace("\r", "\n").splitlines():
-            if line.strip():
-                _say(name, width, line)
+            if not line.strip():
+                continue
+            if log is not None:
+                log.write(line + "\n")
+                log.flush()
+            if (shown := displayed(line)) is not None:
+                _say(name, width, shown)
+    if log is not None:
+        log.close()
 
 
 def _say(name: str, width: int, line: str) -> None:
@@ -40,8 +65,8 @@ def _say(name: str, width: int, line: str) -> None:
 class _Runs:
     """The started commands, their output relays and the common prefix width."""
 
-    def __init__(self, commands: dict[str, list[str]], env: dict[str, str]) -> None:
-        self.commands, self.env = commands, env
+    def __init__(self, commands: dict[str, list[str]], env: dict[str, str], logs: Path | None) -> None:
+        self.commands, self.env, self.logs = commands, env, logs
         self.width = max(map(len, commands))
         self.procs: dict[str, subprocess.Popen] = {}
         self.threads: list[threading.Thread] = []
@@ -52,7 +77,11 @@ class _Runs:
             errors="replace",
         )  # fmt: skip
         self.procs[name] = proc
-        relay = threading.Thread(target=_relay, args=(name, proc.stdout, self.width), daemon=True)
+        log = None
+        if self.logs is not None:
+            self.logs.mkdir(parents=True, exist_ok=True)
+            log = (self.logs / f"{name}.log").open("w", encoding="utf-8")
+        relay = threading.Thread(target=_relay, args=(name, proc.stdout, self.width, log), daemon=True)
         relay.start()
         self.threads.append(relay)
 
@@ -89,10 +118,11 @@ def run_side_by_side(
     env: dict[str, str],
     ready: dict[str, Callable[[], bool]] | None = None,
     poll: float = 2.0,
+    logs: Path | None = None,
 ) -> dict[str, int | None]:
     """Start every command (those in `ready` once their predicate holds), relay their output line by line with a
-    name prefix, wait for all; their return codes (None: never started)."""
-    runs = _Runs(commands, env)
+    name prefix (and whole into `logs/<name>.log`), wait for all; their return codes (None: never started)."""
+    runs = _Runs(commands, env, logs)
     waiting = {name: check for name, check in (ready or {}).items() if name in commands}
     for name in commands:
         if name not in waiting:

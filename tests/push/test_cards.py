@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from huggingface_hub import ModelCard
 
 from pipeline.push import hub, release
 from pipeline.records.manifest import read_manifest
@@ -73,6 +74,8 @@ def test_model_card_tells_how_the_student_was_made(made, tmp_path, capfd):
         "| student | `test-org/student` | 41.2 ± 2.1 |" in card
         and "| base | `tiny-base` | 10.5 ± 1.4 |" in card
     )
+    (score,) = ModelCard(card).data.eval_results  # the student's own score, as the Hub reads it
+    assert (score.dataset_name, score.metric_type, score.metric_value) == ("math500", "pass@1", 41.25)
     assert "temperature=0.6, top_p=0.95, max_new_tokens=48" in card and "Please reason step by step" in card
     assert "Trained on 7 examples from `toy` (7)" in card and "training sequences at 256 tokens" in card
     first = first_user_turn(made["data"])  # the usage example asks a problem of the kind it learnt

@@ -87,6 +87,30 @@ def test_malformed_problem_lines_name_file_line_and_field(tmp_path, lines, messa
         load_problems(DataSource(path=str(tmp_path / "p.jsonl")))
 
 
+def test_a_missing_problem_column_names_the_columns_found_and_the_mapping_to_write(tmp_path):
+    table = pa.table({"idx": [1], "question": ["What is 2+3?"], "final_answer": ["5"]})
+    pq.write_table(table, tmp_path / "p.parquet")
+    with pytest.raises(RecordError) as e:
+        load_problems(DataSource(path=str(tmp_path / "p.parquet")))
+    assert str(e.value) == (
+        f"{tmp_path / 'p.parquet'} row 0: field 'problem' is missing; the columns here are: idx, question, "
+        "final_answer; map the problem's column to it in the recipe, e.g. "
+        "`problems.fields: {question: problem, final_answer: answer}` (the `fields:` of this source)"
+    )
+    mapped = load_problems(
+        DataSource(path=str(tmp_path / "p.parquet"), fields={"question": "problem", "final_answer": "answer"})
+    )
+    assert [(p.problem, p.answer) for p in mapped] == [("What is 2+3?", "5")]
+
+
+def test_a_mapping_from_a_column_the_file_lacks_says_so(tmp_path):
+    (tmp_path / "p.jsonl").write_text('{"question": "1+1?", "answer": "2"}\n')
+    with pytest.raises(
+        RecordError, match=r"'fields' maps column 'questoin' to it, but the columns here are: "
+    ):
+        load_problems(DataSource(path=str(tmp_path / "p.jsonl"), fields={"questoin": "problem"}))
+
+
 def test_malformed_sample_names_file_line_and_field(tmp_path):
     row = dataclasses.asdict(make_sample(0))
     good = json.dumps(row)

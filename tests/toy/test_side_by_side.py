@@ -59,3 +59,20 @@ def test_a_waiting_run_is_not_started_when_everything_else_ended_without_it(tmp_
     assert codes == {"sft": 0, "kd": 0, "opd": None}
     out = capsys.readouterr().out
     assert "[opd] not started" in out and "[opd] ran" not in out
+
+
+def test_training_progress_is_shown_readable_and_metrics_go_to_the_log_only(tmp_path, capsys):
+    lines = [
+        "12:03:41 INFO pipeline.train.progress: step 120/4000 (3%) loss 0.9226 lr 3.0e-03 ETA 6m12s",
+        '12:03:41 INFO pipeline.train.metrics: {"loss": 0.9226, "grad_norm": 1.7, "step": 120}',
+        "{'loss': '0.9226', 'grad_norm': '1.7'}",
+        "12:03:42 WARNING pipeline.train.sft.stage: something to read",
+    ]
+    code = "".join(f"print({line!r}); " for line in lines)
+    codes = run_side_by_side({"sft": py(code)}, env={}, logs=tmp_path / "logs")
+    assert codes == {"sft": 0}
+    assert capsys.readouterr().out.splitlines() == [
+        "[sft] step 120/4000 (3%) loss 0.9226 lr 3.0e-03 ETA 6m12s",
+        "[sft] 12:03:42 WARNING pipeline.train.sft.stage: something to read",
+    ]
+    assert (tmp_path / "logs" / "sft.log").read_text().splitlines() == lines  # every line, whole

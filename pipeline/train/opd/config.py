@@ -8,13 +8,13 @@ exactly as `generate` reads and prompts them), its teachers by problem `source`,
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pipeline.config import ConfigError, Where, check_keys
+from pipeline.config import ConfigError, Where
 from pipeline.errors import UserError
 from pipeline.generate.config import PromptConfig, ServerConfig
+from pipeline.passthrough import check_block
 from pipeline.records.schema import DataSource
 from pipeline.train.sft.config import LaunchSettings, PeftSettings, trainer_kwargs
 
@@ -135,8 +135,8 @@ class OPDStageConfig:
         import peft
         import trl
 
-        fields = {f.name for f in dataclasses.fields(trl.DistillationConfig)}
-        check_keys(self.trainer, fields, "trainer", "trl.DistillationConfig", where)
+        check_block(self.trainer, trl.DistillationConfig, "trainer", "trl.DistillationConfig", where)
+        check_block(self.peft.lora, peft.LoraConfig, "peft.lora", "peft.LoraConfig", where)
         for name, build in (
             ("trainer", lambda: trl.DistillationConfig(**self.distillation_config_kwargs())),
             ("peft.lora", lambda: peft.LoraConfig(**self.peft.lora)),

@@ -146,6 +146,9 @@ def last_logged(history: list[dict[str, Any]], key: str) -> Any:
 
 
 def train_and_save(cfg: OPDStageConfig, trainer: Any, last: str | None, problems: int) -> int:
+    from pipeline.train.progress import attach_progress  # readable progress lines in a file or pipe (#20)
+
+    attach_progress(trainer, "opd")
     result = trainer.train(resume_from_checkpoint=last)
     trainer.save_model(cfg.output)
     if not trainer.is_world_process_zero():

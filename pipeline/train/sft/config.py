@@ -7,11 +7,11 @@ declared here: the student, the data mixture, the method, merging and how to lau
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pipeline.config import ConfigError, Where, check_keys
+from pipeline.config import ConfigError, Where
+from pipeline.passthrough import check_block
 from pipeline.records.schema import DataSource
 
 
@@ -117,20 +117,8 @@ class SFTStageConfig:
         import trl
         from transformers import BitsAndBytesConfig
 
-        check_keys(
-            self.trainer,
-            {f.name for f in dataclasses.fields(trl.SFTConfig)},
-            "trainer",
-            "trl.SFTConfig",
-            where,
-        )
-        check_keys(
-            self.peft.lora,
-            {f.name for f in dataclasses.fields(peft.LoraConfig)},
-            "peft.lora",
-            "peft.LoraConfig",
-            where,
-        )
+        check_block(self.trainer, trl.SFTConfig, "trainer", "trl.SFTConfig", where)
+        check_block(self.peft.lora, peft.LoraConfig, "peft.lora", "peft.LoraConfig", where)
         for name, build in (
             ("trainer", lambda: trl.SFTConfig(**self.sft_config_kwargs())),
             ("peft.lora", lambda: peft.LoraConfig(**self.peft.lora)),

@@ -84,8 +84,9 @@ def samples(folder: Path) -> dict[str, tuple[dict, tuple]]:
         for line in shard.read_text().splitlines():
             row = json.loads(line)
             assert row["id"] not in out, f"duplicate {row['id']} in {shard}"
-            topk = sidecar.get(row["id"])
-            out[row["id"]] = (row, tuple(np.asarray(a).tobytes() for a in topk))
+            topk = sidecar[row["id"]]
+            arrays = (topk.token_ids, topk.token_logprobs, topk.topk_ids, topk.topk_logprobs)
+            out[row["id"]] = (row, tuple((a.dtype.str, a.shape, np.asarray(a).tobytes()) for a in arrays))
     return out
 
 
@@ -106,14 +107,24 @@ def submit(cluster: SlurmCluster, name: str, array: str, *args: str) -> str:
     )
 
 
-def cancel_after_first_commit(cluster: SlurmCluster, job: str, task: int, shard: Path) -> None:
-    """scancel task `task` of `job` as soon as its shard folder holds a committed sample file."""
+def cancelled_mid_shard(
+    cluster: SlurmCluster, name: str, recipe: Path, out: Path, task: int
+) -> tuple[str, Path]:
+    """Submit shard `task` alone (`--array=TASK`, the run's count given), scancel it as soon as its shard folder
+    holds a committed sample file; the job id and the shard folder."""
+    job = submit(cluster, name, str(task), str(recipe), str(SHARDS), f"output={out}")
+    shard = out / f"shard-{task:05d}-of-{SHARDS:05d}"
     deadline = time.monotonic() + 300
     while not any(shard.glob("samples-*.jsonl")):
         assert time.monotonic() < deadline, f"{shard} never got a committed file"
         time.sleep(0.05)
     cluster.run("scancel", f"{job}_{task}")
     assert cluster.wait(job) == {f"{job}_{task}": "CANCELLED"}
+    return job, shard
+
+
+def of_shard(rows: dict[str, tuple[dict, tuple]], task: int) -> dict[str, tuple[dict, tuple]]:
+    return {i: v for i, v in rows.items() if in_shard(v[0]["problem_id"], (task, SHARDS))}
 
 
 def test_two_task_array_equals_an_unsharded_run_bit_for_bit(
@@ -131,34 +142,31 @@ def test_a_cancelled_task_resubmitted_alone_resumes_without_duplicates(
     slurm_cluster, recipe, unsharded, job_name, tmp_path
 ):
     out = tmp_path / "resubmit"
-    shard = out / "shard-00001-of-00002"
-    job = submit(slurm_cluster, job_name, "1", str(recipe), str(SHARDS), f"output={out}")
-    cancel_after_first_commit(slurm_cluster, job, 1, shard)
-    wanted = {i: v for i, v in unsharded.items() if in_shard(v[0]["problem_id"], (1, SHARDS))}
-    assert 0 < len(samples(shard)) < len(wanted), "the task was cancelled mid-shard"
+    _, shard = cancelled_mid_shard(slurm_cluster, job_name, recipe, out, 1)
+    assert 0 < len(samples(shard)) < len(of_shard(unsharded, 1)), "the task was cancelled mid-shard"
 
     again = submit(slurm_cluster, job_name, "1", str(recipe), str(SHARDS), f"output={out}")
     assert slurm_cluster.wait(again) == {f"{again}_1": "COMPLETED"}
     assert sorted(p.name for p in out.iterdir()) == [shard.name]  # no shard-00000-of-00001 beside it
-    assert samples(out) == wanted
+    assert samples(out) == of_shard(unsharded, 1)
 
 
 def test_scontrol_requeue_resumes_and_appends_to_the_first_log(
     slurm_cluster, recipe, unsharded, job_name, tmp_path
 ):
     out = tmp_path / "requeue"
-    shard = out / "shard-00000-of-00002"
-    job = submit(slurm_cluster, job_name, "0", str(recipe), str(SHARDS), f"output={out}")
-    cancel_after_first_commit(slurm_cluster, job, 0, shard)
+    job, _ = cancelled_mid_shard(slurm_cluster, job_name, recipe, out, 0)
     log = REPO / "logs" / f"{job_name}-{job}_0.out"
     first = log.read_text()
     assert "attempt 1" in first
 
     slurm_cluster.run("scontrol", "requeue", f"{job}_0")
+    # Slurm makes a requeued job wait ~2 minutes before it is eligible again; release it at once
+    slurm_cluster.run("scontrol", "update", f"JobId={job}_0", "StartTime=now")
     assert slurm_cluster.wait(job, until=frozenset({"COMPLETED", "FAILED"})) == {f"{job}_0": "COMPLETED"}
     text = log.read_text()
     assert text.startswith(first) and "attempt 2" in text[len(first) :]
-    assert samples(out) == {i: v for i, v in unsharded.items() if in_shard(v[0]["problem_id"], (0, SHARDS))}
+    assert samples(out) == of_shard(unsharded, 0)
 
 
 @pytest.mark.parametrize(

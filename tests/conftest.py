@@ -129,3 +129,17 @@ def serve_vllm(model: Path, log_path: Path, *extra: str) -> Iterator[str]:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[SlurmCluster]:  # noqa: F821
+    """A real single-node Slurm with 8 fake GPUs, shared by the session (interface: tests/slurm_cluster.py);
+    skipped, with the reason, where it cannot run (not root, or Slurm missing and apt unreachable)."""
+    from tests.slurm_cluster import SlurmCluster, SlurmUnavailable
+
+    try:
+        cluster = SlurmCluster.start()
+    except SlurmUnavailable as e:
+        pytest.skip(f"no Slurm test cluster: {e}")
+    yield cluster
+    cluster.stop()

@@ -344,6 +344,8 @@ def test_served_teacher_scores_equal_the_local_teachers(teacher_server, teacher_
         top1 = a.topk_logprobs[:, 0] - a.topk_logprobs[:, 1] > 1e-2  # ties may swap order
         assert torch.equal(a.topk_ids[top1, 0], b.topk_ids[top1, 0])
     assert served_t.prompt_ids([{"role": "user", "content": "What is 7+4?"}], False) == prompt
+    forced = local_t.prompt_ids([{"role": "user", "content": "What is 7+4?"}], True)
+    assert served_t.prompt_ids([{"role": "user", "content": "What is 7+4?"}], True) == forced
 
 
 def test_opd_with_a_served_teacher_survives_its_outage_and_resumes(

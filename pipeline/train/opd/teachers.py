@@ -198,12 +198,12 @@ class ServedTeacher:
         return list(r.json()["tokens"])
 
     def prompt_ids(self, messages: list[dict[str, str]], think_prefix: bool) -> list[int]:
-        from pipeline.prompts import THINK_PREFIX
+        from pipeline.prompts import THINK_PREFIX, with_think_prefix
 
         ids = self._tokenize(
             {"messages": messages, "add_generation_prompt": True, "add_special_tokens": False}
         )
-        return ids + (self.encode(THINK_PREFIX) if think_prefix else [])
+        return with_think_prefix(ids, self.encode(THINK_PREFIX)) if think_prefix else ids
 
     def encode(self, text: str) -> list[int]:
         return self._tokenize({"prompt": text, "add_special_tokens": False})

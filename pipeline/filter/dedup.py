@@ -8,15 +8,19 @@ benchmark, its problem and the matching n-gram.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
+from pipeline.filter.keys import KeyStore
 from pipeline.filter.steps import Context, Drop, Item, Step
 from pipeline.records.benchmarks import BENCHMARKS, load_benchmark, local_path, words
 
 _PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
+_TABLES = itertools.count()
 
 
 def normalised(text: str) -> str:
@@ -45,47 +49,67 @@ class Dedup(Step):
         num_perm: int = 128
         seed: int = 0
 
+    def __init__(self, options: Any) -> None:
+        super().__init__(options)
+        self.table = (
+            f"dedup{next(_TABLES)}"  # a recipe may deduplicate twice (say, problems, then completions)
+        )
+        self.decided: dict[
+            str, Drop | None
+        ] = {}  # field problem: one decision per problem, for all its samples
+        self.bands: tuple[int, int] | None = None
+
     def run(self, items: list[Item], context: Context) -> dict[int, Drop]:
+        """Drops among this batch; earlier batches' texts are remembered in `context.keys` (on disk)."""
         o = self.options
-        seen: dict[str, str] = {}  # normalised-text hash -> first key
-        decided: dict[str, Drop | None] = {}
-        lsh = self._lsh() if o.method != "exact" else None
+        if o.method != "exact" and self.bands is None:
+            self._prepare_minhash()
         drops = {}
         for i, item in enumerate(items):
             key, text = dedup_text(item, o.field)
-            if key not in decided:
-                decided[key] = self._judge(key, normalised(text), seen, lsh)
-            if decided[key] is not None:
-                drops[i] = decided[key]
+            if o.field != "problem":  # a sample's own key: never seen before
+                drop = self._judge(key, normalised(text), context.keys)
+            elif key in self.decided:
+                drop = self.decided[key]
+            else:
+                drop = self.decided[key] = self._judge(key, normalised(text), context.keys)
+            if drop is not None:
+                drops[i] = drop
         return drops
 
-    def _lsh(self):
+    def _prepare_minhash(self) -> None:
         from datasketch import MinHash, MinHashLSH
 
         # an empty signature to copy: its random permutations are built once, not per text
         self._empty = MinHash(num_perm=self.options.num_perm, seed=self.options.seed)
-        return MinHashLSH(threshold=self.options.threshold, num_perm=self.options.num_perm)
+        lsh = MinHashLSH(threshold=self.options.threshold, num_perm=self.options.num_perm)
+        self.bands = (lsh.b, lsh.r)  # datasketch's banding for this threshold; its tables live in KeyStore
 
-    def _judge(self, key: str, norm: str, seen: dict[str, str], lsh) -> Drop | None:
+    def _judge(self, key: str, norm: str, keys: KeyStore) -> Drop | None:
         if self.options.method != "minhash":
-            digest = hashlib.sha1(norm.encode()).hexdigest()
-            if digest in seen:
-                return Drop("exact_duplicate", f"of {seen[digest]}")
-            seen[digest] = key
-        if lsh is not None:
-            signature = self._minhash(norm)
-            if match := lsh.query(signature):
-                return Drop("near_duplicate", f"of {match[0]}")
-            lsh.insert(key, signature)
+            digest = hashlib.sha1(norm.encode()).digest()
+            if (first := keys.first_or_add(self.table, digest, key)) is not None:
+                return Drop("exact_duplicate", f"of {first}")
+        if self.bands is not None:
+            bands = self._band_keys(norm)
+            if (match := keys.earliest(self.table + "-lsh", bands)) is not None:
+                return Drop("near_duplicate", f"of {match}")
+            keys.add(self.table + "-lsh", bands, key)
         return None
 
-    def _minhash(self, norm: str):
+    def _band_keys(self, norm: str) -> list[bytes]:
+        """MinHashLSH's band keys of the text's signature (band b: hash values b*r..(b+1)*r), band-tagged."""
         tokens = norm.split()
         n = self.options.shingle
         shingles = {" ".join(tokens[i : i + n]) for i in range(max(1, len(tokens) - n + 1))}
         signature = self._empty.copy()
         signature.update_batch([s.encode() for s in shingles])
-        return signature
+        b, r = self.bands
+        values = signature.hashvalues
+        return [
+            band.to_bytes(2, "big") + bytes(values[band * r : (band + 1) * r].byteswap().data)
+            for band in range(b)
+        ]
 
 
 class Decontaminate(Step):
@@ -117,6 +141,10 @@ class Decontaminate(Step):
             if unknown:
                 raise ValueError(f"unknown benchmarks {unknown}; known: {', '.join(BENCHMARKS)}")
 
+    def __init__(self, options: Any) -> None:
+        super().__init__(options)
+        self.grams: dict[tuple[str, ...], tuple[str, str]] | None = None
+
     def index(self) -> dict[tuple[str, ...], tuple[str, str]]:
         """Every benchmark problem's word n-grams -> (benchmark, problem id)."""
         o = self.options
@@ -130,23 +158,23 @@ class Decontaminate(Step):
         return grams
 
     def run(self, items: list[Item], context: Context) -> dict[int, Drop]:
-        grams = self.index()
-        n = self.options.ngram
-        found: dict[str, Drop | None] = {}
+        if self.grams is None:
+            self.grams = self.index()  # once a run: the benchmarks' n-grams are its only state
         drops = {}
         for i, item in enumerate(items):
-            pid = item.sample.problem_id
-            if pid not in found:
-                tokens = words(item.sample.problem)
-                hit = next(
-                    (g for g in (tuple(tokens[j : j + n]) for j in range(len(tokens) - n + 1)) if g in grams),
-                    None,
-                )
-                found[pid] = (
-                    None
-                    if hit is None
-                    else Drop("contaminated", f"{grams[hit][0]} ({grams[hit][1]}): '{' '.join(hit)}'")
-                )
-            if found[pid] is not None:
-                drops[i] = found[pid]
+            if (drop := self.judge(item.sample.problem)) is not None:
+                drops[i] = drop
         return drops
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019  # a problem's samples are neighbours: judged once each
+    def judge(self, problem: str) -> Drop | None:
+        n, grams = self.options.ngram, self.grams
+        tokens = words(problem)
+        hit = next(
+            (g for g in (tuple(tokens[j : j + n]) for j in range(len(tokens) - n + 1)) if g in grams), None
+        )
+        return (
+            None
+            if hit is None
+            else Drop("contaminated", f"{grams[hit][0]} ({grams[hit][1]}): '{' '.join(hit)}'")
+        )

@@ -67,6 +67,7 @@ class Passes:
                 for batch in batches:
                     output.kept(self._batch(batch, start, end, number, output, tally))
                     progress.advance(len(batch))
+                    del batch  # before the next is read: one batch in memory, not two
                 progress.done()
                 break
             spill = self.scratch / f"pass-{number}.pickle"
@@ -78,6 +79,7 @@ class Passes:
                     pickle.dump(survivors, sink, protocol=pickle.HIGHEST_PROTOCOL)
                     total += len(survivors)
                     progress.advance(len(batch))
+                    del batch, survivors  # before the next is read: one batch in memory, not two
             progress.done()
             self._timed(end, self.steps[end].decide, self.context)
             batches = rebatch(read_spill(spill), self.batch_size)

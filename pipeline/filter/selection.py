@@ -19,6 +19,8 @@ from array import array
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+import numpy as np
+
 from pipeline.filter.steps import Context, Drop, Item, Step
 
 
@@ -44,7 +46,7 @@ class Select(Step):
         """Per problem, in order of first appearance: (completion length, sample index) pairs, flat."""
         self.dropped = array("q")
         """After `decide`: the sample indices dropped, ascending, with their Drop in `self.why`."""
-        self.why: array = array("l")
+        self.why = array("q")
         self.drops: list[Drop] = []
 
     def observe(self, items: list[Item], context: Context) -> None:
@@ -55,15 +57,17 @@ class Select(Step):
 
     def decide(self, context: Context) -> None:
         """Choose, per problem, the samples to drop, from the keys observed (the whole set has been seen)."""
-        decided: dict[int, int] = {}
+        indices, why = array("q"), array("q")
         interned: dict[Drop, int] = {}
         for pid, keys in self.keys.items():
             for index, drop in self.choose(pid, keys[0::2], keys[1::2], context):
-                decided[index] = interned.setdefault(drop, len(interned))
+                indices.append(index)
+                why.append(interned.setdefault(drop, len(interned)))
         self.keys = {}
         self.drops = list(interned)
-        order = sorted(decided)
-        self.dropped, self.why = array("q", order), array("l", (decided[i] for i in order))
+        order = np.argsort(np.frombuffer(indices, dtype=np.int64), kind="stable")
+        self.dropped = array("q", np.frombuffer(indices, dtype=np.int64)[order].tobytes())
+        self.why = array("q", np.frombuffer(why, dtype=np.int64)[order].tobytes())
 
     def choose(self, pid: str, lengths: array, indices: array, context: Context) -> list[tuple[int, Drop]]:
         correct, graded = context.graded(pid)

@@ -44,17 +44,21 @@ def reasoning(rng: random.Random, chars: int = 7000) -> str:
     return "\n\n".join(paragraphs)
 
 
-def sample(i: int, rng: random.Random, previous: str | None) -> dict:
-    pid, gold = f"p{i // 4:07d}", str(i // 4 % 997)
+def sample(
+    i: int, rng: random.Random, previous: str | None, problems: int | None = None, chars: int = 7000
+) -> dict:
+    """Sample i: of problem i // 4 (or i % `problems`, a fixed set of problems), reasoning of ~`chars`."""
+    p, k = (i // 4, i % 4) if problems is None else (i % problems, i // problems)
+    pid, gold = f"p{p:07d}", str(p % 997)
     answer = gold if rng.random() < 0.75 else str(int(gold) + 1)
-    completion = f"<think>\n{reasoning(rng)}\n</think>\n\nSo the answer is \\boxed{{{answer}}}."
+    completion = f"<think>\n{reasoning(rng, chars)}\n</think>\n\nSo the answer is \\boxed{{{answer}}}."
     if previous is not None and rng.random() < 0.02:
         completion = previous
-    problem = f"Problem {pid}: find the value of the expression number {i // 4} modulo 997."
+    problem = f"Problem {pid}: find the value of the expression number {p} modulo 997."
     return {
-        "id": f"{pid}/{i % 4}",
+        "id": f"{pid}/{k}",
         "problem_id": pid,
-        "sample_index": i % 4,
+        "sample_index": k,
         "problem": problem,
         "answer": gold,
         "prompt": [{"role": "user", "content": problem}],
@@ -64,17 +68,17 @@ def sample(i: int, rng: random.Random, previous: str | None) -> dict:
         "num_completion_tokens": len(completion) // 4,
         "teacher": "synthetic-r1",
         "sampling": {"temperature": 0.6, "top_p": 0.95},
-        "source": ("algebra", "geometry", "number_theory")[i // 4 % 3],
+        "source": ("algebra", "geometry", "number_theory")[p % 3],
     }
 
 
-def write_samples(path: Path, n: int, seed: int = 0) -> Path:
+def write_samples(path: Path, n: int, seed: int = 0, problems: int | None = None, chars: int = 7000) -> Path:
     rng = random.Random(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     previous = None
     with path.open("w") as f:
         for i in range(n):
-            row = sample(i, rng, previous)
+            row = sample(i, rng, previous, problems, chars)
             previous = row["completion"]
             f.write(json.dumps(row) + "\n")
     return path

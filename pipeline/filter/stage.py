@@ -131,6 +131,8 @@ def filter_into(
     try:
         step_log = passes.run(read_batches(cfg, keys), output, tally, count_rows(cfg.input))
     finally:
+        for step in steps:
+            step.close()
         keys.close()
     output.files = dataset.close()
     rejected.close()

@@ -124,6 +124,9 @@ class Step:
     def decide(self, context: Context) -> None:
         """A whole-set step's decision, once every batch has been observed."""
 
+    def close(self) -> None:
+        """Release what the step kept open across batches (grading processes), once the run is over."""
+
 
 class Parse(Step):
     """Split reasoning and answer; drop malformed traces (R1's format: `<think>` reasoning `</think>` answer)."""

@@ -1,7 +1,7 @@
 """Filter throughput against math-verify, and the filter's memory and speed at scale against the code before #21.
 
     .venv/bin/python bench/filter.py [--repeat 8 --rounds 2]
-    .venv/bin/python bench/filter.py --scale [--small 10000 --large 100000 --rounds 2]
+    .venv/bin/python bench/filter.py --scale [--small 10000 --large 100000 --rounds 3 --large-rounds 1]
 
 --scale: synthetic R1-like samples (~7 KB of reasoning each, 4 a problem, some wrong, truncated or duplicated;
 bench/r1_like.py) through every kind of step (parse, finished, math, language, format, repetition, exact +
@@ -170,15 +170,18 @@ def scale(args: argparse.Namespace, tmp: Path) -> None:
         print(
             f"  round {r + 1} at {args.small:,}: before {runs['old'][-1]}, now {runs['new'][-1]}", flush=True
         )
-    for r in range(args.rounds):
+    for r in range(args.large_rounds):
         runs["large"].append(scale_run(root, large, tmp / "out-large"))
         print(f"  round {r + 1} at {args.large:,}: now {runs['large'][-1]}", flush=True)
     rate = {k: [args.small / run["seconds"] for run in v] for k, v in runs.items() if k != "large"}
     cpu = {k: [run["cpu"] / args.small * 1000 for run in v] for k, v in runs.items() if k != "large"}
-    rss = [run["rss_mb"] for run in runs["large"]]
+    rss = [run["rss_mb"] for run in runs["large"]] or [float("nan")]
     small_rss = [run["rss_mb"] for run in runs["new"]]
     old_rss = [run["rss_mb"] for run in runs["old"]]
-    print(f"\nfilter at scale: synthetic R1-like samples (~7 KB reasoning), {args.rounds} rounds each")
+    print(
+        f"\nfilter at scale: synthetic R1-like samples (~7 KB reasoning), {args.rounds} rounds at {args.small:,}, "
+        f"{args.large_rounds} at {args.large:,}"
+    )
     print(
         f"  peak RSS at {args.small:,}: before {span(old_rss, '{:.0f}')} MB, now {span(small_rss, '{:.0f}')} MB"
     )
@@ -208,6 +211,7 @@ def main() -> None:
     )
     ap.add_argument("--small", type=int, default=10_000)
     ap.add_argument("--large", type=int, default=100_000)
+    ap.add_argument("--large-rounds", type=int, default=1)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-filter-"))
     if args.scale:

@@ -60,20 +60,22 @@ class Dedup(Step):
         self.bands: tuple[int, int] | None = None
 
     def run(self, items: list[Item], context: Context) -> dict[int, Drop]:
-        """Drops among this batch; earlier batches' texts are remembered in `context.keys` (on disk)."""
+        """Drops among this batch; what earlier batches kept is looked up in `context.keys` (on disk), once."""
         o = self.options
         if o.method != "exact" and self.bands is None:
             self._prepare_minhash()
+        texts: dict[str, str] = {}  # key -> normalised text, of the units this batch decides, in order
+        for item in items:
+            key, text = dedup_text(item, o.field)
+            if key not in self.decided and key not in texts:
+                texts[key] = normalised(text)
+        decided = self._judge_all(texts, context.keys)
+        if o.field == "problem":  # one decision per problem, for its samples in later batches too
+            self.decided.update(decided)
         drops = {}
         for i, item in enumerate(items):
-            key, text = dedup_text(item, o.field)
-            if o.field != "problem":  # a sample's own key: never seen before
-                drop = self._judge(key, normalised(text), context.keys)
-            elif key in self.decided:
-                drop = self.decided[key]
-            else:
-                drop = self.decided[key] = self._judge(key, normalised(text), context.keys)
-            if drop is not None:
+            key = dedup_text(item, o.field)[0]
+            if (drop := decided[key] if key in decided else self.decided[key]) is not None:
                 drops[i] = drop
         return drops
 
@@ -85,16 +87,41 @@ class Dedup(Step):
         lsh = MinHashLSH(threshold=self.options.threshold, num_perm=self.options.num_perm)
         self.bands = (lsh.b, lsh.r)  # datasketch's banding for this threshold; its tables live in KeyStore
 
-    def _judge(self, key: str, norm: str, keys: KeyStore) -> Drop | None:
-        if self.options.method != "minhash":
-            digest = hashlib.sha1(norm.encode()).digest()
-            if (first := keys.first_or_add(self.table, digest, key)) is not None:
-                return Drop("exact_duplicate", f"of {first}")
-        if self.bands is not None:
-            bands = self._band_keys(norm)
-            if (match := keys.earliest(self.table + "-lsh", bands)) is not None:
-                return Drop("near_duplicate", f"of {match}")
-            keys.add(self.table + "-lsh", bands, key)
+    def _judge_all(self, texts: dict[str, str], keys: KeyStore) -> dict[str, Drop | None]:
+        """Each text in order against the earlier ones kept (earlier batches' looked up in one query)."""
+        exact = (
+            {k: hashlib.sha1(t.encode()).digest() for k, t in texts.items()}
+            if self.options.method != "minhash"
+            else {}
+        )
+        bands = {k: self._band_keys(t) for k, t in texts.items()} if self.bands is not None else {}
+        seen = _Seen(keys.lookup(self.table, list(exact.values())))
+        indexed = _Seen(keys.lookup(self.table + "-lsh", [b for bs in bands.values() for b in bs]))
+        decided = {}
+        for key in texts:
+            decided[key] = self._judge(key, exact.get(key), bands.get(key), seen, indexed, keys)
+        keys.insert(self.table, seen.new)
+        keys.insert(self.table + "-lsh", indexed.new)
+        return decided
+
+    def _judge(
+        self,
+        key: str,
+        digest: bytes | None,
+        bands: list[bytes] | None,
+        seen: _Seen,
+        indexed: _Seen,
+        keys: KeyStore,
+    ) -> Drop | None:
+        if digest is not None:
+            if digest in seen.found:
+                return Drop("exact_duplicate", f"of {seen.found[digest][1]}")
+            seen.add([digest], keys.number(), key)
+        if bands is not None:
+            hits = [indexed.found[b] for b in bands if b in indexed.found]
+            if hits:  # the earliest kept text it collides with
+                return Drop("near_duplicate", f"of {min(hits)[1]}")
+            indexed.add(bands, keys.number(), key)
         return None
 
     def _band_keys(self, norm: str) -> list[bytes]:
@@ -110,6 +137,19 @@ class Dedup(Step):
             band.to_bytes(2, "big") + bytes(values[band * r : (band + 1) * r].byteswap().data)
             for band in range(b)
         ]
+
+
+class _Seen:
+    """One batch's view of a key table: what was stored before it, plus what it adds (inserted at its end)."""
+
+    def __init__(self, found: dict[bytes, tuple[int, str]]) -> None:
+        self.found = found
+        self.new: list[tuple[bytes, int, str]] = []
+
+    def add(self, keys: list[bytes], number: int, value: str) -> None:
+        for k in keys:
+            self.found[k] = (number, value)
+            self.new.append((k, number, value))
 
 
 class Decontaminate(Step):

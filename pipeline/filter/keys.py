@@ -1,8 +1,9 @@
 """Compact keys of the whole input on disk: the tables the filter's whole-set checks look things up in.
 
     keys = KeyStore(scratch / "keys.sqlite")     # KeyStore() keeps them in memory (unit tests, tiny inputs)
-    first = keys.first_or_add("ids", b"p1/0", "samples-00000.jsonl:1")   # None the first time, then the value
-    keys.commit()                                # once a batch
+    found = keys.lookup("ids", [b"p1/0", ...])    # a batch's keys at once: {key: (number, value)} of those stored
+    keys.insert("ids", [(b"p1/0", keys.number(), "samples-00000.jsonl:1"), ...])   # the batch's new ones
+    keys.commit()                                 # once a batch
 
 Sample ids (each must appear once), exact-dedup hashes and MinHash LSH band keys grow with the input: held in
 Python dicts they cost ~0.2-2 KB a sample (an R1-size set: GBs). In a sqlite file they cost the page cache
@@ -35,31 +36,23 @@ class KeyStore:
             self.tables.add(name)
         return f'"{name}"'
 
-    def get(self, table: str, key: bytes) -> str | None:
-        row = self.db.execute(f"SELECT v FROM {self._table(table)} WHERE k = ?", (key,)).fetchone()
-        return row[0] if row else None
-
-    def first_or_add(self, table: str, key: bytes, value: str) -> str | None:
-        """The value stored with `key`'s first occurrence; None (after storing `value`) if this is the first."""
-        found = self.get(table, key)
-        if found is None:
-            self.add(table, [key], value)
+    def lookup(self, table: str, keys: list[bytes]) -> dict[bytes, tuple[int, str]]:
+        """(number, value) of each of `keys` already stored; numbers give the order they were added in."""
+        found: dict[bytes, tuple[int, str]] = {}
+        for start in range(0, len(keys), 500):  # a query's parameters are limited
+            chunk = keys[start : start + 500]
+            query = f"SELECT k, n, v FROM {self._table(table)} WHERE k IN ({','.join('?' * len(chunk))})"
+            found.update((k, (n, v)) for k, n, v in self.db.execute(query, chunk))
         return found
 
-    def earliest(self, table: str, keys: list[bytes]) -> str | None:
-        """The value of whichever of `keys` was added first, or None if none was."""
-        marks = ",".join("?" * len(keys))
-        row = self.db.execute(
-            f"SELECT v FROM {self._table(table)} WHERE k IN ({marks}) ORDER BY n LIMIT 1", keys
-        ).fetchone()
-        return row[0] if row else None
-
-    def add(self, table: str, keys: list[bytes], value: str) -> None:
-        """Store `value` under each of `keys` (new keys: callers check first)."""
+    def number(self) -> int:
+        """The next number in the order of addition (several keys added together share one)."""
         self.added += 1
-        self.db.executemany(
-            f"INSERT INTO {self._table(table)} VALUES (?, ?, ?)", [(k, value, self.added) for k in keys]
-        )
+        return self.added
+
+    def insert(self, table: str, rows: list[tuple[bytes, int, str]]) -> None:
+        """Store (key, number, value) rows, keys not stored yet (callers look them up first)."""
+        self.db.executemany(f"INSERT INTO {self._table(table)} (k, n, v) VALUES (?, ?, ?)", rows)
 
     def commit(self) -> None:
         self.db.commit()

@@ -48,17 +48,29 @@ def read_batches(cfg: FilterConfig, ids: KeyStore) -> Iterator[list[Item]]:
     """The input's samples, `cfg.batch_size` at a time, in order; a sample id seen twice is an error naming both
     places (the ids seen are kept on disk, in `ids`)."""
     batch: list[Item] = []
+    places: list[str] = []
     for index, (file, where, sample) in enumerate(located_samples(cfg.input)):
-        if (first := ids.first_or_add("ids", sample.id.encode(), where)) is not None:
-            raise RecordError(
-                f"{where}: field 'id': sample id {sample.id!r} appears twice (first at {first})"
-            )
         batch.append(Item.from_sample(sample, index, sys.intern(str(file))))
+        places.append(where)
         if len(batch) == cfg.batch_size:
+            check_unique(batch, places, ids)
             yield batch
-            batch = []
+            batch, places = [], []
     if batch:
+        check_unique(batch, places, ids)
         yield batch
+
+
+def check_unique(batch: list[Item], places: list[str], ids: KeyStore) -> None:
+    keys = [item.sample.id.encode() for item in batch]
+    first = {k: where for k, (_, where) in ids.lookup("ids", keys).items()}
+    for key, where in zip(keys, places, strict=True):
+        if key in first:
+            raise RecordError(
+                f"{where}: field 'id': sample id {key.decode()!r} appears twice (first at {first[key]})"
+            )
+        first[key] = where
+    ids.insert("ids", [(key, ids.number(), where) for key, where in zip(keys, places, strict=True)])
 
 
 def first_sample(cfg: FilterConfig) -> Sample:

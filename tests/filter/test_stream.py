@@ -18,7 +18,7 @@ from pipeline.config import load_config
 from pipeline.filter.config import FilterConfig
 from pipeline.filter.stage import run
 from pipeline.records.read import read_samples
-from pipeline.records.schema import Sample
+from pipeline.records.schema import RecordError, Sample
 from pipeline.toy.task import make_problems, solution_of
 from tests.conftest import SHARED_DATA
 from tests.filter.reference import completion_stats, pass_rates, reference
@@ -156,6 +156,17 @@ def test_mixed_samples_come_out_as_the_in_memory_filter_says(tmp_path, batch_siz
         assert reason in reasons, reason
     near = next(r for r in got["rejected"] if r["id"] == "near/2")
     assert near["detail"] == "of near/0"  # near/1 collides too, but was dropped: not in the index
+
+
+def test_a_sample_id_seen_twice_in_different_batches_is_an_error_naming_both_places(tmp_path):
+    samples = [sample(f"p{i}", 0, GOOD) for i in range(5)] + [sample("p1", 0, GOOD)]
+    src = write_samples(tmp_path / "in" / "samples-00000.jsonl", samples)
+    cfg = load_config(FilterConfig, None, [f"input={src}", f"output={tmp_path / 'out'}", "count_tokens=false",
+                                           "batch_size=2", "steps=[{name: parse}]"])  # fmt: skip
+    with pytest.raises(RecordError, match=r"samples-00000.jsonl:6: field 'id': sample id 'p1/0' appears twice "
+                                          r"\(first at .*samples-00000.jsonl:2\)"):  # fmt: skip
+        run(cfg)
+    assert not (tmp_path / "out").exists()
 
 
 def peak_python_memory(tmp_path: Path, n: int) -> int:

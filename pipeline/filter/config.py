@@ -47,12 +47,16 @@ class FilterConfig:
     """Processes for verification (default: one per core)."""
     rows_per_shard: int = 50_000
     """Rows per parquet file of the output dataset."""
+    batch_size: int = 1000
+    """Samples held in memory at once as they stream through the steps (R1-size traces: ~30 MB a 1,000)."""
     logprobs: bool = True
     """Copy the teacher's top-k logprobs into the dataset when the input has a sidecar (for kd)."""
 
     def __post_init__(self) -> None:
         if not self.steps:
             raise ValueError("'steps' needs at least one step")
+        if self.batch_size < 1 or self.rows_per_shard < 1:
+            raise ValueError("'batch_size' and 'rows_per_shard' must be >= 1")
         if not self.count_tokens and any(s.get("name") == "length" for s in self.steps):
             raise ValueError("the length step needs token counts: set count_tokens: true")
 

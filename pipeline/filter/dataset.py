@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.filter.steps import Item
-from pipeline.records.logprobs import Sidecar
+from pipeline.records.logprobs import Sidecar, SidecarFile, sidecar_path
 
 
 def assistant_text(item: Item) -> tuple[str, bool]:
@@ -55,7 +55,8 @@ def schema(k: int | None) -> pa.Schema:
     return pa.schema(fields)
 
 
-def row(item: Item, sidecar: Sidecar | None) -> dict[str, Any]:
+def row(item: Item, sidecar: SidecarFile | None, topk_columns: bool) -> dict[str, Any]:
+    """The dataset row of a kept sample; with `topk_columns`, its teacher top-k from `sidecar` (null if absent)."""
     s = item.sample
     text, verbatim = assistant_text(item)
     out = {
@@ -70,28 +71,80 @@ def row(item: Item, sidecar: Sidecar | None) -> dict[str, Any]:
         "reasoning_tokens": item.reasoning_tokens,
         "answer_tokens": item.answer_tokens,
     }
-    if sidecar is not None:
-        topk = sidecar[s.id] if verbatim and s.id in sidecar else None
+    if topk_columns:
+        topk = sidecar.get(s.id) if sidecar is not None and verbatim and s.id in sidecar else None
         out["teacher_token_ids"] = topk.token_ids if topk is not None else None
         out["teacher_topk_ids"] = list(topk.topk_ids) if topk is not None else None
         out["teacher_topk_logprobs"] = list(topk.topk_logprobs) if topk is not None else None
     return out
 
 
-def write_dataset(folder: Path, items: list[Item], cfg: Any) -> list[Path]:
-    """Write `items` as parquet shards of `cfg.rows_per_shard` rows; returns the files (at least one)."""
-    sidecar = None
-    if cfg.logprobs:
-        found = Sidecar(cfg.input)
-        sidecar = found if len(found) else None
-    table_schema = schema(sidecar.k if sidecar else None)
-    folder.mkdir(parents=True, exist_ok=True)
-    size = cfg.rows_per_shard
-    n = max(1, -(-len(items) // size))
-    files = []
-    for shard in range(n):
-        rows = [row(it, sidecar) for it in items[shard * size : (shard + 1) * size]]
-        path = folder / f"train-{shard:05d}-of-{n:05d}.parquet"
-        pq.write_table(pa.Table.from_pylist(rows, schema=table_schema), path)
-        files.append(path)
-    return files
+def sidecar_k(path: str | Path) -> int | None:
+    """k of the teacher's top-k stored under `path`, or None when no sidecar holds any sample."""
+    files = Sidecar.listing(Path(path))
+    for f in files:
+        if SidecarFile(f).ids:
+            return SidecarFile(files[0]).k
+    return None
+
+
+def own_sidecar(shard: str | None) -> SidecarFile | None:
+    """The sidecar beside a Sample shard (`samples-00003.jsonl` -> `logprobs-00003.safetensors`), if any."""
+    if shard is None or not Path(shard).name.startswith("samples-"):
+        return None
+    path = sidecar_path(Path(shard))
+    return SidecarFile(path) if path.exists() else None
+
+
+class DatasetWriter:
+    """Kept samples into parquet shards of `cfg.rows_per_shard` rows, a row group per batch written.
+
+    The teacher's top-k come from the sidecar beside each sample's shard, one sidecar open at a time (samples
+    arrive in input order, shard after shard). Shards are named `train-00000-of-00003.parquet` once the count
+    is known, at `close`.
+    """
+
+    def __init__(self, folder: Path, cfg: Any) -> None:
+        self.folder, self.size = folder, cfg.rows_per_shard
+        self.k = sidecar_k(cfg.input) if cfg.logprobs else None
+        self.schema = schema(self.k)
+        self.parts: list[Path] = []
+        self.writer: pq.ParquetWriter | None = None
+        self.rows = 0  # in the open shard
+        self.shard: tuple[str | None, SidecarFile | None] = (None, None)
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def write(self, items: list[Item]) -> None:
+        while items:
+            if self.writer is None or self.rows == self.size:
+                self._next_shard()
+            room = self.size - self.rows
+            rows = [row(it, self._sidecar(it), self.k is not None) for it in items[:room]]
+            self.writer.write_table(pa.Table.from_pylist(rows, schema=self.schema))
+            self.rows += len(rows)
+            items = items[room:]
+
+    def _next_shard(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.parts.append(self.folder / f".train-{len(self.parts):05d}.partial")
+        self.writer = pq.ParquetWriter(self.parts[-1], self.schema)
+        self.rows = 0
+
+    def _sidecar(self, item: Item) -> SidecarFile | None:
+        if self.k is None:
+            return None
+        if self.shard[0] != item.shard:
+            self.shard = (item.shard, own_sidecar(item.shard))
+        return self.shard[1]
+
+    def close(self) -> list[Path]:
+        """Finish the last shard and name them all; returns the files (at least one, maybe empty)."""
+        if self.writer is None:
+            self._next_shard()
+        self.writer.close()
+        n = len(self.parts)
+        files = [self.folder / f"train-{i:05d}-of-{n:05d}.parquet" for i in range(n)]
+        for part, final in zip(self.parts, files, strict=True):
+            part.rename(final)
+        return files

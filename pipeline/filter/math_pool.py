@@ -34,17 +34,43 @@ def grade_many(
     takes the rest; the sample at fault (its unreported samples are retried one by one to find it) is a
     timeout, or grader_error when the worker died instead.
     """
-    if timeout <= 0:
-        raise ValueError("timeout must be > 0 seconds")
     items = list(items)
-    workers = max(1, min(workers or cores(), len(items)))
-    size = max(1, min(64, -(-len(items) // (8 * workers))))  # ~8 chunks a worker balance the load
-    chunks = deque(list(range(start, min(start + size, len(items)))) for start in range(0, len(items), size))
-    results: list[Verdict | None] = [None] * len(items)
-    if items:
-        with _Pool(workers, timeout) as pool:
-            pool.run(items, chunks, results)
-    return results  # type: ignore[return-value]  # every slot is filled
+    with Grader(max(1, min(workers or cores(), len(items))), timeout) as grader:
+        return grader.grade(items)
+
+
+class Grader:
+    """`grade_many` over batch after batch with the same worker processes (the filter grades a batch at a time)."""
+
+    def __init__(self, workers: int | None = None, timeout: float = 5.0) -> None:
+        if timeout <= 0:
+            raise ValueError("timeout must be > 0 seconds")
+        self.workers, self.timeout = workers or cores(), timeout
+        self.pool: _Pool | None = None  # started with the first batch
+
+    def grade(self, items: list[tuple[str | None, str | None]]) -> list[Verdict]:
+        results: list[Verdict | None] = [None] * len(items)
+        if not items:
+            return results  # type: ignore[return-value]
+        if self.pool is None:
+            self.pool = _Pool(self.workers, self.timeout)
+        size = max(1, min(64, -(-len(items) // (8 * self.workers))))  # ~8 chunks a worker balance the load
+        chunks = deque(
+            list(range(start, min(start + size, len(items)))) for start in range(0, len(items), size)
+        )
+        self.pool.run(items, chunks, results)
+        return results  # type: ignore[return-value]  # every slot is filled
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.__exit__()
+            self.pool = None
+
+    def __enter__(self) -> Grader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _serve(conn: Connection, timeout: float) -> None:

@@ -1,13 +1,17 @@
 """The filter report: what was kept and dropped, by which step and why, as JSON and as one picture.
 
 report.json holds counts per step and reason, verdict counts, pass rates (per problem, per source, and their
-distribution) and token-length statistics of kept and dropped samples; report.png shows the reasoning-length
+distribution) and token-length statistics of kept and dropped samples, from a `Tally` the stage fills as the
+samples stream by (counters and token counts, 8 bytes a sample); report.png shows the reasoning-length
 histograms (kept vs dropped), the drops by reason, and the pass-rate distribution.
 """
 
 from __future__ import annotations
 
+import sys
+from array import array
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +20,46 @@ import numpy as np
 from pipeline.filter.steps import Context, Item
 
 
-def length_stats(values: list[int]) -> dict[str, float] | None:
+class Lengths:
+    """Token counts of a group of samples (kept or dropped), as compact arrays: 8 bytes a count."""
+
+    def __init__(self) -> None:
+        self.reasoning, self.answer, self.completion = array("q"), array("q"), array("q")
+
+    def add(self, item: Item) -> None:
+        if item.reasoning_tokens is not None:
+            self.reasoning.append(item.reasoning_tokens)
+        if item.answer_tokens is not None:
+            self.answer.append(item.answer_tokens)
+        self.completion.append(item.sample.num_completion_tokens)
+
+    def stats(self) -> dict[str, Any]:
+        return {name: length_stats(getattr(self, name)) for name in ("reasoning", "answer", "completion")}
+
+
+class Tally:
+    """What the report needs of every sample, gathered as the samples stream by (never the samples)."""
+
+    def __init__(self) -> None:
+        self.input = 0
+        self.kept, self.dropped = Lengths(), Lengths()
+        self.sources: Counter = Counter()
+        """Kept samples per source, in order of first appearance."""
+        self.source_of: dict[str, str] = {}
+        """Per problem, its source (for pass rates per source)."""
+
+    def read(self, item: Item) -> None:
+        self.input += 1
+        source = item.sample.source or "unknown"
+        self.source_of[item.sample.problem_id] = sys.intern(source)  # one string per source, not per problem
+
+    def settle(self, item: Item, kept: bool) -> None:
+        (self.kept if kept else self.dropped).add(item)
+        if kept:
+            self.sources[item.sample.source or "unknown"] += 1
+
+
+def length_stats(values: Sequence[int]) -> dict[str, float] | None:
     if not values:
         return None
     a = np.asarray(values)
@@ -30,12 +73,11 @@ def length_stats(values: list[int]) -> dict[str, float] | None:
     }
 
 
-def pass_rates(context: Context, items: list[Item]) -> dict[str, Any]:
+def pass_rates(context: Context, source_of: dict[str, str]) -> dict[str, Any]:
     graded = {pid: context.graded(pid) for pid in context.problems()}
     per_problem = {pid: round(c / n, 4) for pid, (c, n) in graded.items() if n}
     if not per_problem:
         return {"graded_problems": 0}
-    source_of = {it.sample.problem_id: it.sample.source or "unknown" for it in items}
     by_source: dict[str, list[float]] = defaultdict(list)
     for pid, rate in per_problem.items():
         by_source[source_of.get(pid, "unknown")].append(rate)
@@ -51,47 +93,34 @@ def pass_rates(context: Context, items: list[Item]) -> dict[str, Any]:
     }
 
 
-def build_report(
-    items: list[Item], fate: dict[int, tuple[str, Any]], step_log: list[dict[str, Any]], context: Context
-) -> dict[str, Any]:
-    kept = [it for i, it in enumerate(items) if i not in fate]
-    dropped = [it for i, it in enumerate(items) if i in fate]
+def build_report(tally: Tally, step_log: list[dict[str, Any]], context: Context) -> dict[str, Any]:
     verdicts: Counter = Counter()
     for counts in context.verdicts.values():
         verdicts.update(counts)
-
-    def tokens(group: list[Item]) -> dict[str, Any]:
-        return {
-            "reasoning": length_stats(
-                [it.reasoning_tokens for it in group if it.reasoning_tokens is not None]
-            ),
-            "answer": length_stats([it.answer_tokens for it in group if it.answer_tokens is not None]),
-            "completion": length_stats([it.sample.num_completion_tokens for it in group]),
-        }
-
+    # per step, reasons in order of first drop: the order a Counter over every drop, step after step, has
+    by_reason = Counter({f"{s['step']}/{reason}": n for s in step_log for reason, n in s["reasons"].items()})
+    kept = len(tally.kept.completion)
     return {
-        "input": len(items),
-        "kept": len(kept),
-        "rejected": len(dropped),
+        "input": tally.input,
+        "kept": kept,
+        "rejected": tally.input - kept,
         "steps": step_log,
-        "rejected_by_reason": dict(
-            Counter(f"{step}/{drop.reason}" for step, drop in fate.values()).most_common()
-        ),
+        "rejected_by_reason": dict(by_reason.most_common()),
         "verdicts": dict(verdicts),
-        "pass_rate": pass_rates(context, items),
-        "tokens": {"kept": tokens(kept), "dropped": tokens(dropped)},
-        "sources": dict(Counter(it.sample.source or "unknown" for it in kept)),
+        "pass_rate": pass_rates(context, tally.source_of),
+        "tokens": {"kept": tally.kept.stats(), "dropped": tally.dropped.stats()},
+        "sources": dict(tally.sources),
     }
 
 
-def plot_report(report: dict[str, Any], items: list[Item], fate: dict[int, Any], path: Path) -> Path:
+def plot_report(report: dict[str, Any], tally: Tally, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(16, 4.5))
-    _plot_lengths(a, items, fate)
+    _plot_lengths(a, tally)
     _plot_drops(b, report)
     _plot_pass_rates(c, report["pass_rate"])
     fig.tight_layout()
@@ -100,17 +129,13 @@ def plot_report(report: dict[str, Any], items: list[Item], fate: dict[int, Any],
     return path
 
 
-def _plot_lengths(ax: Any, items: list[Item], fate: dict[int, Any]) -> None:
+def _plot_lengths(ax: Any, tally: Tally) -> None:
     """Stacked histogram of trace lengths, kept vs dropped."""
     # Reasoning tokens when a tokenizer counted them, else the completion tokens generate recorded
-    counted = any(it.reasoning_tokens is not None for it in items)
+    counted = bool(tally.kept.reasoning or tally.dropped.reasoning)
     what = "reasoning tokens" if counted else "completion tokens"
-
-    def length(it: Item) -> int | None:
-        return it.reasoning_tokens if counted else it.sample.num_completion_tokens
-
-    kept = [length(it) for i, it in enumerate(items) if i not in fate and length(it) is not None]
-    dropped = [length(it) for i, it in enumerate(items) if i in fate and length(it) is not None]
+    kept = (tally.kept.reasoning if counted else tally.kept.completion).tolist()
+    dropped = (tally.dropped.reasoning if counted else tally.dropped.completion).tolist()
     bins = np.histogram_bin_edges(kept + dropped or [0], bins=30)
 
     ax.hist(

@@ -4,8 +4,10 @@
     drops = step.run(items, context)     # {item index: Drop(reason, detail)} for the items it drops
 
 A step is chosen and configured by name in the recipe's `steps:` list; its options are a frozen dataclass
-(`Options`), checked like the rest of the recipe. Per-sample steps implement `check(item)`; steps that need
-the whole set (verification in parallel, dedup, selection) implement `run`. The stage counts drops per step
+(`Options`), checked like the rest of the recipe. Samples reach a step in batches, in input order. Per-sample
+steps implement `check(item)`; steps that work on a batch at once (verification in parallel) or remember what
+came before (dedup) implement `run`; a step that must see every sample before deciding any (selection) is
+`whole_set` and implements `observe` and `decide` too. The stage counts drops per step
 and reason and writes every dropped sample to rejected.jsonl. This module holds the per-sample text checks;
 verification.py, dedup.py and select.py hold the others.
 """
@@ -19,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from pipeline.filter.keys import KeyStore
 from pipeline.filter.parse import split_completion
 from pipeline.records.schema import Sample
 
@@ -43,11 +46,17 @@ class Item:
     answer_tokens: int | None = None
     parse_error: str | None = None
     """Why the completion is not `<think>` reasoning `</think>` answer (the parse step drops it for this)."""
+    index: int = 0
+    """The sample's position in the input (the order of the dataset and of rejected.jsonl)."""
+    shard: str | None = None
+    """The file it was read from (its logprob sidecar sits beside it)."""
 
     @classmethod
-    def from_sample(cls, sample: Sample) -> Item:
+    def from_sample(cls, sample: Sample, index: int = 0, shard: str | None = None) -> Item:
         parsed = split_completion(sample.completion)
-        return cls(sample, parsed.reasoning, parsed.answer, parse_error=parsed.error)
+        return cls(
+            sample, parsed.reasoning, parsed.answer, parse_error=parsed.error, index=index, shard=shard
+        )
 
 
 @dataclass
@@ -61,6 +70,8 @@ class Context:
     """The sandbox mode code ran in (the code step sets it), for the report."""
     failed: Counter = field(default_factory=Counter)
     """Per problem, samples dropped before grading for a failure of the teacher (truncated, malformed)."""
+    keys: KeyStore = field(default_factory=KeyStore)
+    """Where the whole-set steps keep their per-sample keys (the stage puts it on disk)."""
 
     def record_verdict(self, item: Item) -> None:
         key = {True: "correct", False: "wrong", None: "cannot_tell"}[item.correct]
@@ -87,6 +98,8 @@ class Step:
     name: ClassVar[str]
     failure: ClassVar[bool] = False
     """A drop by this step is the teacher failing the problem (counts against its pass rate)."""
+    whole_set: ClassVar[bool] = False
+    """It decides only once it has seen every sample reaching it (`observe`, then `decide`, then `run`)."""
 
     @dataclass(frozen=True)
     class Options:
@@ -102,7 +115,17 @@ class Step:
         raise TypeError(f"step {self.name} implements run(), not check()")
 
     def run(self, items: list[Item], context: Context) -> dict[int, Drop]:
+        """Drops among one batch of the samples still kept, by position in `items`; batches come in input order."""
         return {i: drop for i, item in enumerate(items) if (drop := self.check(item)) is not None}
+
+    def observe(self, items: list[Item], context: Context) -> None:
+        """A whole-set step's first pass: take in what it needs of a batch (compact keys, not the items)."""
+
+    def decide(self, context: Context) -> None:
+        """A whole-set step's decision, once every batch has been observed."""
+
+    def close(self) -> None:
+        """Release what the step kept open across batches (grading processes), once the run is over."""
 
 
 class Parse(Step):

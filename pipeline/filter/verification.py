@@ -9,7 +9,7 @@ them: a gold that does not parse says nothing about the trace).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pipeline.filter.parse import gradable_text
 from pipeline.filter.steps import Context, Drop, Item, Step
@@ -44,12 +44,22 @@ class Math(Step):
         cannot_tell: Literal["drop", "keep"] = "drop"
         """No gold, or a gold math-verify cannot parse."""
 
-    def run(self, items: list[Item], context: Context) -> dict[int, Drop]:
-        from pipeline.filter.math_pool import grade_many
+    grader: Any = None
+    """The grading processes, started with the first batch and kept for the next (`close` stops them)."""
 
+    def run(self, items: list[Item], context: Context) -> dict[int, Drop]:
+        from pipeline.filter.math_pool import Grader
+
+        if self.grader is None:
+            self.grader = Grader(context.workers, self.options.timeout)
         pairs = [(gradable_text(it.sample.completion), it.sample.answer) for it in items]
-        verdicts = grade_many(pairs, workers=context.workers, timeout=self.options.timeout)
+        verdicts = self.grader.grade(pairs)
         return apply_verdicts(items, verdicts, context, self.options.cannot_tell)
+
+    def close(self) -> None:
+        if self.grader is not None:
+            self.grader.close()
+            self.grader = None
 
 
 class Code(Step):

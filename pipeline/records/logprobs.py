@@ -132,17 +132,19 @@ class Sidecar:
 
     def __init__(self, path: str | Path) -> None:
         """`path`: a folder (all sidecars under it), one sidecar file, or a Sample shard (its own sidecar)."""
-        path = Path(path)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("logprobs-*.safetensors") if not p.name.startswith("."))
-        elif path.suffix == ".safetensors":
-            files = [path]
-        else:
-            own = sidecar_path(path) if path.stem.startswith("samples-") else None
-            files = [own] if own is not None and own.exists() else []
-        self.files = [SidecarFile(p) for p in files]
+        self.files = [SidecarFile(p) for p in self.listing(Path(path))]
 
         self._where = {sample_id: f for f in self.files for sample_id in f.ids}
+
+    @staticmethod
+    def listing(path: Path) -> list[Path]:
+        """The sidecar files of `path` (see `__init__`), in order."""
+        if path.is_dir():
+            return sorted(p for p in path.rglob("logprobs-*.safetensors") if not p.name.startswith("."))
+        if path.suffix == ".safetensors":
+            return [path]
+        own = sidecar_path(path) if path.stem.startswith("samples-") else None
+        return [own] if own is not None and own.exists() else []
 
     def __len__(self) -> int:
         return len(self._where)

@@ -88,7 +88,7 @@ def _raw_rows(source: DataSource) -> Iterator[tuple[str, dict[str, Any]]]:
         return
     for file in _data_files(Path(source.path)):
         if file.suffix == ".parquet":
-            yield from _parquet_rows(file)
+            yield from _parquet_rows(file)  # a batch at a time: a file of samples can be GBs
         elif file.suffix == ".json":
             try:
                 rows = json.loads(_decode(file.read_bytes(), file, 1))
@@ -195,6 +195,30 @@ def read_samples(path: str | Path) -> Iterator[Sample]:
     """Samples from a .jsonl file or a folder of shards (shard folders included), in a stable order."""
     for where, row in read_rows(DataSource(path=str(path))):
         yield sample_from_row(row, where)
+
+
+def located_samples(path: str | Path) -> Iterator[tuple[Path, str, Sample]]:
+    """(file, `file:line`, sample) for each sample of `path`, streamed, in the order of `read_samples`."""
+    for file in _data_files(Path(path)):
+        for where, row in read_rows(DataSource(path=str(file))):
+            yield file, where, sample_from_row(row, where)
+
+
+def count_rows(path: str | Path) -> int | None:
+    """About how many records `path` holds, cheaply (JSONL lines, parquet metadata), for progress and ETA;
+    None for a JSON list, which would have to be parsed."""
+    total = 0
+    for file in _data_files(Path(path)):
+        if file.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            total += pq.ParquetFile(file).metadata.num_rows
+        elif file.suffix == ".jsonl":
+            with file.open("rb") as f:
+                total += sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+        else:
+            return None
+    return total
 
 
 def read_unique_samples(path: str | Path) -> list[Sample]:

@@ -27,8 +27,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         os.chmod(
             tmp, 0o666 & ~_umask()
         )  # as a plain open() would: some writers (safetensors) make 0600 files
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        fsync_file(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -38,6 +37,12 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+def fsync_file(path: str | Path) -> None:
+    """Make a written file's bytes durable (before a rename publishes it)."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
 
 
 def _umask() -> int:

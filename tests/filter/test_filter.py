@@ -159,8 +159,13 @@ def test_select_applies_the_pass_rate_window_and_keeps_the_shortest():
     for i, it in enumerate(items):
         it.sample.problem_id = "easy" if i < 4 else "hard"
         it.sample.id = f"{it.sample.problem_id}/{i}"
+        it.index = i
     context = Context(verdicts={"easy": Counter(correct=4), "hard": Counter(correct=1, wrong=7)})
-    drops = Select(Select.Options(min_pass_rate=0.2, per_problem=2)).run(items, context)
+    step = Select(Select.Options(min_pass_rate=0.2, per_problem=2))
+    step.observe(items[:3], context)  # first pass: the samples' keys, a batch at a time
+    step.observe(items[3:], context)
+    step.decide(context)
+    drops = step.run(items[:2], context) | {2 + j: d for j, d in step.run(items[2:], context).items()}
     assert {i: d.reason for i, d in drops.items()} == {
         2: "not_selected",
         3: "not_selected",

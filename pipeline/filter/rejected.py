@@ -28,6 +28,8 @@ class RejectedWriter:
     def __init__(self, path: Path, scratch: Path, passes: int) -> None:
         self.path, self.scratch = path, scratch
         self.direct = passes == 1
+        self.count = 0
+        """Rows written to rejected.jsonl (known once closed)."""
         self.files: list[IO] = (
             [path.open("w", encoding="utf-8")]
             if self.direct
@@ -37,6 +39,7 @@ class RejectedWriter:
     def rejected(self, rows: list[tuple[Item, str, Drop]], pass_number: int) -> None:
         if self.direct:
             self.files[0].writelines(line(*row) for row in rows)
+            self.count += len(rows)
         elif rows:
             batch = [(row[0].index, line(*row)) for row in rows]
             pickle.dump(batch, self.files[pass_number], protocol=pickle.HIGHEST_PROTOCOL)
@@ -53,6 +56,7 @@ class RejectedWriter:
         with self.path.open("w", encoding="utf-8") as out:
             for _, text in heapq.merge(*(_rows(p) for p in parts)):
                 out.write(text)
+                self.count += 1
         for p in parts:
             p.unlink()
 

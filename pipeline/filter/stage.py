@@ -148,13 +148,23 @@ def filter_into(
         keys.close()
     output.files = dataset.close()
     rejected.close()
-    assert tally.input == output.count + sum(s["dropped"] for s in step_log)  # each kept or rejected, once
+    check_accounted(tally.input, output.count, rejected.count, sum(s["dropped"] for s in step_log))
     report = build_report(tally, step_log, context)
     report["seconds"] = round(time.perf_counter() - started, 2)
     if context.sandbox:
         report["sandbox"] = context.sandbox
     report["dataset_files"] = [str(f.relative_to(tmp)) for f in output.files]
     return report, tally
+
+
+def check_accounted(read: int, kept: int, rejected: int, dropped: int) -> None:
+    """Every sample read was written once, to the dataset or to rejected.jsonl, as the steps decided; otherwise
+    nothing is published (a bug of ours: it raises, with its traceback)."""
+    if not read == kept + rejected == kept + dropped:
+        raise RuntimeError(
+            f"filter lost track of samples: {read} read, {kept} kept + {rejected} rejected written, the steps "
+            f"dropped {dropped}; nothing was published (a bug in distill, please report it)"
+        )
 
 
 class Output:

@@ -509,3 +509,14 @@ def test_filter_replaces_its_own_output_and_fills_an_empty_folder(tmp_path):
         result = run_distill("filter", "--config", str(recipe))
         assert result.returncode == 0, result.stderr[-2000:]
         assert read_manifest(out)["stage"] == "filter"
+
+
+@pytest.mark.parametrize(
+    ("read", "kept", "rejected", "dropped"), [(10, 6, 3, 4), (10, 6, 4, 3), (10, 7, 4, 4)]
+)
+def test_the_filters_accounting_refuses_to_publish_a_lost_or_doubled_sample(read, kept, rejected, dropped):
+    from pipeline.filter.stage import check_accounted
+
+    check_accounted(10, 6, 4, 4)  # every sample once: fine
+    with pytest.raises(RuntimeError, match="lost track of samples"):
+        check_accounted(read, kept, rejected, dropped)

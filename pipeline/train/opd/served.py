@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from pipeline.train.opd.config import TeacherError, TeacherSpec
-from pipeline.train.opd.teachers import Sequence, TokenScores
+from pipeline.train.opd.scores import Sequence, TokenScores, parse_prompt_logprobs
 
 log = logging.getLogger("distill.opd")
 BENCH_SECONDS = 30.0
@@ -259,20 +259,3 @@ class ServedTeacher:
 
     def encode(self, text: str) -> list[int]:
         return self._tokenize({"prompt": text, "add_special_tokens": False})
-
-
-def parse_prompt_logprobs(entries: list[dict[str, Any]], completion: list[int], k: int) -> TokenScores:
-    """vLLM's prompt_logprobs for the completion positions -> TokenScores; each entry maps a token id (a string
-    in JSON) to its logprob and rank, holding the top-k and the position's own token."""
-    import torch
-
-    own = torch.empty(len(completion))
-    ids = torch.zeros(len(completion), k, dtype=torch.int32)
-    lps = torch.full((len(completion), k), float("-inf"))
-    for j, (entry, token) in enumerate(zip(entries, completion, strict=True)):
-        own[j] = float(entry[str(token)]["logprob"])
-        ranked = sorted(entry.items(), key=lambda kv: kv[1].get("rank") or 0)
-        top = [(int(t), float(v["logprob"])) for t, v in ranked if (v.get("rank") or k + 1) <= k][:k]
-        for i, (t, lp) in enumerate(top):
-            ids[j, i], lps[j, i] = t, lp
-    return TokenScores(own, ids, lps)

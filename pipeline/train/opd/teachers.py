@@ -16,7 +16,6 @@ decoding), `server.concurrency` requests at a time per replica, with failover an
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -24,19 +23,9 @@ import torch
 from pipeline.config import ConfigError
 from pipeline.prompts import prompt_ids
 from pipeline.train.opd.config import TeacherError, TeacherSpec
+from pipeline.train.opd.scores import Sequence, TokenScores, split_scores
 
 log = logging.getLogger("distill.opd")
-Sequence = tuple[list[int], list[int]]
-"""(prompt ids, completion ids) of one rollout."""
-
-
-@dataclass
-class TokenScores:
-    """The teacher's view of one completion: [C] logprob of each token, [C, k] top-k ids and logprobs."""
-
-    logprob: torch.Tensor
-    topk_ids: torch.Tensor
-    topk_logprobs: torch.Tensor
 
 
 class Teacher(Protocol):
@@ -121,15 +110,6 @@ class LocalTeacher:
             parts.append((own, top.indices.int(), top.values))
         own, top_ids, top_lps = (torch.cat(x).cpu() for x in zip(*parts, strict=True))
         return split_scores(own, top_ids, top_lps, [len(c) for _, c in sequences])
-
-
-def split_scores(
-    own: torch.Tensor, ids: torch.Tensor, lps: torch.Tensor, lengths: list[int]
-) -> list[TokenScores]:
-    """Flat per-token scores of several completions, cut back into one TokenScores per completion."""
-    return [
-        TokenScores(*x) for x in zip(own.split(lengths), ids.split(lengths), lps.split(lengths), strict=True)
-    ]
 
 
 def build_teachers(

@@ -28,7 +28,8 @@ from trl import DistillationTrainer
 
 from pipeline.train.losses import sampled_reverse_kl, topk_kd
 from pipeline.train.opd.config import OPDSettings
-from pipeline.train.opd.teachers import Teacher, TokenScores
+from pipeline.train.opd.scores import TokenScores
+from pipeline.train.opd.teachers import Teacher
 from pipeline.train.trl_internals import OPD_ATTRIBUTES, OPD_METHODS, require_members
 
 log = logging.getLogger("distill.opd")

@@ -64,9 +64,7 @@ def status_of(error: Exception) -> int | None:
 def retryable(error: Exception) -> bool:
     import openai
 
-    if isinstance(
-        error, openai.APIConnectionError
-    ):  # refused, reset, timed out: the replica, not the request
+    if isinstance(error, openai.APIConnectionError):  # refused, reset, timed out: the replica's fault
         return True
     status = status_of(error)
     return status is not None and (status >= 500 or status in RETRYABLE)
@@ -109,6 +107,8 @@ class ServedTeacher:
 
     async def _score_one(self, clients: dict[str, Any], seq: Sequence, k: int) -> TokenScores:
         """Every replica in turn (best first) until one answers; a round where all failed costs one retry."""
+        from openai import APIError
+
         prompt, completion = seq
         last: tuple[str, Exception] | None = None
         for attempt in range(self.server.max_retries + 1):
@@ -117,7 +117,7 @@ class ServedTeacher:
             for url in self.replicas.order():
                 try:
                     entries = await self._ask(clients[url], url, prompt + completion, k)
-                except Exception as e:
+                except APIError as e:  # the server's or the network's answer; anything else is our bug
                     if not retryable(e):
                         raise self._refused(url, e) from None
                     self.replicas.bench(url, f"{type(e).__name__}: {e}")
@@ -182,7 +182,7 @@ class ServedTeacher:
         url = self.replicas.urls[0]
         try:
             served = [m["id"] for m in self._http("GET", url.rstrip("/") + "/models")["data"]]
-        except TeacherError as e:
+        except (TeacherError, KeyError, TypeError) as e:  # down, or not an OpenAI-compatible server
             raise TeacherError(
                 f"teacher replica {url} does not answer ({e})",
                 field=self.field,
@@ -199,6 +199,8 @@ class ServedTeacher:
     def _check_scores_id(self, top: int, vocab: int) -> None:
         """A one-token prefill of the student's highest id: a teacher with a smaller vocabulary refuses it now,
         not at the first rollout that samples such an id."""
+        from openai import APIError
+
         url = self.replicas.urls[0]
 
         async def ask() -> None:
@@ -216,7 +218,13 @@ class ServedTeacher:
 
         try:
             asyncio.run(ask())
-        except Exception as e:
+        except APIError as e:
+            if retryable(e):  # the replica is unwell, not the vocabulary
+                raise TeacherError(
+                    f"teacher replica {url} failed a one-token scoring request: {type(e).__name__}: {e}",
+                    field=self.field,
+                    hint="check that it is healthy (its log), or remove it from the list",
+                ) from None
             raise TeacherError(
                 f"teacher {self.name} cannot score token id {top}, the student's highest of {vocab} "
                 f"({status_of(e)} {getattr(e, 'message', None) or e})",

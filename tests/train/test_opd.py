@@ -385,6 +385,10 @@ def test_opd_with_a_served_teacher_survives_its_outage_and_resumes(
     manifest = read_manifest(out)
     assert manifest["counts"]["global_step"] == 4 and manifest["resumed_from"].endswith("checkpoint-2")
     assert SECRET not in (out / "manifest.json").read_text()
+    # the costs count the whole run, the 2 steps before the outage too: the teacher answered 8 scoring requests
+    requests, tokens, problems_seen = teacher_side_counts(proxy, tiny_model_dir)
+    assert requests == 8 and manifest["counts"]["teacher_tokens_scored"] == tokens
+    assert manifest["counts"]["problems_seen"] == problems_seen
     proxy.server.shutdown()
 
 
@@ -517,11 +521,6 @@ def test_a_4xx_from_the_teacher_is_not_retried(teacher_server, tmp_path):
 def test_costs_are_summed_over_processes_and_match_the_teachers_own_count(
     tiny_model_dir, teacher_server, problems, tmp_path
 ):
-    from transformers import AutoTokenizer
-
-    from pipeline.prompts import build_messages, load_prompt, prompt_ids
-    from tests.helpers import problem_rows
-
     proxy = FlakyProxy(teacher_server)
     out = tmp_path / "out"
     two = f"launch.accelerate_config={REPO / 'recipes/accelerate/cpu-2proc.yaml'}"
@@ -531,17 +530,25 @@ def test_costs_are_summed_over_processes_and_match_the_teachers_own_count(
     )
     counts = read_manifest(out)["counts"]
     assert counts["world_size"] == 2 and counts["rollouts"] == 12  # 3 steps x 2 rollouts x 2 processes
-    # the teacher's side: each scoring request it answered is a problem's prompt followed by a rollout
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    template = load_prompt("math-r1-v1")
+    requests, tokens, problems_seen = teacher_side_counts(proxy, tiny_model_dir)
+    assert requests == 12 and counts["teacher_tokens_scored"] == tokens
+    assert counts["problems_seen"] == problems_seen > 6  # more than one process's 6 rollouts could reach
+    proxy.server.shutdown()
+
+
+def teacher_side_counts(proxy: FlakyProxy, student: Path) -> tuple[int, int, int]:
+    """From the requests the teacher answered (each a problem's prompt followed by a rollout): scoring requests,
+    completion tokens scored and distinct problems."""
+    from transformers import AutoTokenizer
+
+    from pipeline.prompts import build_messages, load_prompt, prompt_ids
+    from tests.helpers import problem_rows
+
+    tok, template = AutoTokenizer.from_pretrained(student), load_prompt("math-r1-v1")
     prompts = {
         r["id"]: prompt_ids(tok, build_messages(template, r["problem"]), False) for r in problem_rows()
     }
     scored = [r for r in proxy.scored if len(r) > 1]  # the pre-flight's one-token vocabulary probe aside
     matched = [next(i for i, p in prompts.items() if r[: len(p)] == p) for r in scored]
-    assert len(scored) == 12
-    assert counts["teacher_tokens_scored"] == sum(
-        len(r) - len(prompts[i]) for r, i in zip(scored, matched, strict=True)
-    )
-    assert counts["problems_seen"] == len(set(matched)) > 6  # more than one process's 6 rollouts could reach
-    proxy.server.shutdown()
+    tokens = sum(len(r) - len(prompts[i]) for r, i in zip(scored, matched, strict=True))
+    return len(scored), tokens, len(set(matched))

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 from trl import DistillationTrainer
 
 from pipeline.train.losses import sampled_reverse_kl, topk_kd
@@ -34,6 +36,25 @@ from pipeline.train.trl_internals import OPD_ATTRIBUTES, OPD_METHODS, require_me
 
 log = logging.getLogger("distill.opd")
 SCORES = ("teacher_logprob", "teacher_topk_ids", "teacher_topk_logprobs")
+
+
+class OPDCosts(TrainerCallback, ExportableState):
+    """The run's teacher tokens scored and distinct problems seen (every process's), saved in each checkpoint's
+    trainer_state.json and restored on resume, so a resumed run's manifest counts the whole run."""
+
+    def __init__(self, tokens: int = 0, problems: list[str] | None = None) -> None:
+        self.tokens, self.problems = tokens, set(problems or ())
+
+    def state(self) -> dict[str, Any]:
+        return {"args": {}, "attributes": {"tokens": self.tokens, "problems": sorted(self.problems)}}
+
+    def on_train_begin(self, args, state, control, **kwargs) -> None:
+        saved = (state.stateful_callbacks or {}).get(
+            type(self).__name__
+        )  # a resumed checkpoint's, else our own
+        if isinstance(saved, dict):
+            self.tokens = saved["attributes"]["tokens"]
+            self.problems = set(saved["attributes"]["problems"])
 
 
 class OPDTrainer(DistillationTrainer):
@@ -57,8 +78,8 @@ class OPDTrainer(DistillationTrainer):
         self._rollouts: tuple[list[list[int]], list[list[int]]] | None = None
         self._seconds = {"rollout": 0.0, "teacher": 0.0}
         self._step_seconds: dict[str, float] = {}
-        self._problems: set[str] = set()
-        self._teacher_tokens = 0
+        self.costs = OPDCosts()
+        self.add_callback(self.costs)
 
     # --- rollouts ------------------------------------------------------------------------------------------
 
@@ -91,12 +112,12 @@ class OPDTrainer(DistillationTrainer):
             self._grade(inputs, completions),
         )
         if mode == "train":
-            self._problems.update(i for ids, _, _ in everyone for i in ids)
+            self.costs.problems.update(i for ids, _, _ in everyone for i in ids)
             # the tokens it judged: each rollout's completion (the prompt is context, prefilled as SFT's teacher
             # prefilled it to generate a trace)
-            self._teacher_tokens += sum(tokens for _, tokens, _ in everyone)
-        self._metrics[mode]["opd/teacher_tokens"] = [float(self._teacher_tokens)]
-        self._metrics[mode]["opd/problems_seen"] = [float(len(self._problems))]
+            self.costs.tokens += sum(tokens for _, tokens, _ in everyone)
+        self._metrics[mode]["opd/teacher_tokens"] = [float(self.costs.tokens)]
+        self._metrics[mode]["opd/problems_seen"] = [float(len(self.costs.problems))]
         right, graded = sum(g[0] for *_, g in everyone), sum(g[1] for *_, g in everyone)
         if graded:
             self._metrics[mode]["opd/correct"].append(right / graded)

@@ -175,10 +175,10 @@ def build_trainer(cfg: OPDStageConfig, problems: list[Problem]) -> Any:
     init = dict(args.teacher_model_init_kwargs or {})
     teachers = build_teachers(cfg.teachers, init, args.device, cfg.opd.chunk_size, template)
     local = {key: t for key, t in teachers.items() if cfg.teachers[key].model is not None}  # served: checked
+    if cfg.check_template:  # first: another tokenizer is the likelier cause of a smaller vocabulary
+        check_teachers_tokenize_alike(cfg, tokenizer, local, rows)
     for teacher in local.values():
         teacher.check_ready(student_vocab(cfg))
-    if cfg.check_template:
-        check_teachers_tokenize_alike(cfg, tokenizer, local, rows)
     return OPDTrainer(
         model=cfg.model,
         args=args,

@@ -245,7 +245,7 @@ def opd_trainer(run: dict[str, Any], seed: int, out: Path) -> tuple[Any, Any]:
         ],
     )
     trainer = build_trainer(cfg, load_problems(cfg.problems))
-    return trainer, lambda step: (len(trainer._problems), trainer._teacher_tokens, trainer._teacher_tokens)
+    return trainer, lambda step: (len(trainer.costs.problems), trainer.costs.tokens, trainer.costs.tokens)
 
 
 def child(arm: str, run: dict[str, Any], seed: int, out: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -104,6 +105,13 @@ def free_port() -> int:
 def serve_vllm(model: Path, log_path: Path, *extra: str) -> Iterator[str]:
     """A real vLLM OpenAI-compatible server of `model` on loopback, as `teacher`, started the way users start
     one (`distill serve`); yields its base URL (`http://127.0.0.1:PORT/v1`) once it answers, stops it after."""
+    with vllm_server(model, log_path, *extra) as (url, _):
+        yield url
+
+
+@contextmanager
+def vllm_server(model: Path, log_path: Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`serve_vllm`, yielding the server process too (its own process group), for tests that kill it."""
     import urllib.request
 
     port = free_port()
@@ -125,9 +133,10 @@ def serve_vllm(model: Path, log_path: Path, *extra: str) -> Iterator[str]:
             except OSError:
                 assert proc.poll() is None, log_path.read_text()[-3000:]
                 time.sleep(1)
-        yield f"http://127.0.0.1:{port}/v1"
+        yield f"http://127.0.0.1:{port}/v1", proc
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # a test may have killed it already
+            os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
 
 

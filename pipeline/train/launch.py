@@ -87,6 +87,8 @@ def resume_settings(cfg: StageConfig) -> dict[str, Any]:
             value = value.get(tail)
         if head in settings:
             found[key] = value
+    if isinstance(cfg, OPDStageConfig):  # a served teacher by its name: replicas may move between resumes
+        found["teachers"] = {key: spec.identity() for key, spec in sorted(cfg.teachers.items())}
     return found
 
 

@@ -4,6 +4,7 @@ loopback, routing by source, pre-flight refusals, kill and resume."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -282,15 +283,21 @@ def teacher_server(teacher_dir, tmp_path_factory):
 
 
 class FlakyProxy:
-    """A loopback HTTP proxy to the vLLM server that answers 503 to every scoring request past `allow`."""
+    """A loopback HTTP proxy to a vLLM server that answers 503 to every scoring request past `allow`, records the
+    token ids of every scoring request it forwarded, and (`forward_tokenize=False`) acts as a router that forwards
+    only the OpenAI routes `/v1/*`."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, forward_tokenize: bool = True) -> None:
         self.upstream, self.allow, self.seen, self.keys = upstream.removesuffix("/v1"), 10**9, 0, set()
+        self.scored: list[list[int]] = []
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):  # quiet
                 pass
+
+            def do_GET(self):
+                self.forward(None)
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -298,15 +305,26 @@ class FlakyProxy:
                 if self.path.endswith("/completions"):
                     proxy.seen += 1
                     if proxy.seen > proxy.allow:
-                        self.send_response(503)
-                        self.end_headers()
-                        return
+                        return self.answer(503, b"")
+                self.forward(body)
+
+            def forward(self, body: bytes | None) -> None:
+                if not forward_tokenize and not self.path.startswith("/v1/"):
+                    return self.answer(404, b'{"detail": "Not Found"}')
                 req = urllib.request.Request(
                     proxy.upstream + self.path, body, {"Content-Type": "application/json"}
                 )
-                with urllib.request.urlopen(req, timeout=120) as r:
-                    data = r.read()
-                self.send_response(200)
+                try:
+                    with urllib.request.urlopen(req, timeout=120) as r:
+                        status, data = r.status, r.read()
+                except urllib.error.HTTPError as e:
+                    status, data = e.code, e.read()
+                if status == 200 and self.path.endswith("/completions"):
+                    proxy.scored.append(json.loads(body)["prompt"])
+                self.answer(status, data)
+
+            def answer(self, status: int, data: bytes) -> None:
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -318,13 +336,13 @@ class FlakyProxy:
 
 
 def test_served_teacher_scores_equal_the_local_teachers(teacher_server, teacher_dir):
-    from pipeline.generate.config import ServerConfig
-    from pipeline.train.opd.config import TeacherSpec
-    from pipeline.train.opd.teachers import LocalTeacher, ServedTeacher
+    from pipeline.train.opd.config import TeacherServer, TeacherSpec
+    from pipeline.train.opd.served import ServedTeacher
+    from pipeline.train.opd.teachers import LocalTeacher
 
     local_t = LocalTeacher(TeacherSpec(model=str(teacher_dir)), {}, "cpu")
     served_t = ServedTeacher(
-        TeacherSpec(server=ServerConfig(base_url=teacher_server, model="teacher", concurrency=2))
+        TeacherSpec(server=TeacherServer(base_url=teacher_server, model="teacher", concurrency=2))
     )
     tok = local_t.tokenizer
     prompt = local_t.prompt_ids([{"role": "user", "content": "What is 7+4?"}], False)
@@ -357,7 +375,8 @@ def test_opd_with_a_served_teacher_survives_its_outage_and_resumes(
     args = overrides(
         tiny_model_dir, served(proxy.url), problems, out, "trainer.max_steps=4", "opd.loss=jsd", "opd.topk=5"
     )
-    proxy.allow = 4  # 2 rollouts a step: steps 1 and 2 are scored, step 3 finds the teacher down
+    proxy.allow = 5  # the pre-flight's vocabulary probe, then 2 rollouts a step: steps 1 and 2 are scored,
+    # step 3 finds the teacher down
     assert opd(*args) == 2
     err = capsys.readouterr().err
     assert f"teacher 'teacher' at {proxy.url} failed after 1 retries" in err and "503" in err
@@ -369,6 +388,10 @@ def test_opd_with_a_served_teacher_survives_its_outage_and_resumes(
     manifest = read_manifest(out)
     assert manifest["counts"]["global_step"] == 4 and manifest["resumed_from"].endswith("checkpoint-2")
     assert SECRET not in (out / "manifest.json").read_text()
+    # the costs count the whole run, the 2 steps before the outage too: the teacher answered 8 scoring requests
+    requests, tokens, problems_seen = teacher_side_counts(proxy, tiny_model_dir)
+    assert requests == 8 and manifest["counts"]["teacher_tokens_scored"] == tokens
+    assert manifest["counts"]["problems_seen"] == problems_seen
     proxy.server.shutdown()
 
 
@@ -379,4 +402,156 @@ def test_unreachable_served_teacher_is_named_before_training(
     url = f"http://127.0.0.1:{free_port()}/v1"
     assert opd(*overrides(tiny_model_dir, served(url), problems, tmp_path / "out")) == 2
     err = capsys.readouterr().err
-    assert f"127.0.0.1:{url.split(':')[2].split('/')[0]}/tokenize" in err and SECRET not in err
+    assert f"teacher replica {url} does not answer" in err and SECRET not in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+# --- teacher replicas, pre-flight of served teachers, costs over several processes ------------------------
+
+
+def replicas(urls: list[str], retries: int = 1) -> str:
+    listed = ", ".join(f"'{u}'" for u in urls)
+    return f"{{'*': {{server: {{base_url: [{listed}], model: teacher, max_retries: {retries}}}}}}}"
+
+
+def completions_served(log: Path) -> int:
+    """Scoring requests a vLLM server answered, from its own access log."""
+    return sum('"POST /v1/completions HTTP/1.1" 200' in line for line in log.read_text().splitlines())
+
+
+def test_a_replica_killed_mid_run_loses_no_step_and_no_scoring_request(
+    tiny_model_dir, teacher_dir, teacher_server, problems, tmp_path
+):
+    from tests.conftest import vllm_server
+
+    out, log = tmp_path / "out", tmp_path / "replica-b.log"
+    with vllm_server(teacher_dir, log, "--max-logprobs", "20") as (url_b, proc_b):
+        killed_while_training = []
+
+        def kill_b_mid_run() -> None:  # once B has scored rollouts of two steps (its pre-flight probe is one)
+            while completions_served(log) < 3:
+                time.sleep(0.05)
+            killed_while_training.append(read_manifest(out) is None)
+            os.killpg(proc_b.pid, signal.SIGKILL)
+
+        killer = threading.Thread(target=kill_b_mid_run, daemon=True)
+        killer.start()
+        args = overrides(
+            tiny_model_dir, replicas([teacher_server, url_b]), problems, out, "trainer.max_steps=6"
+        )
+        assert opd(*args, "trainer.save_steps=100", "opd.loss=jsd", "opd.topk=5") == 0
+        killer.join(timeout=5)
+        assert killed_while_training == [True] and proc_b.wait(timeout=30) is not None
+    counts = read_manifest(out)["counts"]
+    assert counts["global_step"] == 6 and counts["rollouts"] == 12
+    history = [e for e in read_manifest(out)["log_history"] if "opd/reverse_kl" in e]
+    assert len(history) == 6  # every step trained on scores of all its rollouts
+
+
+def test_a_dead_replica_at_start_is_named_and_nothing_is_written(
+    tiny_model_dir, teacher_server, problems, tmp_path, capsys
+):
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    out = tmp_path / "out"
+    assert opd(*overrides(tiny_model_dir, replicas([teacher_server, dead]), problems, out)) == 2
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if x.startswith("error:"))
+    assert f"teacher replica {dead} does not answer" in line and "start it, or remove it" in line
+    assert "teachers.*.server.base_url" in line and "Traceback" not in err and not out.exists()
+
+
+def test_a_router_that_does_not_forward_tokenize_is_named_and_nothing_is_written(
+    tiny_model_dir, teacher_server, problems, tmp_path, capsys
+):
+    router = FlakyProxy(teacher_server, forward_tokenize=False)
+    out = tmp_path / "out"
+    assert opd(*overrides(tiny_model_dir, served(router.url), problems, out)) == 2
+    err = capsys.readouterr().err
+    assert f"{router.url.removesuffix('/v1')}/tokenize" in err and "404" in err
+    assert "a router that forwards /tokenize" in err and "Traceback" not in err and not out.exists()
+    router.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def wide_student(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny student with its output layer padded to 2,048 ids (the same tokenizer): ids a teacher of 1,024
+    cannot score."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("wide") / "model"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.resize_token_embeddings(2048)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
+    return out
+
+
+def test_a_student_vocabulary_the_served_teacher_cannot_score_is_refused_up_front(
+    wide_student, teacher_server, problems, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    assert opd(*overrides(wide_student, served(teacher_server, retries=8), problems, out)) == 2
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if x.startswith("error:"))
+    assert "cannot score token id 2047, the student's highest of 2048" in line and "400" in line
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_a_student_vocabulary_the_local_teacher_cannot_score_is_refused_before_training(
+    wide_student, teacher_dir, problems, tmp_path, capsys
+):
+    assert opd(*overrides(wide_student, local(teacher_dir), problems, tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert "has 1024 token ids, the student samples from 2048" in err and "Traceback" not in err
+    assert not list((tmp_path / "out").glob("checkpoint-*"))
+
+
+def test_a_4xx_from_the_teacher_is_not_retried(teacher_server, tmp_path):
+    from pipeline.train.opd.config import TeacherError, TeacherServer, TeacherSpec
+    from pipeline.train.opd.served import ServedTeacher
+
+    proxy = FlakyProxy(teacher_server)
+    teacher = ServedTeacher(
+        TeacherSpec(server=TeacherServer(base_url=proxy.url, model="teacher", max_retries=8))
+    )
+    started = time.monotonic()
+    with pytest.raises(TeacherError, match="refused a scoring request: 400 .*not retried"):
+        teacher.score([([5, 6], [7, 4000])], k=5)  # 4000: outside the teacher's 1,024 ids
+    assert proxy.seen == 1 and time.monotonic() - started < 10  # one request, no backoff
+    proxy.server.shutdown()
+
+
+def test_costs_are_summed_over_processes_and_match_the_teachers_own_count(
+    tiny_model_dir, teacher_server, problems, tmp_path
+):
+    proxy = FlakyProxy(teacher_server)
+    out = tmp_path / "out"
+    two = f"launch.accelerate_config={REPO / 'recipes/accelerate/cpu-2proc.yaml'}"
+    assert (
+        opd(*overrides(tiny_model_dir, served(proxy.url), problems, out, two, "opd.loss=jsd", "opd.topk=5"))
+        == 0
+    )
+    counts = read_manifest(out)["counts"]
+    assert counts["world_size"] == 2 and counts["rollouts"] == 12  # 3 steps x 2 rollouts x 2 processes
+    requests, tokens, problems_seen = teacher_side_counts(proxy, tiny_model_dir)
+    assert requests == 12 and counts["teacher_tokens_scored"] == tokens
+    assert counts["problems_seen"] == problems_seen > 6  # more than one process's 6 rollouts could reach
+    proxy.server.shutdown()
+
+
+def teacher_side_counts(proxy: FlakyProxy, student: Path) -> tuple[int, int, int]:
+    """From the requests the teacher answered (each a problem's prompt followed by a rollout): scoring requests,
+    completion tokens scored and distinct problems."""
+    from transformers import AutoTokenizer
+
+    from pipeline.prompts import build_messages, load_prompt, prompt_ids
+    from tests.helpers import problem_rows
+
+    tok, template = AutoTokenizer.from_pretrained(student), load_prompt("math-r1-v1")
+    prompts = {
+        r["id"]: prompt_ids(tok, build_messages(template, r["problem"]), False) for r in problem_rows()
+    }
+    scored = [r for r in proxy.scored if len(r) > 1]  # the pre-flight's one-token vocabulary probe aside
+    matched = [next(i for i, p in prompts.items() if r[: len(p)] == p) for r in scored]
+    tokens = sum(len(r) - len(prompts[i]) for r, i in zip(scored, matched, strict=True))
+    return len(scored), tokens, len(set(matched))

@@ -1,6 +1,7 @@
 """The kd stage's trainer (pipeline/train/kd/stage.py runs it): logit-level distillation inside TRL's SFTTrainer.
 
-`KDTrainer` is TRL's SFTTrainer with five overrides, TRL's own extension points: `_prepare_dataset` lays the
+`KDTrainer` is TRL's SFTTrainer with five overrides, TRL's own extension points (the TRL members it relies on
+are listed and checked at start in pipeline/train/trl_internals.py): `_prepare_dataset` lays the
 teacher's stored top-k out along each tokenized example (checking that the stored token ids are exactly the
 student's tokens of the completion) before packing; `_set_signature_columns_if_needed` keeps those columns;
 `compute_loss` computes `(1 - kd_weight) * CE + kd_weight * T^2 * divergence` over supervised tokens only, per
@@ -22,6 +23,7 @@ from pipeline.train.heads import output_transform
 from pipeline.train.kd.config import KDSettings
 from pipeline.train.kd.data import KDCollator, align_teacher
 from pipeline.train.losses import dense_kd, hidden_loss, mix, topk_kd
+from pipeline.train.trl_internals import KD_ATTRIBUTES, KD_METHODS, require_members
 
 log = logging.getLogger("distill.kd")
 TEACHER = ("teacher_topk_ids", "teacher_topk_logprobs")
@@ -29,10 +31,12 @@ TEACHER = ("teacher_topk_ids", "teacher_topk_logprobs")
 
 class KDTrainer(SFTTrainer):
     def __init__(self, *args: Any, kd: KDSettings, teacher: Any = None, **kwargs: Any) -> None:
+        require_members("KDTrainer", SFTTrainer, KD_METHODS)  # before any model loads
         self.kd, self.teacher = kd, teacher
         self.dropped: dict[str, int] = {}  # examples left out of KD, per reason (kd.data.align_teacher)
         self.projections: torch.nn.ModuleDict | None = None
         super().__init__(*args, **kwargs)
+        require_members("KDTrainer", SFTTrainer, {}, KD_ATTRIBUTES, self)
         self.data_collator = KDCollator(self.data_collator)
         if teacher is not None:
             self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)

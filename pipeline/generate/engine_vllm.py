@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.generate.config import GenerateConfig
-from pipeline.generate.engine_api import Completion, Request
+from pipeline.generate.engine_api import Completion, Request, engine_died
 from pipeline.records.logprobs import FP16_MIN, TopK, to_fp16
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,7 @@ class VLLMEngine:
     def run(self, cfg: GenerateConfig, requests: Iterable[Request]) -> Iterator[Completion]:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
+        from vllm.v1.engine.exceptions import EngineDeadError
 
         pending = iter(requests)
         inflight: dict[str, Request] = {}
@@ -152,7 +153,11 @@ class VLLMEngine:
 
         refill()
         while inflight:
-            for out in engine.step():
+            try:
+                outputs = engine.step()
+            except EngineDeadError as e:  # its process was killed: one line, not a traceback from inside vLLM
+                raise engine_died("the vLLM engine process", e) from None
+            for out in outputs:
                 if out.finished:
                     yield self.convert(cfg.logprobs, inflight.pop(out.request_id), out)
             if len(inflight) < self.window // 2:

@@ -34,8 +34,6 @@ def cluster():
     """A head plus one `teacher` node, started as real Ray processes (raylets, GCS) and stopped at the end."""
     from ray.cluster_utils import Cluster
 
-    if Path("~/.ray/auth_token").expanduser().exists():
-        os.environ["RAY_AUTH_MODE"] = "token"
     c = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 4})
     c.add_node(**NODE)
     c.wait_for_nodes()
@@ -65,6 +63,16 @@ def write_recipe(tmp_path: Path, teacher_dir: Path, problems: int, name: str) ->
         "engine:\n  max_model_len: 512\n  enforce_eager: true\n  dtype: float32\n"
     )
     return recipe
+
+
+def recipe_file(cfg, path: Path) -> Path:
+    """A recipe file holding `cfg` (a config built by `teacher_recipe`), for the `distill` command."""
+    import yaml
+
+    from pipeline.config import to_dict
+
+    path.write_text("# a test recipe\n" + yaml.safe_dump({"stage": "generate", **to_dict(cfg)}))
+    return path
 
 
 def rows(folder: Path) -> dict[str, dict]:
@@ -142,14 +150,12 @@ def test_ray_output_equals_a_direct_run_and_the_union_of_shards(
     direct = teacher_recipe(teacher_dir, tmp_path / "direct", **extra)
     assert run(direct, engine=teacher_engine) == 0
     on_ray = teacher_recipe(teacher_dir, tmp_path / "ray", **extra)
-    args = [f"{k.replace('__', '.')}={v}" for k, v in extra.items()]
-    base = [f"model={teacher_dir}", f"problems.path={on_ray.problems.path}", "sampling.max_tokens=48"]
-    base += ["engine={max_model_len: 512, enforce_eager: true, dtype: float32}"]
-    r = run_distill("generate", *base, *args, *RAY, f"output={on_ray.output}", env=env(cluster))
+    recipe = ["--config", str(recipe_file(on_ray, tmp_path / "ray.yaml")), *RAY]
+    r = run_distill("generate", *recipe, env=env(cluster))
     assert r.returncode == 0, r.stderr[-3000:]
     assert_same_samples(Path(direct.output), Path(on_ray.output))
     shards = tmp_path / "shards"
-    r = run_distill("generate", *base, *args, *RAY, f"output={shards}", "--shard", "0/2", env=env(cluster))
+    r = run_distill("generate", *recipe, f"output={shards}", "--shard", "0/2", env=env(cluster))
     assert r.returncode == 0, r.stderr[-3000:]
     local = teacher_recipe(teacher_dir, tmp_path / "direct", **extra, output=str(shards), shard="1/2")
     assert run(local, engine=teacher_engine) == 0
@@ -193,13 +199,13 @@ def test_killed_driver_reruns_to_exactly_the_planned_samples(cluster, reference,
     assert_same_samples(reference, out)
 
 
-def test_no_cluster_at_the_address_is_one_line_and_writes_nothing(teacher_dir, tmp_path):
+def test_no_cluster_at_the_address_is_one_line_and_writes_nothing(tiny_model_dir, tmp_path):
     from tests.conftest import free_port
 
-    cfg = teacher_recipe(teacher_dir, tmp_path)
+    cfg = teacher_recipe(tiny_model_dir, tmp_path)
     address = f"127.0.0.1:{free_port()}"
-    base = [f"model={teacher_dir}", f"problems.path={cfg.problems.path}", f"output={cfg.output}"]
-    r = run_distill("generate", *base, "launch=ray", f"ray.address={address}")
+    recipe = recipe_file(cfg, tmp_path / "gen.yaml")
+    r = run_distill("generate", "--config", str(recipe), "launch=ray", f"ray.address={address}")
     assert r.returncode == 2, r.stderr[-2000:]
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr

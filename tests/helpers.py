@@ -150,3 +150,14 @@ def engine_processes(parent: str) -> list[int]:
 
     pids = [d for d in os.listdir("/proc") if d.isdigit()]
     return [int(d) for d in pids if "EngineCore" in cmdline(d) and parent in cmdline(ppid(d))]
+
+
+def rows(folder: Path) -> dict[str, dict]:
+    """Every Sample row under `folder` (shard folders included) by id; a duplicate id fails the test."""
+    out = {}
+    for shard in sorted(folder.rglob("samples-*.jsonl")):
+        for line in shard.read_text().splitlines():
+            row = json.loads(line)
+            assert row["id"] not in out, f"duplicate {row['id']}"
+            out[row["id"]] = row
+    return out

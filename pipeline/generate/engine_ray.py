@@ -6,7 +6,7 @@
 The driver renders every prompt (token ids, seeds, budgets: the same requests as the local engine), Ray Data
 cuts them into units of `ray.unit` samples, and `ray.replicas` engine actors (`build_processor` over
 `vLLMEngineProcessorConfig`) pull units as they free up. A lost node's actor is restarted and its units are run
-again; the driver, the only writer, drops any completion it has already seen (stage.py), so a unit run twice adds
+again; the driver, the only writer, drops any completion it has already seen (commit.py), so a unit run twice adds
 nothing. Same per-request seeds as the local engine, so the same samples come out.
 """
 
@@ -25,8 +25,9 @@ from pipeline.generate.engine_vllm import completion, sampling_kwargs, strip_eos
 
 log = logging.getLogger(__name__)
 
-SUPPORTED = ((2, 60), (2, 61))
-"""Ray versions this engine is tested with (major, minor), from the oldest to the newest."""
+SUPPORTED = "2.60"
+"""The Ray minor version this engine is built and tested against (Ray Data LLM's API moves between minors)."""
+INSTALL = "install ray==2.60.0 (requirements/*.lock) on the driver and every node of the cluster"
 
 
 def _lost() -> tuple[type[BaseException], ...]:
@@ -43,30 +44,28 @@ class Logprob(NamedTuple):
     rank: int | None
 
 
-def check_version(version: str) -> None:
-    """Refuse a Ray the stage was not built against (Ray Data LLM's API moves between minor versions)."""
-    major_minor = tuple(int(x) for x in version.split(".")[:2])
-    if not SUPPORTED[0] <= major_minor <= SUPPORTED[-1]:
-        tested = " to ".join(".".join(map(str, v)) for v in (SUPPORTED[0], SUPPORTED[-1]))
+def check_version(version: str, address: str | None) -> None:
+    """Refuse a Ray the stage was not built against, before connecting to anything."""
+    if ".".join(version.split(".")[:2]) != SUPPORTED:
         raise UserError(
-            f"Ray {version} is installed; generate on Ray supports Ray {tested}",
-            hint="install the pinned one on the driver and every node (`pip install ray==2.60.0`, as in "
-            "requirements/*.lock), or use launch: local",
+            f"Ray {version} is installed here; generate on Ray (cluster: {address or 'one started here'}) "
+            f"supports Ray {SUPPORTED}.x",
+            hint=f"{INSTALL}, or use launch: local",
             field="launch",
         )
 
 
 def connect(ray_cfg: RayConfig) -> str:
     """Join the cluster at `ray.address` (else RAY_ADDRESS), or start one here when neither is set; returns
-    what was joined. No cluster at the address is one line naming it, before anything is written."""
+    what was joined. No cluster at the address, or one of another Ray version, is one line naming it."""
     if os.path.exists(
         os.path.expanduser("~/.ray/auth_token")
     ):  # Ray 2.60 turns token auth on with this file;
         os.environ.setdefault("RAY_AUTH_MODE", "token")  # read when ray is imported
     import ray
 
-    check_version(ray.__version__)
     address = ray_cfg.address or os.environ.get("RAY_ADDRESS")
+    check_version(ray.__version__, address)
     if ray.is_initialized():
         return address or "this process's cluster"
     if (
@@ -78,8 +77,16 @@ def connect(ray_cfg: RayConfig) -> str:
         reachable(address)
         ray.init(address=address, log_to_driver=False)
     except (ConnectionError, TimeoutError, OSError, RuntimeError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        if "version mismatch" in str(e).lower():
+            raise UserError(
+                f"the Ray cluster at {address} runs another Ray version than this driver's {ray.__version__} "
+                f"({first})",
+                hint=INSTALL,
+                field="ray.address",
+            ) from None
         raise UserError(
-            f"no Ray cluster answers at {address} ({str(e).splitlines()[0][:160]})",
+            f"no Ray cluster answers at {address} ({first})",
             hint="start one there (`ray start --head`), or set ray.address / RAY_ADDRESS to a running cluster's "
             "HOST:PORT; with ~/.ray/auth_token, export RAY_AUTH_MODE=token on every node",
             field="ray.address",

@@ -22,7 +22,7 @@ from pipeline.records.logprobs import Sidecar
 from pipeline.records.manifest import read_manifest
 from pipeline.records.read import read_samples
 from tests.conftest import run_distill, serve_vllm, teacher_recipe
-from tests.helpers import PROBLEMS, engine_processes, snapshot, sums_recipe, worked_solution
+from tests.helpers import PROBLEMS, engine_processes, rows, snapshot, sums_recipe, worked_solution
 
 pytestmark = pytest.mark.slow
 
@@ -40,16 +40,6 @@ SAMPLE_FIELDS = [
     "teacher",
     "sampling",
 ]
-
-
-def rows(folder: Path) -> dict[str, dict]:
-    out = {}
-    for shard in sorted(folder.rglob("samples-*.jsonl")):
-        for line in shard.read_text().splitlines():
-            row = json.loads(line)
-            assert row["id"] not in out, f"duplicate {row['id']}"
-            out[row["id"]] = row
-    return out
 
 
 def reference_logprobs(model_dir: Path, prompt_ids: list[int], completion_ids: list[int]) -> torch.Tensor:

@@ -6,7 +6,6 @@ replica is pinned, so removing that node removes the engine. Every run is a real
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -21,7 +20,7 @@ from pipeline.generate.stage import run
 from pipeline.records.logprobs import Sidecar
 from pipeline.records.manifest import read_manifest
 from tests.conftest import run_distill, teacher_recipe
-from tests.helpers import engine_processes, snapshot, sums_recipe
+from tests.helpers import engine_processes, rows, snapshot, sums_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -54,16 +53,6 @@ def recipe_file(cfg, path: Path) -> Path:
 
     path.write_text("# a test recipe\n" + yaml.safe_dump({"stage": "generate", **to_dict(cfg)}))
     return path
-
-
-def rows(folder: Path) -> dict[str, dict]:
-    out = {}
-    for shard in sorted(folder.rglob("samples-*.jsonl")):
-        for line in shard.read_text().splitlines():
-            row = json.loads(line)
-            assert row["id"] not in out, f"duplicate {row['id']}"
-            out[row["id"]] = row
-    return out
 
 
 def sidecars(folder: Path) -> dict[str, list[np.ndarray]]:
@@ -212,8 +201,10 @@ def test_an_unsupported_ray_version_is_refused_naming_what_to_install():
     from pipeline.errors import UserError
     from pipeline.generate.engine_ray import check_version
 
-    check_version("2.60.0")
-    for version in ("2.40.0", "3.0.0"):
+    check_version("2.60.0", "10.0.0.1:6379")
+    for version in ("2.40.0", "2.61.0", "3.0.0"):
         with pytest.raises(UserError) as e:
-            check_version(version)
-        assert f"Ray {version}" in str(e.value) and "pip install ray==2.60.0" in str(e.value)
+            check_version(version, "10.0.0.1:6379")
+        message = str(e.value)
+        assert f"Ray {version} is installed" in message and "10.0.0.1:6379" in message
+        assert "install ray==2.60.0" in message

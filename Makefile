@@ -20,7 +20,7 @@ LAUNCH  := $(if $(ACCELERATE),launch.accelerate_config=$(ACCELERATE),)
 STUDENT_RECIPE = $(if $(filter demo,$(STUDENT)),recipes/demo/$(1).yaml,recipes/students/$(STUDENT)/$(2).yaml)
 
 .PHONY: help serve setup test test-fast lint format lock-cpu lock-gpu clean demo demo-quick generate filter sft kd eval \
-        opd push toy-data toy-teacher bench bench-generate bench-filter bench-sft bench-kd bench-methods
+        opd push toy-data toy-teacher bench bench-generate bench-generate-ray bench-filter bench-sft bench-kd bench-methods
 
 help:  ## this list: each target and what it does
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -88,10 +88,13 @@ toy-teacher: toy-data  ## retrain the toy teacher from its seed (~13 min on 2 co
 		output=runs/toy/eval sampling.n=1
 	$(PYTHON) -m pipeline.toy.publish runs/toy/teacher data/toy-teacher --results runs/toy/eval/results.json
 
-bench: bench-generate bench-filter bench-sft bench-kd bench-methods  ## every benchmark (bench/RESULTS.md)
+bench: bench-generate bench-generate-ray bench-filter bench-sft bench-kd bench-methods  ## every benchmark (bench/RESULTS.md)
 
 bench-generate: setup  ## distill generate's tok/s against raw vLLM
 	$(PYTHON) bench/generate.py
+
+bench-generate-ray: setup  ## generate on Ray (one replica) against the direct run, same recipe
+	$(PYTHON) bench/generate_ray.py
 
 bench-filter: setup  ## distill filter's samples/s against a single-process loop
 	$(PYTHON) bench/filter.py

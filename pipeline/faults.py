@@ -4,7 +4,7 @@
     DISTILL_TEST_KILL_AT=checkpoint:mid-save@2 distill sft ...       # killed inside the 2nd weights save
 
 A point costs one environment lookup when unset. Points: `publish:before-aside`, `publish:after-aside`,
-`publish:after-rename` (pipeline/publish.py), `generate:after-fingerprint` (pipeline/generate/stage.py),
+`publish:after-rename` (pipeline/publish.py), `generate:after-fingerprint` (pipeline/generate/commit.py),
 `checkpoint:mid-save` (inside transformers' weights write, after config.json; armed by `arm_weight_save`).
 """
 

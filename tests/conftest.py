@@ -19,6 +19,8 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # the VM shows ~9 GiB on its NUMA node
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if (Path.home() / ".ray" / "auth_token").exists():  # Ray 2.60 then needs token auth in every process
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 import pytest  # noqa: E402
 

@@ -1,5 +1,7 @@
 """Test helpers: a tiny teacher that has memorised a few worked arithmetic problems, trained in seconds.
 
+Also: a generate recipe over many sums, snapshots of committed files, and finding engine processes (kill tests).
+
 Its samples are canonical text (they re-tokenize to the ids it generated) and mostly correct, which real-engine
 tests of generate, filter, eval and kd need; a random model emits byte soup.
 """
@@ -7,6 +9,7 @@ tests of generate, filter, eval and kd need; a random model emits byte soup.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -102,3 +105,59 @@ def write_sft_dataset(folder: Path, rows: list[dict] | None = None) -> Path:
     pq.write_table(pa.Table.from_pylist(rows), folder / "data" / "train-00000.parquet")
     write_manifest(folder, "filter", {}, [], {"kept": len(rows)})  # a complete filter output
     return folder
+
+
+def sums_recipe(tmp_path: Path, teacher_dir: Path, problems: int, name: str) -> Path:
+    """A generate recipe file for the tiny teacher: `problems` sums x 2 samples at temperature 1, top-3 logprobs; flushed 8 samples a shard."""
+    path = tmp_path / "many.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"q{i:03d}", "problem": f"What is {i}+{(i * 37) % 100}?", "answer": None})
+            + "\n"
+            for i in range(problems)
+        )
+    )
+    recipe = tmp_path / f"{name}.yaml"
+    recipe.write_text(
+        f"stage: generate\nmodel: {teacher_dir}\nproblems:\n  path: {path}\n"
+        f"output: {tmp_path / name}\nflush_every: 8\nlogprobs: 3\n"
+        "sampling:\n  n: 2\n  max_tokens: 64\n  temperature: 1.0\n"
+        "engine:\n  max_model_len: 512\n  enforce_eager: true\n  dtype: float32\n"
+    )
+    return recipe
+
+
+def snapshot(out: Path) -> dict[str, bytes]:
+    return {
+        p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name.startswith(("samples-", "logprobs-"))
+    }
+
+
+def engine_processes(parent: str) -> list[int]:
+    """Pids of vLLM engine-core processes whose parent's command line holds `parent`."""
+
+    def cmdline(pid: str) -> str:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_text()
+        except OSError:
+            return ""
+
+    def ppid(pid: str) -> str:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+        except (OSError, IndexError):
+            return ""
+
+    pids = [d for d in os.listdir("/proc") if d.isdigit()]
+    return [int(d) for d in pids if "EngineCore" in cmdline(d) and parent in cmdline(ppid(d))]
+
+
+def rows(folder: Path) -> dict[str, dict]:
+    """Every Sample row under `folder` (shard folders included) by id; a duplicate id fails the test."""
+    out = {}
+    for shard in sorted(folder.rglob("samples-*.jsonl")):
+        for line in shard.read_text().splitlines():
+            row = json.loads(line)
+            assert row["id"] not in out, f"duplicate {row['id']}"
+            out[row["id"]] = row
+    return out

@@ -9,8 +9,9 @@ import pytest
 from pipeline.cli import load_stage_config, recipe_stage
 from tests.conftest import REPO, run_distill
 
+LAUNCH_FILES = {"accelerate", "kuberay"}  # launch files for other tools, not recipes of ours
 RECIPES = sorted(
-    p.relative_to(REPO) for p in (REPO / "recipes").rglob("*.yaml") if p.parent.name != "accelerate"
+    p.relative_to(REPO) for p in (REPO / "recipes").rglob("*.yaml") if p.parent.name not in LAUNCH_FILES
 )
 ACCELERATE = sorted((REPO / "recipes" / "accelerate").glob("*.yaml"))
 
@@ -67,4 +68,21 @@ def test_validate_names_a_misspelt_key_and_exits_non_zero(tmp_path):
     assert (
         "unknown key 'sampling.temprature'" in result.stderr
         and "did you mean 'sampling.temperature'" in result.stderr
+    )
+
+
+def test_kuberay_rayjob_runs_a_valid_generate_on_ray():
+    """The RayJob example's entrypoint is a `distill generate` whose recipe and overrides validate, on Ray."""
+    import shlex
+
+    import yaml
+
+    job = yaml.safe_load((REPO / "recipes/kuberay/generate-rayjob.yaml").read_text())
+    assert job["kind"] == "RayJob" and job["apiVersion"] == "ray.io/v1"
+    argv = shlex.split(job["spec"]["entrypoint"])
+    assert argv[:3] == ["distill", "generate", "--config"]
+    cfg = load_stage_config("generate", str(REPO / argv[3]), argv[4:], deep=True)
+    assert cfg.launch == "ray" and cfg.ray.replicas == 16
+    assert job["spec"]["rayClusterSpec"]["rayVersion"] == __import__("importlib.metadata").metadata.version(
+        "ray"
     )

@@ -22,7 +22,7 @@ def template_sha(cfg: EvalConfig, spec: ModelSpec, tokenizer: Any = None) -> str
     if cfg.backend == "openai":
         return None
     from pipeline.errors import UserError
-    from pipeline.generate.plan import chat_template_sha
+    from pipeline.generate.resume import chat_template_sha
     from pipeline.preflight import load_tokenizer
 
     if tokenizer is None:  # regrade: nothing was generated, so the tokenizer is read here

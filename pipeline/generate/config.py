@@ -82,6 +82,33 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    """`launch: ray`: the teacher as vLLM engine replicas on a Ray cluster, through Ray Data LLM.
+
+    The driver (where `distill generate` runs) plans, and stays the only writer of the output folder; the
+    replicas pull units of `unit` samples, so a slow or lost node holds back at most a few units."""
+
+    address: str | None = None
+    """The cluster: `auto`, `HOST:6379` or `ray://HOST:10001`; None: `RAY_ADDRESS`, else a cluster started
+    on this machine for the run."""
+    replicas: int = 1
+    """vLLM engine replicas (each with `engine.tensor_parallel_size x pipeline_parallel_size` workers)."""
+    unit: int = 16
+    """Samples per unit of work (a Ray Data batch): small units balance stragglers; large ones batch better."""
+    bundle: dict[str, float] = field(default_factory=dict)
+    """Resources of one engine worker (a placement bundle), e.g. `{GPU: 1}` (the default on GPUs); without a
+    GPU, `{CPU: <this machine's cores>}` (Ray gives a worker as many threads as CPUs). Custom resources pin
+    replicas to labelled nodes."""
+    num_cpus: int = 8
+    """A cluster started for the run: logical CPUs it declares (the pipeline's preprocess task and
+    detokenizer hold CPUs of their own; as few as the machine's 2 leaves the engine pending)."""
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1 or self.unit < 1 or self.num_cpus < 1:
+            raise ValueError("'ray.replicas', 'ray.unit' and 'ray.num_cpus' must be >= 1")
+
+
+@dataclass(frozen=True)
 class GenerateConfig:
     model: str
     """Teacher: a local folder or a Hub id."""
@@ -109,6 +136,9 @@ class GenerateConfig:
     """transformers backend: sequences per `generate` call."""
     shard: str | None = None
     """`i/N`: this process takes a deterministic 1/N of the problems (also `--shard i/N`)."""
+    launch: Literal["local", "ray"] = "local"
+    """`local`: the engine in this process; `ray`: engine replicas on a Ray cluster (`ray:`), backend vllm."""
+    ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self) -> None:
         if self.mode == "generate" and self.problems is None:
@@ -130,6 +160,8 @@ class GenerateConfig:
             raise ValueError("'flush_every' and 'batch_size' must be >= 1")
         if self.shard is not None:
             parse_shard(self.shard)
+        if self.launch == "ray" and self.backend != "vllm":
+            raise ValueError("launch: ray runs vLLM engine replicas: use backend vllm")
 
     def check_passthrough(self, where: Where) -> None:
         """Hand the `engine:` block to the library that takes it, before anything is loaded or written."""

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from pipeline.errors import UserError
 from pipeline.generate.config import GenerateConfig
 from pipeline.records.logprobs import TopK
 
@@ -44,3 +45,12 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def engine_died(what: str, cause: BaseException) -> UserError:
+    """The one line for an engine that died mid-run (killed, out of memory): what is kept and how to go on."""
+    reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
+    return UserError(
+        f"{what} died mid-run ({type(cause).__name__}: {reason}); every sample committed so far is kept",
+        hint="rerun the same command to resume (the log above says why it died, e.g. out of memory)",
+    )

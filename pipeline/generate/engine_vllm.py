@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.generate.config import GenerateConfig
-from pipeline.generate.engine_api import Completion, Request
+from pipeline.generate.engine_api import Completion, Request, engine_died
 from pipeline.records.logprobs import FP16_MIN, TopK, to_fp16
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,48 @@ def strip_eos(text: str, token_ids: list[int], finish_reason: str, tokenizer: An
         if text.endswith(eos_text):
             return text[: -len(eos_text)]
     return text
+
+
+def sampling_kwargs(cfg: GenerateConfig, request: Request) -> dict[str, Any]:
+    """`vllm.SamplingParams` arguments of one request (the same in this process and on Ray's replicas)."""
+    s, k = cfg.sampling, cfg.logprobs
+    if request.completion_ids:  # score mode: one pass over prompt + completion
+        return {"max_tokens": 1, "prompt_logprobs": k, "temperature": 0.0, "detokenize": False}
+    return {
+        "n": 1,
+        "temperature": s.temperature,
+        "top_p": s.top_p,
+        "top_k": s.top_k or 0,
+        "min_p": s.min_p,
+        "max_tokens": request.max_tokens,
+        "seed": request.seed,
+        "stop": list(s.stop) or None,
+        "include_stop_str_in_output": True,
+        "skip_special_tokens": False,
+        "logprobs": k or None,
+        "prompt_logprobs": k if (k and request.prefix_ids) else None,
+    }
+
+
+def completion(
+    request: Request, k: int, text: str, finish: str, gen_ids: list[int], entries: Any, prompt_entries: Any
+) -> Completion:
+    """A Completion from what vLLM returned: the generated ids and text, per-token logprob entries of the
+    generated tokens and of the prompt (whose tail is the forced prefix, or in score mode the scored text)."""
+    n_prefix = len(request.prefix_ids)
+    if request.completion_ids:  # score mode
+        ids = request.completion_ids
+        topk = topk_from_vllm(list(prompt_entries[-len(ids) :]), ids, k)
+        return Completion(request, "", "score", len(request.prompt_ids), len(ids), topk)
+    token_ids = request.prefix_ids + list(gen_ids)
+    topk = None
+    if k:
+        topk = topk_from_vllm(
+            (list(prompt_entries[-n_prefix:]) if n_prefix else []) + list(entries), token_ids, k
+        )
+    return Completion(
+        request, request.prefix + text, finish, len(request.prompt_ids) - n_prefix, len(token_ids), topk
+    )
 
 
 class VLLMEngine:
@@ -86,29 +128,10 @@ class VLLMEngine:
     def max_model_len(self) -> int:
         return self.llm.llm_engine.model_config.max_model_len
 
-    def params(self, cfg: GenerateConfig, request: Request):
-        from vllm import SamplingParams
-
-        s, k = cfg.sampling, cfg.logprobs
-        if request.completion_ids:  # score mode: one pass over prompt + completion
-            return SamplingParams(max_tokens=1, prompt_logprobs=k, temperature=0.0, detokenize=False)
-        return SamplingParams(
-            n=1,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            top_k=s.top_k or 0,
-            min_p=s.min_p,
-            max_tokens=request.max_tokens,
-            seed=request.seed,
-            stop=list(s.stop) or None,
-            include_stop_str_in_output=True,
-            skip_special_tokens=False,
-            logprobs=k or None,
-            prompt_logprobs=k if (k and request.prefix_ids) else None,
-        )
-
     def run(self, cfg: GenerateConfig, requests: Iterable[Request]) -> Iterator[Completion]:
+        from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
+        from vllm.v1.engine.exceptions import EngineDeadError
 
         pending = iter(requests)
         inflight: dict[str, Request] = {}
@@ -117,7 +140,7 @@ class VLLMEngine:
         def refill() -> None:
             # A bounded window keeps the scheduler full without holding every request of a huge run at once.
             for request in pending:
-                params = self.params(cfg, request)
+                params = SamplingParams(**sampling_kwargs(cfg, request))
                 params.output_kind = RequestOutputKind.FINAL_ONLY
                 engine.add_request(
                     request.sample_id,
@@ -130,27 +153,23 @@ class VLLMEngine:
 
         refill()
         while inflight:
-            for out in engine.step():
+            try:
+                outputs = engine.step()
+            except EngineDeadError as e:  # its process was killed: one line, not a traceback from inside vLLM
+                raise engine_died("the vLLM engine process", e) from None
+            for out in outputs:
                 if out.finished:
                     yield self.convert(cfg.logprobs, inflight.pop(out.request_id), out)
             if len(inflight) < self.window // 2:
                 refill()
 
     def convert(self, k: int, request: Request, out: Any) -> Completion:
-        n_prefix = len(request.prefix_ids)
-        if request.completion_ids:  # score mode
-            ids = request.completion_ids
-            topk = topk_from_vllm(list(out.prompt_logprobs[-len(ids) :]), ids, k)
-            return Completion(request, "", "score", len(request.prompt_ids), len(ids), topk)
         gen = out.outputs[0]
-        token_ids = request.prefix_ids + list(gen.token_ids)
-        topk = None
-        if k:
-            entries = (list(out.prompt_logprobs[-n_prefix:]) if n_prefix else []) + list(gen.logprobs)
-            topk = topk_from_vllm(entries, token_ids, k)
-        text = request.prefix + strip_eos(gen.text, list(gen.token_ids), gen.finish_reason, self.tokenizer)
+        if request.completion_ids:  # score mode
+            return completion(request, k, "", "score", [], None, out.prompt_logprobs)
+        text = strip_eos(gen.text, list(gen.token_ids), gen.finish_reason, self.tokenizer)
         finish = "length" if gen.finish_reason == "length" else "stop"
-        return Completion(request, text, finish, len(request.prompt_ids) - n_prefix, len(token_ids), topk)
+        return completion(request, k, text, finish, gen.token_ids, gen.logprobs, out.prompt_logprobs)
 
     def close(self) -> None:
         import gc

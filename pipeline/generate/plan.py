@@ -1,27 +1,29 @@
-"""What the generate stage has to do: planned samples, what is already written, and the run's fingerprint.
+"""What a generate run has to do, decided before any engine starts: the planned samples, those still to make,
+and their rendered requests.
 
-A sample's id is `{problem_id}/{sample_index}`; the set of ids already committed to an output folder is what
-a rerun skips, so resuming never regenerates or duplicates a sample. The fingerprint (model, prompt texts,
-chat template, sampling, logprobs) is stored in the folder on the first run; a rerun that would mix samples
-made differently into the same folder is refused with the list of what changed.
+    plan = make_plan(cfg, tokenizer=None, engine=None, allow_incomplete=False)
+    plan.out, plan.work (every planned sample), plan.todo (not yet written), plan.requests (prompt ids, seeds,
+    budgets), plan.fingerprint (stored with the first commit), plan.tokenizer
+
+Every check that can fail on the user's input (paths, model, tokenizer, records, prompt lengths, the folder's
+fingerprint) runs here, so a bad input stops the run before anything is started or written.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import ConfigError
-from pipeline.generate.config import GenerateConfig
+from pipeline import preflight
+from pipeline.generate.config import GenerateConfig, parse_shard
+from pipeline.generate.engine_api import Request
+from pipeline.generate.resume import check_fingerprint, done_ids, fingerprint
+from pipeline.handoff import require_complete
 from pipeline.prompts import THINK_PREFIX, build_messages, load_prompt, prompt_ids
-from pipeline.records.read import located_problems, read_jsonl, read_unique_samples
+from pipeline.records.read import located_problems, read_unique_samples
 from pipeline.records.schema import Problem, RecordError, Sample
-
-FINGERPRINT = "fingerprint.json"
 
 
 @dataclass
@@ -66,6 +68,69 @@ class Work:
         )
 
 
+@dataclass
+class Plan:
+    """A run's plan (see the module docstring)."""
+
+    out: Path
+    work: list[Work]
+    todo: list[Work]
+    requests: list[Request]
+    fingerprint: dict[str, Any]
+    tokenizer: Any
+
+
+def make_plan(cfg: GenerateConfig, tokenizer: Any, engine: Any, allow_incomplete: bool) -> Plan:
+    """Read and check everything; load the tokenizer unless a caller (eval, tests) passes it with its engine."""
+    shard = parse_shard(cfg.shard) if cfg.shard else None
+    out = output_folder(cfg, shard)
+    preflight.check_output_folder(out, stage="generate")  # never another stage's folder or a user's files
+    if shard:  # the folder the shards sit in must be generate's too
+        preflight.check_output_folder(cfg.output, stage="generate")
+    if cfg.mode == "score":  # scoring another run's samples: that run must have finished
+        require_complete(cfg.samples, "generate", allow_incomplete=allow_incomplete, field="samples")
+    work = load_work(cfg, shard)  # reads and validates every input record before the model loads
+    if engine is None and cfg.backend != "openai":
+        preflight.check_model(cfg.model, "model", cfg.revision)
+    if tokenizer is None and cfg.backend != "openai":
+        tokenizer = preflight.load_tokenizer(cfg)
+    fp = fingerprint(cfg, tokenizer) | {"content": content_hashes(work)}
+    check_fingerprint(out, fp)
+    done = done_ids(out)
+    todo = [w for w in work if w.id not in done]
+    limit = getattr(engine, "max_model_len", None) if engine is not None else context_length(cfg)
+    requests = render_requests(cfg, todo, tokenizer, limit) if todo else []  # a prompt too long is refused
+    return Plan(out, work, todo, requests, fp, tokenizer)
+
+
+def content_hashes(work: list[Work]) -> dict[str, str]:
+    """Problem id (score mode: sample id) -> a hash of what a sample is made from (text, gold; completion)."""
+    hashes: dict[str, str] = {}
+    for w in work:
+        key = w.existing.id if w.existing else w.problem.id
+        text = w.existing.completion if w.existing else f"{w.problem.problem}\0{w.problem.answer}"
+        hashes.setdefault(key, hashlib.sha256(text.encode()).hexdigest()[:16])
+    return hashes
+
+
+def output_folder(cfg: GenerateConfig, shard: tuple[int, int] | None) -> Path:
+    out = Path(cfg.output)
+    return out / f"shard-{shard[0]:05d}-of-{shard[1]:05d}" if shard else out
+
+
+def context_length(cfg: GenerateConfig) -> int | None:
+    """The model's context as the engine will see it, known before the engine starts (None: unknown)."""
+    if cfg.backend == "openai":
+        return None
+    if "max_model_len" in cfg.engine:
+        return int(cfg.engine["max_model_len"])
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(cfg.model, revision=cfg.revision)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return getattr(text, "max_position_embeddings", None)
+
+
 def in_shard(problem_id: str, shard: tuple[int, int] | None) -> bool:
     """A deterministic partition by a hash of the problem id: disjoint, complete, stable under reordering."""
     if shard is None:
@@ -95,127 +160,11 @@ def load_work(cfg: GenerateConfig, shard: tuple[int, int] | None) -> list[Work]:
     return work
 
 
-def chat_template_sha(chat_template: Any) -> str:
-    return hashlib.sha256(str(chat_template).encode()).hexdigest()[:16]
-
-
-def fingerprint(cfg: GenerateConfig, tokenizer: Any) -> dict[str, Any]:
-    """Everything that decides what a sample looks like; not the paths, limits or parallelism."""
-    template = load_prompt(cfg.prompt.template)
-    system = load_prompt(cfg.prompt.system) if cfg.prompt.system else None
-    chat_template = getattr(tokenizer, "chat_template", None) if tokenizer is not None else None
-    return {
-        "mode": cfg.mode,
-        "model": cfg.model,
-        "revision": cfg.revision,
-        "backend": cfg.backend,
-        "dtype": cfg.engine.get("dtype"),
-        "input": cfg.samples if cfg.mode == "score" else cfg.problems.describe(),
-        "prompt.template": template.tag,
-        "prompt.system": system.tag if system else None,
-        "prompt.think_prefix": cfg.prompt.think_prefix,
-        "chat_template": chat_template_sha(chat_template) if chat_template else None,
-        **{f"sampling.{k}": v for k, v in asdict(cfg.sampling).items()},
-        "logprobs": cfg.logprobs,
-        **plan_fingerprint(cfg),
-    }
-
-
-def plan_fingerprint(cfg: GenerateConfig) -> dict[str, Any]:
-    """What decides which samples are planned: the input's selection settings (the hashes come with the work)."""
-    if cfg.mode == "score":
-        return {}
-    return {"problems.limit": cfg.problems.limit, "problems.fields": dict(cfg.problems.fields)}
-
-
-def content_hashes(work: list[Work]) -> dict[str, str]:
-    """Problem id (score mode: sample id) -> a hash of what a sample is made from (text, gold; completion)."""
-    hashes: dict[str, str] = {}
-    for w in work:
-        key = w.existing.id if w.existing else w.problem.id
-        text = w.existing.completion if w.existing else f"{w.problem.problem}\0{w.problem.answer}"
-        hashes.setdefault(key, hashlib.sha256(text.encode()).hexdigest()[:16])
-    return hashes
-
-
-def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """What differs between two fingerprints, as lines for the user. The plan may grow (problems appended, a
-    larger `limit`): the samples already written stay valid. Anything else is a change."""
-    records = _content_changes(old.get("content"), new.get("content"))
-    shrunk = any(not line.startswith("input records added") for line in records)
-    keys = []
-    for k in sorted(old):  # a key the old fingerprint lacks (made by an older version) cannot be compared
-        a, b = old.get(k), new.get(k)
-        if a == b or k == "content" or (k == "problems.limit" and not shrunk and _larger(a, b)):
-            continue
-        keys.append(f"{k}: {a!r} -> {b!r}")
-    return records + keys if shrunk or keys else []
-
-
-def _larger(old_limit: int | None, new_limit: int | None) -> bool:
-    return new_limit is None or (old_limit is not None and new_limit > old_limit)
-
-
-def _content_changes(a: Any, b: Any) -> list[str]:
-    """Input records changed, removed or added between two {id: hash} maps."""
-    if not isinstance(a, dict) or not isinstance(b, dict):
-        return []
-    lines = []
-    for label, ids in (
-        ("changed", sorted(i for i in set(a) & set(b) if a[i] != b[i])),
-        ("removed", sorted(set(a) - set(b))),
-        ("added", sorted(set(b) - set(a))),
-    ):
-        if ids:
-            lines.append(
-                f"input records {label}: {len(ids)} ({', '.join(ids[:3])}{', ...' * (len(ids) > 3)})"
-            )
-    return lines
-
-
-def has_samples(out: Path) -> bool:
-    return any(out.glob("samples-*.jsonl"))
-
-
-def check_fingerprint(out: Path, fp: dict[str, Any]) -> None:
-    """Refuse to add samples made differently to a folder that holds samples, listing what changed."""
-    path = out / FINGERPRINT
-    if not path.exists() or not has_samples(out):
-        return
-    changed = _changes(json.loads(path.read_text()), fp)
-    if changed:
-        raise ConfigError(
-            f"{out} holds samples made with other settings; changed: {'; '.join(changed)}. "
-            "Use a new output folder, or restore those settings to resume."
-        )
-
-
-_ID = re.compile(r'^\{"id": ("(?:[^"\\]|\\.)*")')
-
-
-def done_ids(out: Path) -> set[str]:
-    """Ids of samples committed to `out` (complete shards only), read from line prefixes: fast on GBs of text."""
-    ids: set[str] = set()
-    for shard in sorted(out.glob("samples-*.jsonl")):
-        with shard.open(encoding="utf-8") as f:
-            for line in f:
-                m = _ID.match(line)
-                ids.add(json.loads(m.group(1)) if m else json.loads(line)["id"])
-    return ids
-
-
-def read_all_samples(out: Path) -> list[dict[str, Any]]:
-    rows = []
-    for shard in sorted(out.glob("samples-*.jsonl")):
-        rows.extend(row for _, row in read_jsonl(shard))
-    return rows
-
-
-def render_requests(cfg: GenerateConfig, todo: list[Work], tokenizer: Any, max_model_len: int | None) -> list:
+def render_requests(
+    cfg: GenerateConfig, todo: list[Work], tokenizer: Any, max_model_len: int | None
+) -> list[Request]:
     """Chat-templated prompt ids for every planned sample (one rendering per problem), checked against the
     model's context before the first token is generated."""
-    from pipeline.generate.engine_api import Request
-
     template = load_prompt(cfg.prompt.template)
     system = load_prompt(cfg.prompt.system) if cfg.prompt.system else None
     think = cfg.prompt.think_prefix and cfg.mode == "generate"

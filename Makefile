@@ -20,7 +20,7 @@ LAUNCH  := $(if $(ACCELERATE),launch.accelerate_config=$(ACCELERATE),)
 STUDENT_RECIPE = $(if $(filter demo,$(STUDENT)),recipes/demo/$(1).yaml,recipes/students/$(STUDENT)/$(2).yaml)
 
 .PHONY: setup test test-fast lint format lock-cpu lock-gpu clean demo demo-quick generate filter sft kd eval \
-        opd push toy-data toy-teacher bench bench-generate bench-filter bench-sft bench-kd bench-methods
+        opd push toy-data toy-teacher bench bench-generate bench-filter bench-filter-scale bench-sft bench-kd bench-methods
 
 setup:
 	@bash scripts/setup.sh
@@ -89,6 +89,9 @@ bench-generate: setup
 
 bench-filter: setup
 	$(PYTHON) bench/filter.py
+
+bench-filter-scale: setup  # peak RSS at 10k vs 100k R1-like samples; ~25 min on 2 cores
+	$(PYTHON) bench/filter.py --scale
 
 bench-sft: setup
 	$(PYTHON) bench/sft.py

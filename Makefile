@@ -20,7 +20,8 @@ LAUNCH  := $(if $(ACCELERATE),launch.accelerate_config=$(ACCELERATE),)
 STUDENT_RECIPE = $(if $(filter demo,$(STUDENT)),recipes/demo/$(1).yaml,recipes/students/$(STUDENT)/$(2).yaml)
 
 .PHONY: help serve setup test test-fast lint format lock-cpu lock-gpu clean demo demo-quick generate filter sft kd eval \
-        opd push toy-data toy-teacher bench bench-generate bench-generate-ray bench-filter bench-sft bench-kd bench-methods
+        opd push toy-data toy-teacher bench bench-generate bench-generate-ray bench-filter bench-filter-scale bench-sft \
+        bench-kd bench-methods
 
 help:  ## this list: each target and what it does
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -98,6 +99,9 @@ bench-generate-ray: setup  ## generate on Ray (one replica) against the direct r
 
 bench-filter: setup  ## distill filter's samples/s against a single-process loop
 	$(PYTHON) bench/filter.py
+
+bench-filter-scale: setup  ## peak RSS at 10k vs 100k R1-like samples (~25 min on 2 cores)
+	$(PYTHON) bench/filter.py --scale
 
 bench-sft: setup  ## packed SFT's supervised tok/s against TRL with padding
 	$(PYTHON) bench/sft.py

@@ -175,7 +175,7 @@ def scale(args: argparse.Namespace, tmp: Path) -> None:
         print(f"  round {r + 1} at {args.large:,}: now {runs['large'][-1]}", flush=True)
     rate = {k: [args.small / run["seconds"] for run in v] for k, v in runs.items() if k != "large"}
     cpu = {k: [run["cpu"] / args.small * 1000 for run in v] for k, v in runs.items() if k != "large"}
-    rss = [run["rss_mb"] for run in runs["large"]] or [float("nan")]
+    rss = [run["rss_mb"] for run in runs["large"]]
     small_rss = [run["rss_mb"] for run in runs["new"]]
     old_rss = [run["rss_mb"] for run in runs["old"]]
     print(
@@ -185,10 +185,11 @@ def scale(args: argparse.Namespace, tmp: Path) -> None:
     print(
         f"  peak RSS at {args.small:,}: before {span(old_rss, '{:.0f}')} MB, now {span(small_rss, '{:.0f}')} MB"
     )
-    print(
-        f"  peak RSS at {args.large:,}: now {span(rss, '{:.0f}')} MB, "
-        f"{args.large / 1000:.0f}k / {args.small / 1000:.0f}k: {max(rss) / min(small_rss):.2f} (worst pair; target <= 1.3)"
-    )
+    if runs["large"]:
+        print(
+            f"  peak RSS at {args.large:,}: now {span(rss, '{:.0f}')} MB, {args.large / 1000:.0f}k / "
+            f"{args.small / 1000:.0f}k: {max(rss) / min(small_rss):.2f} (worst pair; target <= 1.3)"
+        )
     print(
         f"  samples/s at {args.small:,}: before {span(rate['old'], '{:.0f}')}, now {span(rate['new'], '{:.0f}')}"
     )
@@ -197,9 +198,9 @@ def scale(args: argparse.Namespace, tmp: Path) -> None:
         f"  throughput now / before, per round: {span(ratios)} (mean {sum(ratios) / len(ratios):.2f}; target >= 0.9)"
     )
     print(f"  cpu ms a sample (process + grading workers): before {span(cpu['old'])}, now {span(cpu['new'])}")
-    print(
-        f"  samples/s at {args.large:,}: now {span([args.large / r['seconds'] for r in runs['large']], '{:.0f}')}"
-    )
+    if runs["large"]:
+        large_rate = [args.large / r["seconds"] for r in runs["large"]]
+        print(f"  samples/s at {args.large:,}: now {span(large_rate, '{:.0f}')}")
 
 
 def main() -> None:

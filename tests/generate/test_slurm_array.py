@@ -146,7 +146,8 @@ def test_a_cancelled_task_resubmitted_alone_resumes_without_duplicates(
     assert 0 < len(samples(shard)) < len(of_shard(unsharded, 1)), "the task was cancelled mid-shard"
 
     again = submit(slurm_cluster, job_name, "1", str(recipe), str(SHARDS), f"output={out}")
-    assert slurm_cluster.wait(again) == {f"{again}_1": "COMPLETED"}
+    log = REPO / "logs" / f"{job_name}-{again}_1.out"
+    assert slurm_cluster.wait(again) == {f"{again}_1": "COMPLETED"}, log.read_text()
     assert sorted(p.name for p in out.iterdir()) == [shard.name]  # no shard-00000-of-00001 beside it
     assert samples(out) == of_shard(unsharded, 1)
 
@@ -163,8 +164,9 @@ def test_scontrol_requeue_resumes_and_appends_to_the_first_log(
     slurm_cluster.run("scontrol", "requeue", f"{job}_0")
     # Slurm makes a requeued job wait ~2 minutes before it is eligible again; release it at once
     slurm_cluster.run("scontrol", "update", f"JobId={job}_0", "StartTime=now")
-    assert slurm_cluster.wait(job, until=frozenset({"COMPLETED", "FAILED"})) == {f"{job}_0": "COMPLETED"}
+    state = slurm_cluster.wait(job, until=frozenset({"COMPLETED", "FAILED"}))
     text = log.read_text()
+    assert state == {f"{job}_0": "COMPLETED"}, text
     assert text.startswith(first) and "attempt 2" in text[len(first) :]
     assert samples(out) == of_shard(unsharded, 0)
 

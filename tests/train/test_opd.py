@@ -290,6 +290,7 @@ class FlakyProxy:
     def __init__(self, upstream: str, forward_tokenize: bool = True) -> None:
         self.upstream, self.allow, self.seen, self.keys = upstream.removesuffix("/v1"), 10**9, 0, set()
         self.scored: list[list[int]] = []
+        self.lock = threading.Lock()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -303,8 +304,10 @@ class FlakyProxy:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 proxy.keys.add(self.headers.get("Authorization"))
                 if self.path.endswith("/completions"):
-                    proxy.seen += 1
-                    if proxy.seen > proxy.allow:
+                    with proxy.lock:  # handler threads run at once: count each request exactly once
+                        proxy.seen += 1
+                        refuse = proxy.seen > proxy.allow
+                    if refuse:
                         return self.answer(503, b"")
                 self.forward(body)
 

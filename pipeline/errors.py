@@ -26,7 +26,7 @@ class UserError(Exception):
         field: str | None = None,
         hint: str | None = None,
     ) -> None:
-        self.file, self.line, self.field, self.hint = file, line, field, hint
+        self.message, self.file, self.line, self.field, self.hint = message, file, line, field, hint
         super().__init__(render(message, file, line, field, hint))
 
 

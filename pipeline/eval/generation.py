@@ -1,7 +1,7 @@
 """Samples of each model on each benchmark, through the generate stage itself (same engines, prompts, seeds,
 resume and fingerprint) into `output/<label>/<benchmark>/`: one engine per model for all its benchmarks.
 
-    tokenizer = generate_all(cfg, spec, problems={"math500": (path, "math")})
+    generate_all(cfg, spec, problems={"math500": (path, "math")}, tokenizer=tokenizer)
 """
 
 from __future__ import annotations
@@ -37,14 +37,14 @@ def generate_config(
     )
 
 
-def generate_all(cfg: EvalConfig, spec: ModelSpec, problems: dict[str, tuple[Path, str]]) -> Any:
-    """Every benchmark's samples for one model, one engine for all; the tokenizer it used (None: served)."""
+def generate_all(
+    cfg: EvalConfig, spec: ModelSpec, problems: dict[str, tuple[Path, str]], tokenizer: Any
+) -> None:
+    """Every benchmark's samples for one model, one engine for all, with the model's `tokenizer` (None: served)."""
     from pipeline.generate.engines import build_engine
     from pipeline.generate.stage import run
-    from pipeline.preflight import load_tokenizer
 
     configs = [generate_config(cfg, spec, b, *problems[b.name]) for b in cfg.benchmarks]
-    tokenizer = load_tokenizer(configs[0]) if cfg.backend != "openai" else None
     engine = build_engine(configs[0], tokenizer)
     try:
         for bench, bench_cfg in zip(cfg.benchmarks, configs, strict=True):
@@ -52,4 +52,3 @@ def generate_all(cfg: EvalConfig, spec: ModelSpec, problems: dict[str, tuple[Pat
                 raise RuntimeError(f"generation for {label_of(spec)} on {bench.name} is incomplete")
     finally:
         engine.close()
-    return tokenizer

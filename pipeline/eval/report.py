@@ -8,30 +8,20 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from pipeline.eval.config import EvalConfig, ModelSpec, label_of
-from pipeline.eval.generation import PROMPTS, generate_config
+from pipeline.eval.config import EvalConfig, ModelSpec
+from pipeline.eval.generation import PROMPTS
 from pipeline.records.write import atomic_write, write_json
 
 log = logging.getLogger("distill.eval")
 RESULTS = "results.json"
 
 
-def template_sha(cfg: EvalConfig, spec: ModelSpec, tokenizer: Any = None) -> str | None:
-    """The hash of the chat template the model's prompts went through; None for a served model (the server
-    applies its own) or, with a warning, when the tokenizer cannot be read."""
-    if cfg.backend == "openai":
-        return None
-    from pipeline.errors import UserError
+def template_sha(tokenizer: Any) -> str | None:
+    """The hash of the chat template the model's prompts went through; None for a served model (no tokenizer
+    here: the server applies its own)."""
     from pipeline.generate.resume import chat_template_sha
-    from pipeline.preflight import load_tokenizer
 
-    if tokenizer is None:  # regrade: nothing was generated, so the tokenizer is read here
-        try:
-            tokenizer = load_tokenizer(generate_config(cfg, spec, cfg.benchmarks[0], Path("-"), "math"))
-        except (OSError, ValueError, UserError) as e:
-            log.warning("eval: no chat template hash recorded for %s: %s", label_of(spec), e)
-            return None
-    return chat_template_sha(tokenizer.chat_template)
+    return chat_template_sha(tokenizer.chat_template) if tokenizer is not None else None
 
 
 def settings(cfg: EvalConfig, spec: ModelSpec, tokenizer: Any, sandbox: str | None) -> dict[str, Any]:
@@ -43,7 +33,7 @@ def settings(cfg: EvalConfig, spec: ModelSpec, tokenizer: Any, sandbox: str | No
     return {
         "model": spec.path,
         "revision": spec.revision,
-        "chat_template_sha256": template_sha(cfg, spec, tokenizer),
+        "chat_template_sha256": template_sha(tokenizer),
         "chat_template_file": spec.chat_template,
         "backend": cfg.backend,
         "engine": cfg.engine,

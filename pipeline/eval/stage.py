@@ -24,63 +24,59 @@ from pipeline.eval.generation import generate_all
 from pipeline.eval.grading import grade, score
 from pipeline.eval.problems import kind_of, load, write_problems
 from pipeline.eval.report import settings, write_results
+from pipeline.outputs import mark
 
 log = logging.getLogger("distill.eval")
 
 
 def run(cfg: EvalConfig, args: Any = None) -> int:
-    check_models(cfg, getattr(args, "allow_incomplete", False))
+    tokenizers = check_models(cfg, getattr(args, "allow_incomplete", False))
     problems = {b.name: load(b) for b in cfg.benchmarks}  # every record checked before anything is written
     kinds = {b.name: kind_of(b, problems[b.name]) for b in cfg.benchmarks}
     sandbox = check_sandbox(set(kinds.values()), cfg.sandbox.mode)
-    from pipeline.outputs import mark
-
     mark(cfg.output, "eval")  # checked: the folder is eval's from here on
     files = {b.name: (write_problems(cfg, b, problems[b.name]), kinds[b.name]) for b in cfg.benchmarks}
     results: dict[str, Any] = {"models": [], "settings": {}}
     for spec in cfg.model_specs():
-        tokenizer = None if cfg.regrade else generate_all(cfg, spec, files)
         label = label_of(spec)
+        if not cfg.regrade:
+            generate_all(cfg, spec, files, tokenizers[label])
         metrics = {}
         for bench in cfg.benchmarks:
             rows = grade(cfg, Path(cfg.output) / label / bench.name, kinds[bench.name])
             metrics[bench.name] = m = score(rows, cfg.ks, kinds[bench.name])
             log.info("%s on %s: pass@1 %.3f ± %.3f", label, bench.name, m["pass@1"], m["pass@1_stderr"])
         results["models"].append({"model": spec.path, "label": label, "metrics": metrics})
-        results["settings"][label] = settings(cfg, spec, tokenizer, sandbox)
+        results["settings"][label] = settings(cfg, spec, tokenizers[label], sandbox)
     results["config"] = to_dict(cfg)
     print(write_results(cfg.output, results))
     return 0
 
 
-def check_models(cfg: EvalConfig, allow_incomplete: bool) -> None:
+def check_models(cfg: EvalConfig, allow_incomplete: bool) -> dict[str, Any]:
     """The output folder is eval's own or empty; every model (a killed sft / kd folder is no model to score) is
-    there and has a tokenizer: a bad `model=` fails before the first engine, naming its field."""
+    there and has a tokenizer: a bad `model=` fails before the first engine, naming its field. Each model's
+    tokenizer, by label (None: served), for its engine."""
     from pipeline.errors import UserError
     from pipeline.eval.generation import generate_config
     from pipeline.handoff import require_trained_model
-    from pipeline.preflight import check_model, check_output_folder, load_tokenizer
+    from pipeline.preflight import check_output_folder, load_tokenizer
 
     check_output_folder(cfg.output, stage="eval")
+    tokenizers: dict[str, Any] = {}
     for i, spec in enumerate(cfg.model_specs()):
-        field = cfg.model_field(i)
-        require_trained_model(spec.path, allow_incomplete=allow_incomplete, field=field)
+        require_trained_model(spec.path, allow_incomplete=allow_incomplete, field=cfg.model_field(i))
+        tokenizers[label_of(spec)] = None
         if cfg.backend == "openai":
             continue
-        check_model(spec.path, field, spec.revision)
-        try:
-            load_tokenizer(generate_config(cfg, spec, cfg.benchmarks[0], Path("-"), "math"))
-        except UserError as e:
-            attribute = "tokenizer" if e.field == "tokenizer" else "path"
-            raise replace_field(e, cfg.model_field(i, attribute)) from e
-
-
-def replace_field(error: Any, field: str) -> Any:
-    """The same UserError, naming eval's recipe field instead of the generate config's."""
-    from pipeline.errors import UserError
-
-    message = str(error).split(f"field '{error.field}': ", 1)[-1] if error.field else str(error)
-    return UserError(message, field=field)
+        try:  # the model is there (local or on the Hub) and has a tokenizer
+            tokenizers[label_of(spec)] = load_tokenizer(
+                generate_config(cfg, spec, cfg.benchmarks[0], Path("-"), "math")
+            )
+        except UserError as e:  # named as eval's recipe field, not the generate config's
+            field = cfg.model_field(i, "tokenizer" if e.field == "tokenizer" else "path")
+            raise UserError(e.message, file=e.file, line=e.line, field=field, hint=e.hint) from e
+    return tokenizers
 
 
 def check_sandbox(kinds: set[str], mode: str) -> str | None:

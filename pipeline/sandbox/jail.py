@@ -174,6 +174,12 @@ def _become(spec: dict) -> None:
     _prctl(PR_SET_NO_NEW_PRIVS, 1)  # setuid binaries give nothing back, and Landlock/seccomp need it
 
 
+def _limit(spec: dict) -> None:
+    """The program's rlimits, on this process (and so on what it forks)."""
+    for name, (soft, hard) in spec["rlimits"].items():
+        resource.setrlimit(getattr(resource, name), (soft, hard))
+
+
 def _sibling(name: str) -> object:
     """landlock.py or seccomp.py, beside this file (`python -I` puts no script directory on sys.path)."""
     if name not in sys.modules:
@@ -193,8 +199,7 @@ def _exec_program(spec: dict, fds: dict[str, int]) -> None:
         os.setsid()
         _become(spec)
         os.chdir(spec["cwd"])
-        for name, (soft, hard) in spec["rlimits"].items():
-            resource.setrlimit(getattr(resource, name), (soft, hard))
+        _limit(spec)
         if spec["mode"] == "landlock":
             _sibling("landlock").restrict(spec["binds"], spec["cwd"])
         _sibling("seccomp").install(landlock=spec["mode"] == "landlock")
@@ -269,8 +274,7 @@ def _supervise(spec: dict, fds: dict[str, int]) -> None:
         # The box's init (this process, pid 1) is the program's own uid in mode userns: seccomp refuses the
         # program any signal to it and any change of its limits; it also holds no more than the program may.
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # pid 1 with no handler: no signal from inside lands
-        for name, (soft, hard) in spec["rlimits"].items():
-            resource.setrlimit(getattr(resource, name), (soft, hard))
+        _limit(spec)
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])  # before fork, so no exit goes unseen
     start = time.monotonic()
     pid = os.fork()

@@ -178,6 +178,19 @@ def _code_rows() -> tuple[list[dict], list[bool | None]]:
     return rows, [expected for *_, expected in answers]
 
 
+def _user_workspace(user) -> tuple[Path, Path, list[bool | None]]:
+    """A folder the test user owns with `_code_rows()` in it, readable by all: (folder, file, verdicts due)."""
+    import os
+
+    work = user.home / "work"
+    work.mkdir()
+    os.chown(work, user.uid, user.gid)
+    rows, expected = _code_rows()
+    src = write_lines(work / "code.jsonl", [json.dumps(r) for r in rows])
+    src.chmod(0o644)
+    return work, src, expected
+
+
 def test_distill_verify_code_gives_each_answer_its_verdict_and_names_the_mode(tmp_path):
     from pipeline.sandbox.box import Sandbox
     from tests.conftest import run_distill
@@ -203,12 +216,7 @@ def test_distill_verify_code_as_an_unprivileged_user(tmp_path):
         pytest.skip("creating the test user needs root")
     user = SandboxUser.create()
     try:
-        work = user.home / "work"
-        work.mkdir()
-        os.chown(work, user.uid, user.gid)
-        rows, expected = _code_rows()
-        src = write_lines(work / "code.jsonl", [json.dumps(r) for r in rows])
-        src.chmod(0o644)
+        work, src, expected = _user_workspace(user)
         # plain user (auto: userns), forced landlock, and rootless root (`unshare -r`: uid 0 of a user namespace)
         for name, mode, prefix, used in [
             ("user", "auto", (), "userns"),
@@ -276,12 +284,7 @@ def test_distill_verify_code_from_a_venv_under_tmp_as_root_and_as_a_user(tmp_pat
             check=True,
         )
         python = str(folder / "venv" / "bin" / "python")
-        work = user.home / "work"
-        work.mkdir()
-        os.chown(work, user.uid, user.gid)
-        rows, expected = _code_rows()
-        src = write_lines(work / "code.jsonl", [json.dumps(r) for r in rows])
-        src.chmod(0o644)
+        work, src, expected = _user_workspace(user)
         env = {**os.environ, "PYTHONPATH": str(user.home)}
         for name, mode, as_user, used in [
             ("root", "auto", False, "namespaces"),

@@ -191,3 +191,23 @@ def test_the_toy_benchmark_is_read_from_the_checkout_without_a_path():
 
     problems = load_benchmark("toy")
     assert len(problems) >= 200 and all(p.answer for p in problems)
+
+
+def test_a_hub_dataset_with_a_limit_is_streamed_and_only_its_first_rows_read(tmp_path, monkeypatch):
+    """`hub:` with `limit:` streams: the first rows come without the whole set being downloaded or cached.
+    (A dataset folder stands in for a Hub repository: `datasets` resolves both the same way, offline here.)"""
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    rows = [{"question": f"What is {i}+1?", "answer": str(i + 1)} for i in range(5000)]
+    pq.write_table(
+        pa.Table.from_pylist(rows), repo / "data" / "train-00000-of-00001.parquet", row_group_size=500
+    )
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
+    source = DataSource(hub=str(repo), fields={"question": "problem"}, limit=3)
+    assert [p.problem for p in load_problems(source)] == ["What is 0+1?", "What is 1+1?", "What is 2+1?"]
+    assert not list(cache.rglob("*.arrow"))  # streamed: nothing materialised
+    whole = DataSource(hub=str(repo), fields={"question": "problem"})
+    assert len(load_problems(whole)) == 5000 and list(
+        cache.rglob("*.arrow")
+    )  # without a limit: the whole set

@@ -202,8 +202,10 @@ def test_a_hub_dataset_with_a_limit_is_streamed_and_only_its_first_rows_read(tmp
     pq.write_table(
         pa.Table.from_pylist(rows), repo / "data" / "train-00000-of-00001.parquet", row_group_size=500
     )
+    import datasets
+
     cache = tmp_path / "cache"
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)  # read at import: the module's own value
     source = DataSource(hub=str(repo), fields={"question": "problem"}, limit=3)
     assert [p.problem for p in load_problems(source)] == ["What is 0+1?", "What is 1+1?", "What is 2+1?"]
     assert not list(cache.rglob("*.arrow"))  # streamed: nothing materialised

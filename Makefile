@@ -78,15 +78,17 @@ push: setup  ## FOLDER=runs/sft/x REPO=owner/name [ARGS="--private --checkpoints
 	$(DISTILL) push $(FOLDER) --repo-id $(REPO) $(if $(DRY),--dry-run,) $(ARGS)
 
 toy-data: setup  ## the toy task's problems (data/toy/), regenerated from its seed
-	$(DISTILL) toy-data data/toy --train 6000 --heldout 400 --teacher-examples 8000 --seed 0
+	$(DISTILL) toy-data data/toy --train 6000 --heldout 400 --seed 0
 
-toy-teacher: toy-data  ## retrain the toy teacher from its seed (~13 min on 2 cores), check it, publish it to data/toy-teacher
-	rm -rf runs/toy/teacher-init runs/toy/teacher runs/toy/eval
+toy-teacher: toy-data  ## retrain the toy teacher from its seed (~20 min on 2 cores), check it, publish it to data/toy-teacher
+	rm -rf runs/toy/teacher-init runs/toy/teacher-set runs/toy/teacher runs/toy/eval
 	$(DISTILL) tiny-model runs/toy/teacher-init --corpus data/toy/corpus.txt --layers 4 --vocab-size 512 \
 		--max-position-embeddings 1024 --seed 0
+	$(DISTILL) toy-data runs/toy/teacher-set --teacher-set runs/toy/teacher-init --teacher-examples 16000 \
+		--error-rate 0.25 --seed 0
 	$(DISTILL) sft --config recipes/toy/teacher.yaml
 	$(DISTILL) eval --config recipes/demo/eval.yaml 'models=[{path: runs/toy/teacher, label: teacher}]' \
-		output=runs/toy/eval sampling.n=1
+		output=runs/toy/eval sampling.n=1 sampling.temperature=0
 	$(PYTHON) -m pipeline.toy.publish runs/toy/teacher data/toy-teacher --results runs/toy/eval/results.json
 
 bench: bench-generate bench-generate-ray bench-filter bench-sft bench-kd bench-methods  ## every benchmark (bench/RESULTS.md)

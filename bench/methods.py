@@ -59,46 +59,69 @@ SWEEP = {  # seed 0, 300 OPD / 600 SFT steps
 
 
 class Evaluator:
-    """Greedy held-out accuracy of a live model: prompts as generate renders them, answers by math-verify."""
+    """Greedy held-out accuracy of a live model (prompts as generate renders them, answers by math-verify), its
+    first-pass column error rate on those answers, and its recovery R: the same problems with an error forced
+    into the working (pipeline/eval/recovery.py), continued greedily, judged from the operands."""
 
     def __init__(self, tokenizer: Any) -> None:
+        from pipeline.eval.recovery import PREFIX, RecoveryConfig, forced_problems
         from pipeline.prompts import build_messages, load_prompt, prompt_ids
         from pipeline.records.read import load_problems
         from pipeline.records.schema import DataSource
 
         problems = load_problems(DataSource(path=str(REPO / "data/toy/heldout.jsonl"), limit=HELDOUT))
         template = load_prompt("math-r1-v1")
-        self.tokenizer, self.answers = tokenizer, [p.answer for p in problems]
+        self.tokenizer, self.problems = tokenizer, problems
         self.prompts = [prompt_ids(tokenizer, build_messages(template, p.problem)) for p in problems]
+        self.forced = forced_problems(RecoveryConfig("toy"), problems)
+        self.forced_prompts = [
+            prompt_ids(tokenizer, build_messages(template, p.problem))
+            + tokenizer.encode(p.metadata[PREFIX], add_special_tokens=False)
+            for p in self.forced
+        ]
 
-    def __call__(self, model: Any) -> float:
+    def greedy(self, model: Any, prompts: list[list[int]]) -> list[str]:
         import torch
 
-        from pipeline.filter.math_grader import grade
-        from pipeline.filter.parse import gradable_text
-
-        width = max(map(len, self.prompts))
+        width = max(map(len, prompts))
         pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in self.prompts])
-        mask = (
-            torch.arange(width)[None] >= torch.tensor([width - len(p) for p in self.prompts])[:, None]
-        ).long()
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+        mask = (torch.arange(width)[None] >= torch.tensor([width - len(p) for p in prompts])[:, None]).long()
         was_training = model.training
         model.eval()
         with torch.no_grad():
             out = model.generate(
                 input_ids=ids.to(model.device),
                 attention_mask=mask.to(model.device),
-                max_new_tokens=160,
+                max_new_tokens=200,
                 do_sample=False,
                 eos_token_id=self.tokenizer.eos_token_id,
                 pad_token_id=pad,
             )
         model.train(was_training)
-        texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
-        return sum(
-            bool(grade(gradable_text(t), a).correct) for t, a in zip(texts, self.answers, strict=True)
-        ) / len(texts)
+        return self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+
+    def __call__(self, model: Any) -> dict[str, float | None]:
+        from pipeline.eval.recovery import first_pass_error_rate, operands
+        from pipeline.filter.math_grader import grade
+        from pipeline.filter.parse import gradable_text
+        from pipeline.toy.checks import recovered
+
+        texts = self.greedy(model, self.prompts)
+        right = [
+            bool(grade(gradable_text(t), p.answer).correct) for t, p in zip(texts, self.problems, strict=True)
+        ]
+        rows = [{"problem_id": p.id, "completion": t} for t, p in zip(texts, self.problems, strict=True)]
+        continued = self.greedy(model, self.forced_prompts)
+        fixed = [
+            recovered(t, *operands(p), p.metadata["column"])
+            for t, p in zip(continued, self.forced, strict=True)
+        ]
+        return {
+            "accuracy": sum(right) / len(right),
+            "first_pass_error_rate": first_pass_error_rate(rows, self.problems),
+            "recovery_rate": sum(fixed) / len(fixed),
+        }
 
 
 def curve_callback(evaluate: Evaluator, every: int, costs: Any, points: list[dict[str, Any]]) -> Any:
@@ -120,13 +143,13 @@ def curve_callback(evaluate: Evaluator, every: int, costs: Any, points: list[dic
         def record(self, state, model):
             seconds = time.perf_counter() - self.started - self.evaluating
             t0 = time.perf_counter()
-            accuracy = evaluate(model)
+            measured = evaluate(model)
             self.evaluating += time.perf_counter() - t0
             problems, tokens, read = costs(state.global_step)
             points.append(
                 {
                     "step": state.global_step,
-                    "accuracy": accuracy,
+                    **measured,
                     "problems": problems,
                     "teacher_tokens": tokens,
                     "student_tokens": read,
@@ -347,7 +370,7 @@ def teacher_accuracy() -> float:
     torch.set_num_threads(2)
     tok = AutoTokenizer.from_pretrained(REPO / "data/toy-teacher")
     model = AutoModelForCausalLM.from_pretrained(REPO / "data/toy-teacher")
-    return Evaluator(tok)(model)
+    return Evaluator(tok)(model)["accuracy"]
 
 
 def reach(curve: dict[str, Any], threshold: float) -> dict[str, Any] | None:
@@ -395,6 +418,11 @@ def summarise(curves: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
     out["final_accuracy"] = {
         arm: [c["points"][-1]["accuracy"] for c in curves if c["arm"] == arm] for arm in ("sft", "opd")
     }
+    for key in ("recovery_rate", "first_pass_error_rate"):  # task v2: does a method pass on the repairs?
+        out[f"start_{key}"] = curves[0]["points"][0].get(key)
+        out[f"final_{key}"] = {
+            arm: [c["points"][-1].get(key) for c in curves if c["arm"] == arm] for arm in ("sft", "opd")
+        }
     out["best_accuracy"] = {
         arm: [max(p["accuracy"] for p in c["points"]) for c in curves if c["arm"] == arm]
         for arm in ("sft", "opd")
@@ -448,8 +476,9 @@ def report(summary: dict[str, Any], teacher: float) -> None:
         for k, v in level["opd_over_sft"].items():
             target = k in ("problems", "teacher_tokens")
             print(f"  OPD / SFT {k}: {v:.3f}" + ("  (target <= 0.333)" if target else ""))
-    for key in ("final_accuracy", "best_accuracy"):
-        print(key, {arm: spread([100 * a for a in v]) for arm, v in summary[key].items()})
+    for key in ("final_accuracy", "best_accuracy", "final_recovery_rate", "final_first_pass_error_rate"):
+        got = summary.get(key) or {}
+        print(key, {arm: spread([100 * a for a in v if a is not None]) for arm, v in got.items()})
 
 
 def parse_args() -> argparse.Namespace:

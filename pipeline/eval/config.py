@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.config import ConfigError, Source
+from pipeline.eval.recovery import RecoveryConfig
 from pipeline.generate.config import Backend, SamplingConfig, ServerConfig
 from pipeline.records.benchmarks import BENCHMARKS
 from pipeline.records.schema import DataSource
@@ -88,6 +89,9 @@ class EvalConfig:
     """Only grade the samples already saved under `output` (no generation)."""
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     """`sandbox.mode` for code benchmarks: auto, namespaces, userns or landlock."""
+    recovery: RecoveryConfig | None = None
+    """The toy task v2 only: forced-error recovery rate R and first-pass column error rate on one benchmark
+    (pipeline/eval/recovery.py)."""
 
     def __post_init__(self) -> None:
         if not self.benchmarks:
@@ -108,6 +112,16 @@ class EvalConfig:
             if names.count(b.name) > 1:
                 raise ConfigError(f"{source.where(f'benchmarks[{i}]')}: benchmark name '{b.name}' is used twice",
                                   key=f"benchmarks[{i}].name")  # fmt: skip
+        if self.recovery is not None and self.recovery.benchmark not in names:
+            raise ConfigError(
+                f"{source.where('recovery.benchmark')}: field 'recovery.benchmark': '{self.recovery.benchmark}' "
+                f"is not one of this recipe's benchmarks ({', '.join(names)})",
+                key="recovery.benchmark",
+            )
+        if self.recovery is not None and self.recovery.name in names:
+            raise ConfigError(f"{source.where('recovery.benchmark')}: field 'recovery.benchmark': a benchmark is "
+                              f"already named '{self.recovery.name}', where recovery writes its samples: rename it",
+                              key="recovery.benchmark")  # fmt: skip
 
     def model_specs(self) -> list[ModelSpec]:
         specs = list(self.models) + ([ModelSpec(self.model)] if self.model else [])

@@ -48,18 +48,31 @@ def settings(cfg: EvalConfig, spec: ModelSpec, tokenizer: Any, sandbox: str | No
             "math_timeout_s": cfg.timeout,
         },
         "sandbox": sandbox,
+        "recovery": asdict(cfg.recovery) if cfg.recovery else None,
     }
 
 
 def markdown_table(results: dict[str, Any]) -> str:
     benches = list(results["models"][0]["metrics"]) if results["models"] else []
-    head = "| model | " + " | ".join(f"{b} pass@1" for b in benches) + " | mean tokens | truncated |"
-    lines = [head, "|" + "---|" * (len(benches) + 3)]
+    checked = [b for b in benches if "recovery_rate" in results["models"][0]["metrics"][b]]
+    extra = [f"{b} {what}" for b in checked for what in ("first-pass column errors", "recovery R")]
+    head = (
+        "| model | "
+        + " | ".join([*(f"{b} pass@1" for b in benches), *extra])
+        + " | mean tokens | truncated |"
+    )
+    lines = [head, "|" + "---|" * (len(benches) + len(extra) + 3)]
     for m in results["models"]:
         cells = [
             f"{100 * m['metrics'][b]['pass@1']:.1f} ± {100 * m['metrics'][b]['pass@1_stderr']:.1f}"
             for b in benches
         ]
+        for b in checked:
+            first = m["metrics"][b]["first_pass_error_rate"]
+            cells += [
+                "-" if first is None else f"{100 * first:.1f}%",
+                f"{100 * m['metrics'][b]['recovery_rate']:.1f}%",
+            ]
         tokens = sum(m["metrics"][b]["mean_output_tokens"] for b in benches) / max(len(benches), 1)
         trunc = sum(m["metrics"][b]["truncation_rate"] for b in benches) / max(len(benches), 1)
         lines.append(f"| {m['label']} | " + " | ".join(cells) + f" | {tokens:.0f} | {100 * trunc:.1f}% |")

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import to_dict
-from pipeline.eval.config import EvalConfig, label_of
+from pipeline.eval.config import BenchmarkSpec, EvalConfig, label_of
 from pipeline.eval.generation import generate_all
 from pipeline.eval.grading import grade, score
 from pipeline.eval.problems import kind_of, load, write_problems
+from pipeline.eval.recovery import first_pass_error_rate, forced_problems, recovery_metrics
 from pipeline.eval.report import settings, write_results
 from pipeline.outputs import mark
 
@@ -34,8 +35,11 @@ def run(cfg: EvalConfig, args: Any = None) -> int:
     problems = {b.name: load(b) for b in cfg.benchmarks}  # every record checked before anything is written
     kinds = {b.name: kind_of(b, problems[b.name]) for b in cfg.benchmarks}
     sandbox = check_sandbox(set(kinds.values()), cfg.sandbox.mode)
+    forced = forced_problems(cfg.recovery, problems[cfg.recovery.benchmark]) if cfg.recovery else []
     mark(cfg.output, "eval")  # checked: the folder is eval's from here on
     files = {b.name: (write_problems(cfg, b, problems[b.name]), kinds[b.name]) for b in cfg.benchmarks}
+    if cfg.recovery is not None:
+        files[cfg.recovery.name] = (write_problems(cfg, BenchmarkSpec(cfg.recovery.name), forced), "math")
     results: dict[str, Any] = {"models": [], "settings": {}}
     for spec in cfg.model_specs():
         label = label_of(spec)
@@ -46,6 +50,11 @@ def run(cfg: EvalConfig, args: Any = None) -> int:
             rows = grade(cfg, Path(cfg.output) / label / bench.name, kinds[bench.name])
             metrics[bench.name] = m = score(rows, cfg.ks, kinds[bench.name])
             log.info("%s on %s: pass@1 %.3f ± %.3f", label, bench.name, m["pass@1"], m["pass@1_stderr"])
+            if cfg.recovery is not None and bench.name == cfg.recovery.benchmark:
+                m["first_pass_error_rate"] = first_pass_error_rate(rows, problems[bench.name])
+                m.update(recovery_metrics(Path(cfg.output) / label / cfg.recovery.name, forced))
+                log.info("%s on %s: first-pass column errors %s, recovery R %.3f", label, bench.name,
+                         m["first_pass_error_rate"], m["recovery_rate"])  # fmt: skip
         results["models"].append({"model": spec.path, "label": label, "metrics": metrics})
         results["settings"][label] = settings(cfg, spec, tokenizers[label], sandbox)
     results["config"] = to_dict(cfg)

@@ -62,6 +62,14 @@ class PromptConfig:
     """Start the assistant turn with `<think>\\n` (DeepSeek's advice for R1); the prefix stays in `completion`."""
     chat_template: str | None = None
     """A Jinja file that replaces the model's own chat template."""
+    prefix_field: str | None = None
+    """A problem `metadata` field whose text starts the assistant's turn (a prefill the model continues, e.g. a
+    partial solution; eval's forced-error recovery uses it); it stays in `completion`, like the think prefix."""
+
+    def __post_init__(self) -> None:
+        if self.prefix_field is not None and self.think_prefix:
+            raise ValueError("set at most one of 'prompt.think_prefix' and 'prompt.prefix_field' (a prefix "
+                             "field's text may itself start with <think>)")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,9 @@ class GenerateConfig:
             raise ValueError("'samples' is required (mode: score)")
         if self.mode == "score" and self.logprobs < 1:
             raise ValueError("mode: score needs logprobs: k (k >= 1)")
+        if self.prompt.prefix_field is not None and (self.logprobs or self.mode == "score"):
+            raise ValueError("'prompt.prefix_field' (a prefill per problem) works with mode: generate and no "
+                             "logprobs")  # fmt: skip
         if self.mode == "score" and self.backend == "openai":
             raise ValueError("mode: score needs the teacher's logits: use backend vllm or transformers")
         if self.logprobs < 0:

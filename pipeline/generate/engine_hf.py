@@ -85,7 +85,10 @@ class TransformersEngine:
             yield Completion(r, "", "score", len(r.prompt_ids), n, topk)
 
     def generate(self, cfg: GenerateConfig, batch: list[Request]) -> Iterator[Completion]:
-        k, n_prefix = cfg.logprobs, len(batch[0].prefix_ids)
+        k, n_prefix = (
+            cfg.logprobs,
+            len(batch[0].prefix_ids),
+        )  # one think prefix for all (logprobs: no own prefixes)
         self.torch.manual_seed(batch[0].seed)
         ids, mask = self.left_pad([r.prompt_ids for r in batch])
         out = self.sample_batch(cfg, batch, ids, mask)
@@ -107,8 +110,8 @@ class TransformersEngine:
                 r,
                 r.prefix + text,
                 "length" if finish == "length" else "stop",
-                len(r.prompt_ids) - n_prefix,
-                n_prefix + len(tokens),
+                len(r.prompt_ids) - len(r.prefix_ids),
+                len(r.prefix_ids) + len(tokens),
                 topk,
             )
 

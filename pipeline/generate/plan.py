@@ -21,7 +21,7 @@ from pipeline.generate.config import GenerateConfig, parse_shard
 from pipeline.generate.engine_api import Request
 from pipeline.generate.resume import check_fingerprint, done_ids, fingerprint
 from pipeline.handoff import require_complete
-from pipeline.prompts import THINK_PREFIX, build_messages, load_prompt, prompt_ids
+from pipeline.prompts import THINK_PREFIX, build_messages, load_prompt, prompt_ids, think_overlap
 from pipeline.records.read import located_problems, read_unique_samples
 from pipeline.records.schema import Problem, RecordError, Sample
 
@@ -185,14 +185,37 @@ def render_requests(
             ids = prompt_ids(tokenizer, messages, think) if tokenizer is not None else []
             cache[w.problem.id] = (messages, ids)
         messages, ids = cache[w.problem.id]
+        own = problem_prefix(cfg, w, tokenizer, messages) if cfg.prompt.prefix_field else None
         completion_ids = score_ids(w.existing, tokenizer) if w.existing else []
         seed = cfg.sampling.sample_seed(w.problem.id, w.sample_index)
         request = Request(
-            w.id, messages, seed, cfg.sampling.max_tokens, ids, prefix, prefix_ids, completion_ids
+            w.id, messages, seed, cfg.sampling.max_tokens, *(own or (ids, prefix, prefix_ids)), completion_ids
         )
         requests.append(request)
     fit_budgets(cfg, requests, max_model_len, {w.id: w.where for w in todo})
     return requests
+
+
+def problem_prefix(
+    cfg: GenerateConfig, w: Work, tokenizer: Any, messages: list[dict[str, str]]
+) -> tuple[list[int], str, list[int]]:
+    """`prompt.prefix_field`: the problem's own start of the assistant turn: the prompt's ids (ending with the
+    prefix's), the prefix and its ids. A template that already opens the turn with part of it is not given it
+    twice (as for the think prefix)."""
+    field = cfg.prompt.prefix_field
+    text = w.problem.metadata.get(field)
+    if not isinstance(text, str) or not text:
+        raise RecordError(
+            f"{w.where or 'problem ' + w.problem.id}: field 'metadata.{field}': "
+            f"{'missing' if text is None else 'not a non-empty string'}; prompt.prefix_field needs it on every problem",
+            hint="add the prefix to every problem, or drop prompt.prefix_field",
+        )
+    if tokenizer is None:
+        return [], text, []
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    rendered = rendered[: len(rendered) - think_overlap(rendered, text)]
+    prefix_ids = tokenizer.encode(text, add_special_tokens=False)
+    return tokenizer.encode(rendered, add_special_tokens=False) + prefix_ids, text, prefix_ids
 
 
 def fit_budgets(

@@ -42,6 +42,7 @@ def fingerprint(cfg: GenerateConfig, tokenizer: Any) -> dict[str, Any]:
         "prompt.template": template.tag,
         "prompt.system": system.tag if system else None,
         "prompt.think_prefix": cfg.prompt.think_prefix,
+        **({"prompt.prefix_field": cfg.prompt.prefix_field} if cfg.prompt.prefix_field else {}),
         "chat_template": chat_template_sha(chat_template) if chat_template else None,
         **{f"sampling.{k}": v for k, v in asdict(cfg.sampling).items()},
         "logprobs": cfg.logprobs,

@@ -85,7 +85,13 @@ def _gpqa(row: dict[str, Any], i: int) -> Problem:
 
 def _toy(row: dict[str, Any], i: int) -> Problem:
     """The toy task's held-out split (pipeline/toy), as written by `distill toy-data`."""
-    return Problem(row["id"], row["problem"], _answer(row["answer"]), row.get("source") or "toy")
+    return Problem(
+        row["id"],
+        row["problem"],
+        _answer(row["answer"]),
+        row.get("source") or "toy",
+        metadata=row.get("metadata") or {},
+    )
 
 
 def _humaneval(row: dict[str, Any], i: int) -> Problem:

@@ -125,8 +125,32 @@ def forced_error_prefix(a: int, b: int, op: str, column: int, rng: random.Random
     return None
 
 
-def recovered(completion: str) -> bool:
-    """Whether a continuation of `forced_error_prefix` repairs the error: its next lines are a failing check,
-    `fix`, and a column line whose own check passes."""
-    lines = completion.lstrip("\n").split("\n")
-    return len(lines) >= 4 and lines[0].endswith(" no") and lines[1] == FIX and lines[3].endswith(" ok")
+def columns_of(a: int, b: int, op: str) -> int:
+    """How many column lines the working of a problem has (the injection points of forced errors)."""
+    return sum(map(_is_column, _lines(a, b, op)))
+
+
+def recovered(continuation: str, a: int, b: int, op: str, column: int) -> bool:
+    """Whether a model's continuation of `forced_error_prefix(a, b, op, column, ...)` repairs the error, judged
+    here, not by the model's own checks: its next lines are a failing check, `fix`, the right column line and
+    that line's passing check."""
+    lines = _lines(a, b, op)
+    target = [i for i, line in enumerate(lines) if _is_column(line)][column]
+    right = lines[target]
+    got = continuation.split("\n")
+    return got[:4] == [got[0], FIX, right, check_line(lines[target - 1], right)] and got[0].endswith(" no")
+
+
+_COLUMN = re.compile(r"^\d+[+-]\d+(\+10)?[+-]\d+=\d+$")
+
+
+def first_pass_errors(completion: str, a: int, b: int, op: str) -> tuple[int, int]:
+    """(wrong, attempted) first attempts at the columns of a model's trace: each column line not written right
+    after a `fix`, compared in order with the right column lines (a repaired error still counts as made)."""
+    truth = [line for line in _lines(a, b, op) if _is_column(line)]
+    lines = completion.split("\n")
+    attempts = [
+        line for prev, line in zip(["", *lines], lines, strict=False) if _COLUMN.match(line) and prev != FIX
+    ]
+    pairs = list(zip(attempts, truth, strict=False))
+    return sum(x != y for x, y in pairs), len(pairs)

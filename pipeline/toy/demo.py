@@ -154,6 +154,12 @@ def accuracy(results: dict[str, Any], label: str) -> float:
     return next(m["metrics"]["toy"]["pass@1"] for m in results["models"] if m["label"] == label)
 
 
+def recovery(results: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """Per model: first-pass column error rate and forced-error recovery R (pipeline/eval/recovery.py)."""
+    keys = ("first_pass_error_rate", "recovery_rate", "recovery_correct")
+    return {m["label"]: {k: m["metrics"]["toy"].get(k) for k in keys} for m in results["models"]}
+
+
 def main_demo(args: argparse.Namespace) -> int:
     if args.student_init:
         return student_init()
@@ -203,6 +209,7 @@ def eval_checkpoints(q: bool) -> None:
             "engine={}",
             "batch_size=128",
             "sampling.n=1",
+            "recovery=null",  # the curves are accuracy; R and first-pass errors are the final models' (eval)
             *(QUICK["eval"] if q else ["benchmarks=[{name: toy, limit: 100}]"]),
         ),
     )
@@ -249,6 +256,7 @@ def summarise(seconds: float, timings: dict[str, float]) -> int:
         "opd_start_step": opd_start_step(),
         "costs": {stage: costs(stage) for stage in STUDENTS},
         "heldout_problems": results["models"][0]["metrics"]["toy"]["problems"],
+        "recovery": recovery(results),
         "accuracy_over_training": {m["label"]: m["metrics"]["toy"]["pass@1"] for m in curve["models"]},
     }
     write_json(OUT / "summary.json", summary)
@@ -257,6 +265,10 @@ def summarise(seconds: float, timings: dict[str, float]) -> int:
     (OUT / "summary.md").write_text(table)
     print("\n" + table)
     return 0
+
+
+def percent(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
 
 
 def summary_table(s: dict[str, Any], results: dict[str, Any]) -> str:
@@ -273,8 +285,16 @@ def summary_table(s: dict[str, Any], results: dict[str, Any]) -> str:
         ),
     ]
     stderr = {m["label"]: m["metrics"]["toy"]["pass@1_stderr"] for m in results["models"]}
-    lines = ["| model | held-out accuracy |", "|---|---|"]
-    lines += [f"| {name} | {100 * s[key]:.1f}% ± {100 * stderr[label]:.1f} |" for name, label, key in rows]
+    lines = [
+        "| model | held-out accuracy | first-pass column errors | recovery R (forced error fixed) |",
+        "|---|---|---|---|",
+    ]
+    for name, label, key in rows:
+        r = s["recovery"].get(label) or {}
+        cells = [percent(r.get("first_pass_error_rate")), percent(r.get("recovery_rate"))]
+        lines.append(
+            f"| {name} | {100 * s[key]:.1f}% ± {100 * stderr[label]:.1f} | " + " | ".join(cells) + " |"
+        )
     sft = s["costs"]["sft"]
     lines.append("")
     lines.append(

@@ -52,14 +52,26 @@ def curve_points(curve: dict[str, Any], summary: dict[str, Any], stage: str) -> 
     return points
 
 
+def recovery_bars(ax: Any, recovery: dict[str, dict[str, float | None]]) -> None:
+    """Per model: recovery R (an error forced into its working, fixed) beside its first-pass column error rate."""
+    labels = [label for label in recovery if recovery[label].get("recovery_rate") is not None]
+    xs = range(len(labels))
+    ax.bar([x - 0.2 for x in xs], [recovery[k]["recovery_rate"] for k in labels], 0.4, label="recovery R")
+    errors = [recovery[k].get("first_pass_error_rate") or 0.0 for k in labels]
+    ax.bar([x + 0.2 for x in xs], errors, 0.4, color="tab:red", label="first-pass column errors")
+    ax.set_xticks(list(xs), [k.replace("student-", "") for k in labels], rotation=30)
+    ax.set(xlabel="model (final)", ylim=(0, 1.02))
+    ax.legend(loc="upper right")
+
+
 def plot_curve(curve: dict[str, Any], summary: dict[str, Any], path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), sharey=True)
-    for ax, (key, label) in zip(axes, AXES, strict=True):
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4.4), sharey=True)
+    for ax, (key, label) in zip(axes, AXES, strict=False):
         for stage, color in COLORS.items():
             if stage not in summary.get("costs", {}):
                 continue
@@ -71,6 +83,7 @@ def plot_curve(curve: dict[str, Any], summary: dict[str, Any], path: Path) -> Pa
         ax.set(xlabel=label, ylim=(0, 1.02))
     axes[0].set_ylabel("held-out accuracy (pass@1)")
     axes[0].legend(loc="lower right")
+    recovery_bars(axes[3], summary.get("recovery") or {})
     fig.suptitle("Distilling the toy teacher into a smaller student: SFT, KD and on-policy distillation")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -81,9 +81,17 @@ def sample_operands(rng: random.Random) -> tuple[int, int, str]:
     return a, b, op
 
 
+def _all_operands() -> list[tuple[int, int, str]]:
+    lo, hi = OPERANDS
+    pairs = [(a, b) for a in range(lo, hi + 1) for b in range(lo, hi + 1)]
+    return [(a, b, "+") for a, b in pairs] + [(a, b, "-") for a, b in pairs if a >= b]
+
+
 def make_problems(seed: int, count: int, split: Split) -> list[Problem]:
     """`count` distinct problems of `split`, deterministic for a seed."""
     rng, seen, problems = random.Random(seed), set(), []
+    if count > (distinct := sum(split_of(a, b, op) == split for a, b, op in _all_operands())):
+        raise ValueError(f"the toy task's {split} split has {distinct} distinct problems, not {count}")
     while len(problems) < count:
         a, b, op = sample_operands(rng)
         if split_of(a, b, op) != split or (a, b, op) in seen:

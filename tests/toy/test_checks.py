@@ -71,11 +71,11 @@ def test_a_forced_error_prefix_ends_on_a_wrong_column_and_its_repair_counts_as_r
     prefix = forced_error_prefix(47, 38, "+", 1, rng)
     lines = prefix.removeprefix("<think>\n").rstrip("\n").split("\n")
     assert lines[:4] == ["47+38 c0 r", "7+8+0=15", "chk 15-8-0=7 ok", "4+3 c1 r5"] and lines[4] != "4+3+1=8"
-    right = "\n" + "\n".join(
-        [check_line("4+3 c1 r5", lines[4]), "fix", "4+3+1=8", "chk 8-3-1=4 ok", "c0 r85"]
-    )
-    assert recovered(right)
-    assert not recovered("\nchk 8-3-1=4 ok\nc0 r85")  # went on as if nothing were wrong
+    right = "\n".join([check_line("4+3 c1 r5", lines[4]), "fix", "4+3+1=8", "chk 8-3-1=4 ok", "c0 r85"])
+    assert recovered(right, 47, 38, "+", 1)
+    assert not recovered("chk 8-3-1=4 ok\nc0 r85", 47, 38, "+", 1)  # went on as if nothing were wrong
+    wrong_fix = "\n".join([check_line("4+3 c1 r5", lines[4]), "fix", "4+3+1=9", "chk 8-3-1=4 ok"])
+    assert not recovered(wrong_fix, 47, 38, "+", 1)  # its own check claims ok; the fixed line is still wrong
     assert forced_error_prefix(47, 38, "+", 2, rng) is None  # two columns only
 
 

@@ -49,7 +49,10 @@ def check_inputs(cfg: SFTStageConfig, args: Any = None, stage: str = "sft") -> N
     allow = getattr(args, "allow_incomplete", False)
     for i, entry in enumerate(cfg.data):
         if entry.path is not None:
-            require_complete(entry.path, "filter", allow_incomplete=allow, field=f"data[{i}].path")
+            # the filter's datasets, or the toy teacher's pre-tokenized set (`distill toy-data --teacher-set`)
+            require_complete(
+                entry.path, ("filter", "toy-data"), allow_incomplete=allow, field=f"data[{i}].path"
+            )
 
 
 def build_trainer(

@@ -85,7 +85,7 @@ toy-teacher: toy-data  ## retrain the toy teacher from its seed (~20 min on 2 co
 	$(DISTILL) tiny-model runs/toy/teacher-init --corpus data/toy/corpus.txt --layers 4 --vocab-size 512 \
 		--max-position-embeddings 1024 --seed 0
 	$(DISTILL) toy-data runs/toy/teacher-set --teacher-set runs/toy/teacher-init --teacher-examples 16000 \
-		--error-rate 0.25 --seed 0
+		--error-rate 0.5 --seed 0
 	$(DISTILL) sft --config recipes/toy/teacher.yaml
 	$(DISTILL) eval --config recipes/demo/eval.yaml 'models=[{path: runs/toy/teacher, label: teacher}]' \
 		output=runs/toy/eval sampling.n=1 sampling.temperature=0

@@ -3,7 +3,7 @@
 
     distill toy-data data/toy --train 6000 --heldout 400 --seed 0
     distill toy-data runs/toy/teacher-set --teacher-set runs/toy/teacher-init --teacher-examples 16000 \
-        --error-rate 0.25 --seed 0
+        --error-rate 0.5 --seed 0
 
 The first writes DIR/train.jsonl and DIR/heldout.jsonl (Problem records: what the demo's teacher solves and what
 every model is scored on) and DIR/corpus.txt (task v2 text, checks and repairs included, to train the toy
@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--error-rate",
         type=float,
-        default=0.25,
+        default=0.5,
         help="chance that a column line of a teacher example is wrong",
     )
     parser.add_argument("--seed", type=int, default=0)

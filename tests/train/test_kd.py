@@ -219,6 +219,10 @@ def test_length_truncated_samples_are_dropped_with_a_count_not_a_crash(
 # --- self-distillation (Born-Again) and mutual learning (pipeline/train/self_distill.py, kd/mutual.py) ----------
 
 
+def kd_argv(recipe: str, student: Path, data: Path) -> list[str]:
+    return ["kd", "--config", recipe, f"model={student}", f"data=[{{path: {data}}}]"]
+
+
 def test_born_again_self_distillation_learns_from_a_converged_model_of_its_own_architecture(
     tiny_model_dir, teacher_dir, tmp_path
 ):
@@ -226,13 +230,7 @@ def test_born_again_self_distillation_learns_from_a_converged_model_of_its_own_a
     from pipeline.cli import main
 
     data, out = write_sft_dataset(tmp_path / "data"), tmp_path / "out"
-    argv = [
-        "kd",
-        "--config",
-        "recipes/demo/kd-self.yaml",
-        f"model={tiny_model_dir}",
-        f"data=[{{path: {data}}}]",
-    ]
+    argv = kd_argv("recipes/demo/kd-self.yaml", tiny_model_dir, data)
     argv += [
         f"output={out}",
         f"kd.teacher_model={teacher_dir}",
@@ -281,13 +279,8 @@ def test_a_self_distillation_teacher_of_another_architecture_is_refused_and_noth
 
     other = build_tiny_model(tmp_path / "wide", TinyModelSpec(hidden_size=256, heads=4, seed=3))
     data, out = write_sft_dataset(tmp_path / "data"), tmp_path / "out"
-    argv = [
-        "kd",
-        "--config",
-        "recipes/demo/kd-self.yaml",
-        f"model={tiny_model_dir}",
-        f"data=[{{path: {data}}}]",
-    ]
+    capsys.readouterr()  # building the model wrote progress bars
+    argv = kd_argv("recipes/demo/kd-self.yaml", tiny_model_dir, data)
     assert main([*argv, f"output={out}", f"kd.teacher_model={other}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert (
@@ -385,13 +378,8 @@ def test_a_lora_pair_that_shares_no_base_is_refused_and_nothing_written(
     from pipeline.cli import main
 
     data, out = write_sft_dataset(tmp_path / "data"), tmp_path / "out"
-    argv = [
-        "kd",
-        "--config",
-        "recipes/demo/kd-mutual.yaml",
-        f"model={tiny_model_dir}",
-        f"data=[{{path: {data}}}]",
-    ]
+    argv = kd_argv("recipes/demo/kd-mutual.yaml", tiny_model_dir, data)
+    capsys.readouterr()
     argv += [f"output={out}", "from_scratch=false", "peft.method=lora", f"kd.mutual.peer={teacher_dir}"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()

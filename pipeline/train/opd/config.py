@@ -163,18 +163,14 @@ class OPDStageConfig:
                 "opd.loss: jsd to train at another temperature",
                 key="trainer.temperature",
             )
-        privileged = [k for k, t in self.teachers.items() if t.privileged is not None]
-        if self.opd.loss == "jsd" and self.opd.support == "full" and privileged:
+        unfit = {k: "served: it returns its top-k" for k, t in self.teachers.items() if t.server is not None}
+        unfit |= {k: "privileged: it reads another prompt" for k, t in self.teachers.items() if t.privileged}
+        if self.opd.loss == "jsd" and self.opd.support == "full" and unfit:
             raise ConfigError(
-                f"{source.where('opd.support')}: opd.support full is TRL's own loss, whose teacher reads the "
-                f"student's prompt; privileged teachers ({', '.join(privileged)}) need opd.support: topk",
-                key="opd.support",
-            )
-        served = [k for k, t in self.teachers.items() if t.server is not None]
-        if self.opd.loss == "jsd" and self.opd.support == "full" and served:
-            raise ConfigError(
-                f"{source.where('opd.support')}: opd.support full needs every logit of the teacher; served "
-                f"teachers ({', '.join(served)}) return their top-k: use opd.support: topk",
+                f"{source.where('opd.support')}: opd.support full is TRL's own loss over every logit of a local "
+                "teacher reading the student's prompt; not so for "
+                + ", ".join(f"teacher {k} ({why})" for k, why in unfit.items())
+                + ": use opd.support: topk",
                 key="opd.support",
             )
 

@@ -313,9 +313,8 @@ def test_mutual_loss_is_each_students_kd_loss_plus_kl_to_the_other_detached(
     trainer.model.train()
     loss = trainer.compute_loss(trainer.model, dict(batch))
     loss.backward()
-    got = {
-        n: p.grad.clone() for n, p in [*trainer.model.named_parameters(), *trainer.peer.named_parameters()]
-    }
+    both = {"student": trainer.model, "peer": trainer.peer}  # the same parameter names in each
+    got = {(w, n): p.grad.clone() for w, m in both.items() for n, p in m.named_parameters()}
 
     labels = batch["labels"]
     mask = labels[:, 1:] != -100
@@ -338,8 +337,9 @@ def test_mutual_loss_is_each_students_kd_loss_plus_kl_to_the_other_detached(
     assert loss.item() == pytest.approx((l_student + l_peer).item(), rel=1e-4)
     assert trainer._metrics["train"]["mutual_loss"][-1] > 1e-3  # two different initialisations
     (l_student + l_peer).backward()
-    for n, p in [*trainer.model.named_parameters(), *trainer.peer.named_parameters()]:
-        assert torch.allclose(got[n], p.grad.float(), rtol=1e-3, atol=1e-6), n
+    for w, m in both.items():
+        for n, p in m.named_parameters():
+            assert torch.allclose(got[w, n], p.grad.float(), rtol=1e-3, atol=1e-6), (w, n)
 
 
 def test_mutual_learning_saves_both_students_and_a_resumed_run_restores_the_peer(tiny_model_dir, tmp_path):

@@ -28,11 +28,15 @@ def settings(cfg: EvalConfig, spec: ModelSpec, tokenizer: Any, sandbox: str | No
     """Everything that decides a score, recorded beside it (open-r1's users could not reproduce scores without)."""
     from pipeline.prompts import load_prompt
     from pipeline.records.manifest import package_versions
+    from pipeline.train.method_names import model_method
 
     versions = package_versions()
     return {
         "model": spec.path,
         "revision": spec.revision,
+        "method": model_method(
+            spec.path
+        ),  # self-distillation, mutual learning, ... from its training manifest
         "chat_template_sha256": template_sha(tokenizer),
         "chat_template_file": spec.chat_template,
         "backend": cfg.backend,
@@ -75,7 +79,9 @@ def markdown_table(results: dict[str, Any]) -> str:
             ]
         tokens = sum(m["metrics"][b]["mean_output_tokens"] for b in benches) / max(len(benches), 1)
         trunc = sum(m["metrics"][b]["truncation_rate"] for b in benches) / max(len(benches), 1)
-        lines.append(f"| {m['label']} | " + " | ".join(cells) + f" | {tokens:.0f} | {100 * trunc:.1f}% |")
+        method = (results.get("settings", {}).get(m["label"]) or {}).get("method")
+        label = f"{m['label']} ({method})" if method else m["label"]  # how it was made, when not plain
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {tokens:.0f} | {100 * trunc:.1f}% |")
     return "\n".join(lines) + "\n"
 
 

@@ -152,10 +152,15 @@ def recipe_table(facts: ModelFacts) -> str:
 
 
 def stage_line(manifest: dict[str, Any]) -> str:
-    """What the stage did; opd names its teachers (by source when there are several)."""
+    """What the stage did; opd names its teachers (by source when there are several); a method of its own
+    (self-distillation, privileged context, mutual learning: pipeline/train/method_names.py) first."""
+    from pipeline.train.method_names import method_name
+
     teachers = manifest.get("teachers") or {}
     named = [f"`{t}`" + ("" if src == "*" else f" ({src})") for src, t in teachers.items()]
-    return STAGES.get(manifest.get("stage", ""), MISSING).format(teachers=", ".join(named) or MISSING)
+    line = STAGES.get(manifest.get("stage", ""), MISSING).format(teachers=", ".join(named) or MISSING)
+    how = method_name(manifest)
+    return f"{how}, in the {manifest.get('stage')} stage ({line})" if how else line
 
 
 def eval_table(results: EvalResults) -> str:

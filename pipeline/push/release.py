@@ -6,8 +6,9 @@ A revision folder is what `upload_folder` sends as one commit: symlinks to the f
 README.md written from the manifests (push/model_card.py, push/dataset_card.py) in place of the folder's own
 (TRL writes a generic one). Left out unless `--include PATTERN`: `checkpoint-*` (branches of their own with
 `--checkpoints`), `runs/` (tensorboard), `training_args.bin` (a pickle the Hub's scanner flags; the recipe is
-in manifest.json and the card), an adapter's `merged/` (push it as its own model), optimizer / scheduler / RNG
-state in checkpoints (resuming needs them, readers do not); never: hidden files and `*.tmp`.
+in manifest.json and the card), an adapter's `merged/` and mutual learning's `peer/` (push each as its own
+model), optimizer / scheduler / RNG state in checkpoints (resuming needs them, readers do not); never: hidden
+files and `*.tmp`.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("distill.push")
 JUNK = ("*.tmp", "*/__pycache__/*", "__pycache__/*")
 SKIP = {
-    "model": ("checkpoint-*", "runs/*", "*training_args.bin", "README.md"),
+    "model": ("checkpoint-*", "runs/*", "*training_args.bin", "README.md", "peer/*"),
     "checkpoint": (
         "optimizer.pt",
+        "peer/*",
         "scheduler.pt",
         "scaler.pt",
         "rng_state*.pth",

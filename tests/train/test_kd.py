@@ -214,3 +214,176 @@ def test_length_truncated_samples_are_dropped_with_a_count_not_a_crash(
     counts = read_manifest(cfg.output)["counts"]
     assert counts["dropped"] == {"truncated": cut}
     assert counts["examples"] == cut + pq.read_table(kd_data / "data").num_rows
+
+
+# --- self-distillation (Born-Again) and mutual learning (pipeline/train/self_distill.py, kd/mutual.py) ----------
+
+
+def kd_argv(recipe: str, student: Path, data: Path) -> list[str]:
+    return ["kd", "--config", recipe, f"model={student}", f"data=[{{path: {data}}}]"]
+
+
+def test_born_again_self_distillation_learns_from_a_converged_model_of_its_own_architecture(
+    tiny_model_dir, teacher_dir, tmp_path
+):
+    """The student restarts from scratch; its teacher is the same architecture after training (the memoriser)."""
+    from pipeline.cli import main
+
+    data, out = write_sft_dataset(tmp_path / "data"), tmp_path / "out"
+    argv = kd_argv("recipes/demo/kd-self.yaml", tiny_model_dir, data)
+    argv += [
+        f"output={out}",
+        f"kd.teacher_model={teacher_dir}",
+        "trainer.max_steps=12",
+        "trainer.save_steps=100",
+        "trainer.logging_steps=1",
+        "trainer.disable_tqdm=true",
+    ]
+    argv += ["trainer.lr_scheduler_kwargs={}", "trainer.lr_scheduler_type=constant", "trainer.max_length=256"]
+    assert main(argv) == 0
+    first, last = first_and_last(logged(out, "kd_loss"))
+    assert last < 0.7 * first
+    stage = tmp_path / "stage"
+    assert main(["push", str(out), "--repo-id", "me/ban", "--dry-run", "--stage-dir", str(stage)]) == 0
+    card = (stage / "main" / "README.md").read_text()
+    assert f"self-distillation (born-again) from `{teacher_dir}`" in card
+
+
+def test_self_distillation_without_a_path_is_a_frozen_copy_of_the_starting_weights(tiny_model_dir, tmp_path):
+    data = write_sft_dataset(tmp_path / "data")
+    cfg = kd_config(tiny_model_dir, data, tmp_path / "out", "kd.teacher=online", "kd.self_distill=true")
+    assert cfg.kd.teacher_model == str(tiny_model_dir)
+    from pipeline.train.method_names import method_name
+
+    manifest = {"stage": "kd", "config": {"model": str(tiny_model_dir), "kd": {"self_distill": True,
+                "teacher_model": str(tiny_model_dir)}}}  # fmt: skip
+    assert (
+        method_name(manifest)
+        == f"self-distillation from a frozen copy of its starting weights (`{tiny_model_dir}`)"
+    )
+    with pytest.raises(Exception, match="from_scratch discards"):
+        kd_config(
+            tiny_model_dir,
+            data,
+            tmp_path / "o",
+            "kd.teacher=online",
+            "kd.self_distill=true",
+            "from_scratch=true",
+        )
+
+
+def test_a_self_distillation_teacher_of_another_architecture_is_refused_and_nothing_written(
+    tiny_model_dir, tmp_path, capsys
+):
+    from pipeline.cli import main
+
+    other = build_tiny_model(tmp_path / "wide", TinyModelSpec(hidden_size=256, heads=4, seed=3))
+    data, out = write_sft_dataset(tmp_path / "data"), tmp_path / "out"
+    capsys.readouterr()  # building the model wrote progress bars
+    argv = kd_argv("recipes/demo/kd-self.yaml", tiny_model_dir, data)
+    assert main([*argv, f"output={out}", f"kd.teacher_model={other}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1 and "field 'kd.teacher_model'" in err[0] and "hidden_size 256 (student 128)" in err[0]
+    )
+    assert not out.exists()
+
+
+def mutual_trainer(student: Path, data: Path, out: Path, *extra: str) -> Any:
+    cfg = kd_config(
+        student, data, out, "from_scratch=true", f"kd.mutual={{peer: {student}, weight: 0.7}}", *extra
+    )
+    return build_kd_trainer(cfg)[0]
+
+
+def full_logits(model: Any, batch: dict) -> torch.Tensor:
+    ids, mask = batch["input_ids"], batch.get("attention_mask")
+    return model(input_ids=ids, attention_mask=mask, position_ids=batch.get("position_ids")).logits.double()
+
+
+def test_mutual_loss_is_each_students_kd_loss_plus_kl_to_the_other_detached(
+    kd_data, tiny_model_dir, tmp_path
+):
+    """compute_loss against an independent float64 computation from both models' full logits, and each student's
+    gradient against the gradient of its own loss alone (the other's distribution a constant)."""
+    trainer = mutual_trainer(
+        tiny_model_dir, kd_data, tmp_path / "out", "kd.kd_weight=0.3", "kd.temperature=2.0"
+    )
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.train()
+    loss = trainer.compute_loss(trainer.model, dict(batch))
+    loss.backward()
+    both = {"student": trainer.model, "peer": trainer.peer}  # the same parameter names in each
+    got = {(w, n): p.grad.clone() for w, m in both.items() for n, p in m.named_parameters()}
+
+    labels = batch["labels"]
+    mask = labels[:, 1:] != -100
+    y = labels[:, 1:][mask]
+    ids, lps = (batch[k][:, 1:][mask] for k in ("teacher_topk_ids", "teacher_topk_logprobs"))
+
+    def own_loss(model: Any, other: Any) -> torch.Tensor:
+        s = full_logits(model, batch)[:, :-1][mask]
+        with torch.no_grad():
+            o = full_logits(other, batch)[:, :-1][mask]
+        ce = torch.nn.functional.cross_entropy(s, y)
+        kd = topk_kd(s, ids, lps, 2.0, "forward_kl", tail="bucket").mean()
+        o_logp, s_logp = torch.log_softmax(o, -1), torch.log_softmax(s, -1)
+        kl = (o_logp.exp() * (o_logp - s_logp)).sum(-1).mean()  # KL(other || self), written out
+        return 0.7 * ce + 0.3 * kd + 0.7 * kl
+
+    for model, other in ((trainer.model, trainer.peer), (trainer.peer, trainer.model)):
+        model.zero_grad(), other.zero_grad()
+    l_student, l_peer = own_loss(trainer.model, trainer.peer), own_loss(trainer.peer, trainer.model)
+    assert loss.item() == pytest.approx((l_student + l_peer).item(), rel=1e-4)
+    assert trainer._metrics["train"]["mutual_loss"][-1] > 1e-3  # two different initialisations
+    (l_student + l_peer).backward()
+    for w, m in both.items():
+        for n, p in m.named_parameters():
+            assert torch.allclose(got[w, n], p.grad.float(), rtol=1e-3, atol=1e-6), (w, n)
+
+
+def test_mutual_learning_saves_both_students_and_a_resumed_run_restores_the_peer(tiny_model_dir, tmp_path):
+    """No teacher (kd_weight 0: data and peer only, as in Deep Mutual Learning); 2 steps then resumed to 4 equals
+    4 steps at once, the peer included."""
+    from safetensors.torch import load_file
+
+    data = write_sft_dataset(tmp_path / "data")
+    args = (
+        "from_scratch=true",
+        f"kd.mutual={{peer: {tiny_model_dir}}}",
+        "kd.kd_weight=0",
+        "trainer.save_steps=2",
+        "trainer.lr_scheduler_type=constant",  # the first 2 steps alike whatever max_steps
+    )
+    whole = kd_config(tiny_model_dir, data, tmp_path / "whole", *args, "trainer.max_steps=4")
+    assert run(whole) == 0
+    cut = tmp_path / "cut"
+    assert run(kd_config(tiny_model_dir, data, cut, *args, "trainer.max_steps=2")) == 0
+    assert run(kd_config(tiny_model_dir, data, cut, *args, "trainer.max_steps=4")) == 0
+    for sub in ("", "peer"):
+        a, b = (load_file(str(Path(x) / sub / "model.safetensors")) for x in (whole.output, cut))
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), sub
+    peer = read_manifest(Path(whole.output) / "peer")
+    assert peer["stage"] == "kd" and peer["config"]["model"] == str(tiny_model_dir)
+    assert peer["counts"]["global_step"] == 4 and peer["counts"]["final_ce_loss"] > 0
+    assert (
+        logged(whole.output, "peer_mutual_loss")
+        and "kd_loss" not in read_manifest(whole.output)["log_history"][0]
+    )
+
+
+def test_a_lora_pair_that_shares_no_base_is_refused_and_nothing_written(
+    tiny_model_dir, teacher_dir, tmp_path, capsys
+):
+    from pipeline.cli import main
+
+    data, out = write_sft_dataset(tmp_path / "data"), tmp_path / "out"
+    argv = kd_argv("recipes/demo/kd-mutual.yaml", tiny_model_dir, data)
+    capsys.readouterr()
+    argv += [f"output={out}", "from_scratch=false", "peft.method=lora", f"kd.mutual.peer={teacher_dir}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1 and "field 'kd.mutual.peer'" in err[0] and "a LoRA pair must share its base" in err[0]
+    )
+    assert not out.exists()

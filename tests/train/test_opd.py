@@ -271,6 +271,93 @@ def test_resuming_with_another_teacher_set_is_refused(
     assert "holds checkpoints of another run" in err and "changed: teachers: " in err
 
 
+# --- self-distillation with privileged context (pipeline/train/opd/privileged.py) -----------------------------
+
+SELF_PRIVILEGED = "{'*': {self_distill: true, privileged: {reference: answer}}}"
+
+
+def test_a_privileged_teacher_scores_the_same_completion_tokens_after_its_longer_prompt(teacher_dir):
+    """Independently: the teacher's conversation rendered as text with the completion's text after it, tokenised
+    whole and run through the model; its last tokens must be the student's completion ids, scored alike."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipeline.prompts import build_messages, load_prompt, prompt_ids
+    from pipeline.train.opd.config import TeacherSpec
+    from pipeline.train.opd.privileged import COLUMN, PrivilegedContext, teacher_messages, teacher_prompt_ids
+    from pipeline.train.opd.teachers import LocalTeacher
+
+    teacher = LocalTeacher(TeacherSpec(model=str(teacher_dir)), {}, "cpu")
+    tok = AutoTokenizer.from_pretrained(teacher_dir)
+    messages = build_messages(load_prompt("math-r1-v1"), "What is 12+7?")
+    completion_text = "<think>\n12+7: 2+7=9, 1+0=1\n</think>\n\n\\boxed{19}"
+    completion = tok.encode(completion_text, add_special_tokens=False)
+    student = prompt_ids(tok, messages)
+    row = {COLUMN: json.dumps(teacher_messages(messages, "19", PrivilegedContext()))}
+    [privileged] = teacher_prompt_ids([row], [student], lambda x: teacher, think_prefix=False)
+    [scores] = teacher.score([(privileged, completion)], k=3)
+
+    text = tok.apply_chat_template(json.loads(row[COLUMN]), tokenize=False, add_generation_prompt=True)
+    assert "What is 12+7?" in text and "Here is a reference solution:\n19\n" in text
+    ids = tok(text + completion_text, add_special_tokens=False).input_ids
+    assert ids[-len(completion) :] == completion and len(ids) - len(completion) > len(student)
+    model = AutoModelForCausalLM.from_pretrained(teacher_dir).eval()
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
+    rows = logp[
+        len(ids) - len(completion) - 1 : len(ids) - 1
+    ]  # the positions predicting each completion token
+    assert torch.allclose(
+        scores.logprob, rows[torch.arange(len(completion)), torch.tensor(completion)], atol=1e-5
+    )
+    [plain] = teacher.score([(student, completion)], k=3)  # the student's own prompt: another judgement
+    assert (plain.logprob - scores.logprob).abs().max() > 1e-3
+
+
+def test_self_distillation_with_privileged_context_trains_and_its_card_says_so(
+    tiny_model_dir, problems, tmp_path
+):
+    out = tmp_path / "out"
+    assert opd(*overrides(tiny_model_dir, SELF_PRIVILEGED, problems, out, "trainer.max_steps=2")) == 0
+    manifest = read_manifest(out)
+    assert manifest["teachers"] == {"*": str(tiny_model_dir)}  # a frozen copy of the student itself
+    steps = [e for e in manifest["log_history"] if "opd/reverse_kl" in e]
+    # at step 1 the copy has the student's weights: only the reference in its prompt makes them differ
+    assert len(steps) == 2 and steps[0]["opd/reverse_kl"] != 0
+    stage = tmp_path / "stage"
+    assert main(["push", str(out), "--repo-id", "me/opsd", "--dry-run", "--stage-dir", str(stage)]) == 0
+    card = (stage / "main" / "README.md").read_text()
+    assert f"self-distillation from a frozen copy of its starting weights (`{tiny_model_dir}`)" in card
+    assert "privileged context: the teacher saw each problem's `answer`" in card
+
+
+def test_privileged_context_on_problems_without_a_reference_is_refused_and_nothing_written(
+    tiny_model_dir, tmp_path, capsys
+):
+    rows = [json.loads(line) for line in write_problems(tmp_path / "p.jsonl").read_text().splitlines()]
+    rows[1]["answer"] = None
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    assert opd(*overrides(tiny_model_dir, SELF_PRIVILEGED, bad, out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "field 'teachers.*.privileged.reference'" in err[0]
+    assert f"1 of the {len(rows)} problems" in err[0] and rows[1]["id"] in err[0]
+    assert not out.exists()
+
+
+def test_a_self_distillation_teacher_that_is_another_model_is_refused(
+    tiny_model_dir, problems, tmp_path, capsys
+):
+    from pipeline.tiny_model import TinyModelSpec, build_tiny_model
+
+    other = build_tiny_model(tmp_path / "deep", TinyModelSpec(layers=3, seed=4))
+    teachers = f"{{'*': {{self_distill: true, model: {other}}}}}"
+    assert opd(*overrides(tiny_model_dir, teachers, problems, tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert "field 'teachers.*.model'" in err and "num_hidden_layers 3 (student 2)" in err
+    assert not (tmp_path / "out").exists()
+
+
 # --- a served teacher (a real vllm serve on loopback) ------------------------------------------------------
 
 

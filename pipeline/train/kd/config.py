@@ -25,6 +25,27 @@ class HiddenSettings:
 
 
 @dataclass(frozen=True)
+class MutualSettings:
+    """Deep Mutual Learning (Zhang et al. 2018): a second student, the peer, trains beside this one on the same
+    batches; each adds `weight` x KL(other || itself) towards the other's current, detached distribution to its
+    own loss (pipeline/train/kd/mutual.py). Both are saved: the peer in `output`/peer."""
+
+    peer: str | None = None
+    """The peer's model (a folder or Hub id with the student's tokenizer; None: off). Under `from_scratch` it is
+    initialised from its config with `seed`; under LoRA it gets its own adapter on the same base as the student
+    (`model`), or is an adapter folder of that base."""
+    weight: float = 1.0
+    """Weight of the KL term towards the peer, per supervised token, beside the kd loss."""
+    seed: int | None = None
+    """Seed of the peer's initialisation (from_scratch weights, LoRA matrices); default: trainer.seed + 1. Two
+    peers started identically get identical gradients and never teach each other anything."""
+
+    def __post_init__(self) -> None:
+        if self.weight <= 0:
+            raise ValueError("kd.mutual.weight must be > 0")
+
+
+@dataclass(frozen=True)
 class KDSettings:
     teacher: Literal["offline", "online"] = "offline"
     """offline: the top-k logprobs stored by generate (its sidecar, carried into the filter's dataset);
@@ -43,9 +64,14 @@ class KDSettings:
     = 156 MB for a Qwen2.5 student)."""
 
     hidden: HiddenSettings = field(default_factory=HiddenSettings)
+    self_distill: bool = False
+    """The teacher is the student's own model (online): `teacher_model` an earlier checkpoint or a converged
+    model of the same architecture and tokenizer (Born-Again Networks), or, when absent, a frozen copy of the
+    student's starting weights (`model`). A teacher of another architecture or tokenizer is refused."""
+    mutual: MutualSettings = field(default_factory=MutualSettings)
 
     def __post_init__(self) -> None:
-        if self.teacher == "online" and not self.teacher_model:
+        if self.teacher == "online" and not self.teacher_model and not self.self_distill:
             raise ValueError("kd.teacher online needs kd.teacher_model")
         if self.teacher == "offline" and self.teacher_model:
             raise ValueError("kd.teacher_model is for kd.teacher: online (offline reads the stored logprobs)")
@@ -63,3 +89,14 @@ class KDSettings:
 class KDStageConfig(SFTStageConfig):
     kd: KDSettings = field(default_factory=KDSettings)
     output: str = "runs/kd"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from pipeline.train.self_distill import own_teacher
+
+        object.__setattr__(self, "kd", own_teacher(self))  # self-distillation: the teacher named in full
+        if self.kd.mutual.peer and self.kd.teacher == "online":
+            raise ValueError(
+                "kd.mutual trains two students beside no live teacher (it would hold three models): use "
+                "kd.teacher: offline (the stored top-k) or kd.kd_weight: 0 (the peer and the data alone)"
+            )

@@ -19,7 +19,10 @@ def load_teacher(cfg: KDStageConfig, student_tokenizer: Any) -> Any:
     """The online teacher, refusing one whose tokenizer differs from the student's."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    t_tok = AutoTokenizer.from_pretrained(cfg.kd.teacher_model)
+    copy = (
+        cfg.kd.self_distill and cfg.kd.teacher_model == cfg.model
+    )  # reads the recipe's tokenizer, as the student
+    t_tok = student_tokenizer if copy else AutoTokenizer.from_pretrained(cfg.kd.teacher_model)
     if t_tok.get_vocab() != student_tokenizer.get_vocab():
         raise ValueError(
             f"the teacher {cfg.kd.teacher_model} and the student {cfg.model} use different tokenizers: logit KD "
@@ -36,6 +39,7 @@ def run(cfg: KDStageConfig, args: Any = None) -> int:
     from pipeline.train.sft.stage import check_inputs, train_and_save
 
     check_inputs(cfg, args, "kd")
+    check_own_models(cfg)
     if (status := settled_elsewhere(cfg, args, "kd")) is not None:
         return status
     teacher = load_teacher(cfg, load_tokenizer(cfg)) if cfg.kd.teacher == "online" else None
@@ -44,10 +48,27 @@ def run(cfg: KDStageConfig, args: Any = None) -> int:
     return train_and_save(cfg, trainer, dataset, "kd")
 
 
+def check_own_models(cfg: KDStageConfig) -> None:
+    """Self-distillation's teacher and mutual learning's peer, checked before any weights load."""
+    if cfg.kd.self_distill:
+        from pipeline.train.self_distill import check_own_model
+
+        check_own_model(cfg, cfg.kd.teacher_model, None, "kd.teacher_model")
+    if cfg.kd.mutual.peer:
+        from pipeline.train.kd.mutual import check_peer
+
+        check_peer(cfg)
+
+
 def build_kd_trainer(cfg: KDStageConfig, teacher: Any = None) -> tuple[Any, Any]:
     """The sft stage's trainer with KDTrainer, keeping the stored teacher columns when KD reads them."""
     from pipeline.train.data import TEACHER_COLUMNS, TRAIN_COLUMNS
     from pipeline.train.sft.stage import build_trainer
+
+    if cfg.kd.mutual.peer:  # two students: pipeline/train/kd/mutual.py
+        from pipeline.train.kd.mutual import build_mutual_trainer
+
+        return build_mutual_trainer(cfg)
 
     columns = TRAIN_COLUMNS + (TEACHER_COLUMNS if cfg.kd.teacher == "offline" else ())
     return build_trainer(cfg, KDTrainer, columns=columns, kd=cfg.kd, teacher=teacher)

@@ -8,7 +8,7 @@ exactly as `generate` reads and prompts them), its teachers by problem `source`,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pipeline.config import ConfigError, Where
@@ -16,6 +16,7 @@ from pipeline.errors import UserError
 from pipeline.generate.config import PromptConfig, ServerConfig
 from pipeline.passthrough import check_block
 from pipeline.records.schema import DataSource
+from pipeline.train.opd.privileged import PrivilegedContext
 from pipeline.train.sft.config import LaunchSettings, PeftSettings, trainer_kwargs
 
 ANY_SOURCE = "*"
@@ -54,9 +55,20 @@ class TeacherSpec:
     """Stock `vllm serve` replicas (one URL or a list): they score the student's token ids with top-k prompt
     logprobs. `server.model` is the served model name; the API key is read from `server.api_key_env`, never
     logged."""
+    self_distill: bool = False
+    """The teacher is the student's own model (pipeline/train/self_distill.py): `model` an earlier checkpoint or
+    converged model of the same architecture and tokenizer, or, when absent, a frozen copy of the student's
+    starting weights (the stage's `model` at its `revision`)."""
+    privileged: PrivilegedContext | None = None
+    """The teacher reads each problem's reference (its gold `answer`, or another field of the record) in its
+    prompt; the student, which wrote the rollout, did not (pipeline/train/opd/privileged.py)."""
 
     def __post_init__(self) -> None:
-        if (self.model is None) == (self.server is None):
+        if self.self_distill and self.server is not None:
+            raise ValueError(
+                "a self_distill teacher is the student's own weights, loaded beside it: drop 'server'"
+            )
+        if (self.model is None) == (self.server is None) and not self.self_distill:
             raise ValueError("a teacher is either 'model' (local) or 'server' (served), exactly one of them")
 
     def describe(self) -> str:
@@ -128,6 +140,12 @@ class OPDStageConfig:
             raise ValueError(
                 "opd trains full or LoRA students (TRL's DistillationTrainer reads lm_head directly)"
             )
+        for (
+            key,
+            spec,
+        ) in self.teachers.items():  # a self-distillation teacher without a path: the student's copy
+            if spec.self_distill and spec.model is None:
+                self.teachers[key] = replace(spec, model=self.model, revision=self.revision)
 
     def teacher_for(self, source: str) -> str | None:
         """The `teachers` key serving `source`, or None when none does."""
@@ -145,11 +163,14 @@ class OPDStageConfig:
                 "opd.loss: jsd to train at another temperature",
                 key="trainer.temperature",
             )
-        served = [k for k, t in self.teachers.items() if t.server is not None]
-        if self.opd.loss == "jsd" and self.opd.support == "full" and served:
+        unfit = {k: "served: it returns its top-k" for k, t in self.teachers.items() if t.server is not None}
+        unfit |= {k: "privileged: it reads another prompt" for k, t in self.teachers.items() if t.privileged}
+        if self.opd.loss == "jsd" and self.opd.support == "full" and unfit:
             raise ConfigError(
-                f"{source.where('opd.support')}: opd.support full needs every logit of the teacher; served "
-                f"teachers ({', '.join(served)}) return their top-k: use opd.support: topk",
+                f"{source.where('opd.support')}: opd.support full is TRL's own loss over every logit of a local "
+                "teacher reading the student's prompt; not so for "
+                + ", ".join(f"teacher {k} ({why})" for k, why in unfit.items())
+                + ": use opd.support: topk",
                 key="opd.support",
             )
 

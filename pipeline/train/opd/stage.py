@@ -22,6 +22,7 @@ from pipeline.records.manifest import write_manifest
 from pipeline.records.read import load_problems
 from pipeline.records.schema import Problem
 from pipeline.train.opd.config import OPDStageConfig
+from pipeline.train.opd.privileged import add_teacher_prompts, check_references
 
 log = logging.getLogger("distill.opd")
 
@@ -34,6 +35,7 @@ def run(cfg: OPDStageConfig, args: Any = None) -> int:
         return status
     problems = load_problems(cfg.problems)  # every record checked (file, line, field) before anything loads
     check_routes(cfg, problems)
+    check_references(cfg, problems)  # privileged teachers: every problem they see has its reference
     check_served_teachers(cfg, problems)  # every replica, before anything is written
     trainer = build_trainer(cfg, problems)  # teachers checked against the student: may still refuse
     last = claim_output(cfg, "opd", trainer.is_world_process_zero())  # the first write to the output folder
@@ -55,6 +57,10 @@ def check_inputs(cfg: OPDStageConfig, args: Any = None) -> None:
     for key, spec in cfg.teachers.items():
         if spec.model is not None:
             preflight.check_model(spec.model, f"teachers.{key}.model", spec.revision)
+        if spec.self_distill:
+            from pipeline.train.self_distill import check_own_model
+
+            check_own_model(cfg, spec.model, spec.revision, f"teachers.{key}.model")
 
 
 def check_routes(cfg: OPDStageConfig, problems: list[Problem]) -> None:
@@ -146,7 +152,7 @@ def build_trainer(cfg: OPDStageConfig, problems: list[Problem]) -> Any:
     if cfg.revision:
         args.model_init_kwargs = {**(args.model_init_kwargs or {}), "revision": cfg.revision}
     tokenizer = load_tokenizer(cfg)
-    rows = problem_rows(cfg, problems)
+    rows = add_teacher_prompts(cfg, problems, problem_rows(cfg, problems))
     template = Path(cfg.prompt.chat_template).read_text() if cfg.prompt.chat_template else None
     init = dict(args.teacher_model_init_kwargs or {})
     teachers = build_teachers(cfg.teachers, init, args.device, cfg.opd.chunk_size, template)

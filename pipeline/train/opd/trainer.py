@@ -30,6 +30,7 @@ from trl import DistillationTrainer
 
 from pipeline.train.losses import sampled_reverse_kl, topk_kd
 from pipeline.train.opd.config import OPDSettings
+from pipeline.train.opd.privileged import teacher_prompt_ids
 from pipeline.train.opd.scores import TokenScores
 from pipeline.train.opd.teachers import Teacher
 from pipeline.train.trl_internals import OPD_ATTRIBUTES, OPD_METHODS, require_members
@@ -98,6 +99,9 @@ class OPDTrainer(DistillationTrainer):
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         output = super()._generate_and_score_completions(inputs)
         prompts, completions = self._rollouts
+        # a privileged teacher reads a longer prompt before the same completion ids (opd/privileged.py)
+        teacher_of = lambda x: self.teachers[self.route(x.get("source") or "")]  # noqa: E731
+        prompts = teacher_prompt_ids(inputs, prompts, teacher_of, self.think_prefix)
         started = time.perf_counter()
         scores = self._score(
             [x.get("source") or "" for x in inputs], list(zip(prompts, completions, strict=True))

@@ -173,6 +173,6 @@ def _final_loss_parts(log_history: list[dict[str, Any]]) -> dict[str, Any]:
     """The kd stage's separately logged parts, each its last logged value: final_ce_loss, final_kd_loss, ..."""
     return {
         f"final_{key}": values[-1]
-        for key in ("ce_loss", "kd_loss", "hidden_loss")
+        for key in ("ce_loss", "kd_loss", "hidden_loss", "mutual_loss")
         if (values := [e[key] for e in log_history if key in e])
     }

@@ -54,8 +54,13 @@ class TeacherSpec:
     """Stock `vllm serve` replicas (one URL or a list): they score the student's token ids with top-k prompt
     logprobs. `server.model` is the served model name; the API key is read from `server.api_key_env`, never
     logged."""
+    weight: float = 1.0
+    """Its share when a source lists several teachers (their distributions are mixed per token, weights
+    normalised by their sum: pipeline/train/opd/mixture.py)."""
 
     def __post_init__(self) -> None:
+        if not self.weight >= 0:
+            raise ValueError(f"'weight' must be >= 0, got {self.weight}")
         if (self.model is None) == (self.server is None):
             raise ValueError("a teacher is either 'model' (local) or 'server' (served), exactly one of them")
 
@@ -101,9 +106,10 @@ class OPDStageConfig:
     """The student: a local folder (e.g. an sft output or one of its checkpoints) or a Hub id."""
     problems: DataSource
     """Problem records, as `generate` reads them (JSONL, parquet or a Hub dataset with a field mapping)."""
-    teachers: dict[str, TeacherSpec]
-    """Problem `source` -> its teacher; the key "*" serves every source not named. Every source in the data
-    must map to a teacher, or the stage stops before training and lists the unmapped ones."""
+    teachers: dict[str, TeacherSpec | list[TeacherSpec]]
+    """Problem `source` -> its teacher, or a list of teachers with `weight`s whose distributions are mixed per
+    token; the key "*" serves every source not named. Every source in the data must map to a teacher, or the
+    stage stops before training and lists the unmapped ones."""
     output: str = "runs/opd"
     revision: str | None = None
     tokenizer: str | None = None
@@ -122,6 +128,9 @@ class OPDStageConfig:
     def __post_init__(self) -> None:
         if not self.teachers:
             raise ValueError("'teachers' needs at least one entry (source -> teacher; '*' for every source)")
+        from pipeline.train.opd.mixture import check_mixtures
+
+        check_mixtures(self)
         if "output_dir" in self.trainer:
             raise ValueError("set 'output', not 'trainer.output_dir' (the stage owns the output folder)")
         if self.peft.method == "qlora":
@@ -145,13 +154,19 @@ class OPDStageConfig:
                 "opd.loss: jsd to train at another temperature",
                 key="trainer.temperature",
             )
-        served = [k for k, t in self.teachers.items() if t.server is not None]
+        served = [k for k, t in self.flat_teachers().items() if t.server is not None]
         if self.opd.loss == "jsd" and self.opd.support == "full" and served:
             raise ConfigError(
                 f"{source.where('opd.support')}: opd.support full needs every logit of the teacher; served "
                 f"teachers ({', '.join(served)}) return their top-k: use opd.support: topk",
                 key="opd.support",
             )
+
+    def flat_teachers(self) -> dict[str, TeacherSpec]:
+        """Every teacher by its own key: a source's key, or `source[i]` for the i-th of a mixed list."""
+        from pipeline.train.opd.mixture import flatten
+
+        return flatten(self.teachers)
 
     def distillation_config_kwargs(self) -> dict[str, Any]:
         return trainer_kwargs(self.output, self.trainer)

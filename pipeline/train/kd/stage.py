@@ -84,11 +84,12 @@ def check_teachers(cfg: KDStageConfig, args: Any = None) -> None:
     for i, t in enumerate(kd.teachers):
         if t.scores is not None:
             require_complete(t.scores, "generate", allow_incomplete=allow, field=f"kd.teachers[{i}].scores")
+    tokenizer = preflight.load_tokenizer(cfg) if kd.teachers or kd.teacher == "online" else None
     for field, model in online_teachers(cfg):
         preflight.check_model(model, field)
-        check_teacher_tokenizer(cfg, preflight.load_tokenizer(cfg), field, model)
+        check_teacher_tokenizer(cfg, tokenizer, field, model)
     if any(t.scores for t in kd.teachers):
-        check_stored_tokenizers(kd, preflight.load_tokenizer(cfg))
+        check_stored_tokenizers(kd, tokenizer)
     if kd.teacher == "online" and (kd.hidden.weight or kd.relations.weight):
         teacher = kd.teacher_model or kd.teachers[0].model
         student = AutoConfig.from_pretrained(cfg.model, revision=cfg.revision, **cfg.model_config)

@@ -59,8 +59,6 @@ class TeacherSpec:
     normalised by their sum: pipeline/train/opd/mixture.py)."""
 
     def __post_init__(self) -> None:
-        if not self.weight >= 0:
-            raise ValueError(f"'weight' must be >= 0, got {self.weight}")
         if (self.model is None) == (self.server is None):
             raise ValueError("a teacher is either 'model' (local) or 'server' (served), exactly one of them")
 

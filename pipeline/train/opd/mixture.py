@@ -36,6 +36,9 @@ def check_mixtures(cfg: Any) -> None:
     for key, spec in cfg.teachers.items():
         if not isinstance(spec, list):
             continue
+        for i, member in enumerate(spec):  # here, not in TeacherSpec: a union's error would hide it
+            if not member.weight >= 0:
+                raise ValueError(f"field 'teachers.{key}[{i}].weight': must be >= 0, got {member.weight}")
         total = sum(member.weight for member in spec)
         if not spec or not total > 0:
             raise ValueError(

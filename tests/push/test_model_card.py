@@ -70,7 +70,10 @@ def test_a_kd_cards_stage_line_names_the_fusion_and_the_relations():
 
     kd = {
         "teacher": "offline",
-        "teachers": [{"weight": 0.7, "model": None, "scores": None}, {"weight": 0.3, "scores": "runs/score-qwq"}],
+        "teachers": [
+            {"weight": 0.7, "model": None, "scores": None},
+            {"weight": 0.3, "scores": "runs/score-qwq"},
+        ],
         "relations": {"weight": 0.0},
     }
     line = stage_line({"stage": "kd", "config": {"kd": kd}})

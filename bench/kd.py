@@ -9,6 +9,11 @@ resident memory, runs one forward + backward, and reports the peak resident memo
   dense   the same loss with the teacher distribution materialised as a dense [tokens x vocab] tensor and the
           student's full logits at once (what a trainer fed full teacher logits does)
   sft     TRL's plain SFTTrainer.compute_loss on the same example
+  fusion  kd with two stored teachers mixed per token (kd.teachers: the data's top-k and a `mode: score` sidecar)
+  online  kd with a live teacher (a copy of the student's shape), full-vocabulary KD in chunks
+  attention / gram  online plus kd.relations (MiniLM-v2 q/k/v relations, 2 relation heads; Gram matrices), both
+          layers mapped: the relation rows are chunked as the logits are
+`--repeats N` runs every variant N times (fresh processes) and prints each one's range.
 Also prints the sidecar's bytes per token against fp16 full logits. Targets (issue #6): dense / kd >= 4,
 kd / sft <= 1.3.
 """
@@ -68,7 +73,34 @@ def build(tmp: Path, vocab: int, length: int, k: int):
         "teacher_topk_logprobs": topk_lp.tolist(),
     }
     write_sft_dataset(tmp / "data", [row])
+    write_second_teacher(tmp / "score", "long/0", np.asarray(comp_ids), vocab, k, rng)
     return model
+
+
+def write_second_teacher(folder: Path, sample_id: str, comp_ids, vocab: int, k: int, rng) -> None:
+    """What `generate mode: score` leaves for another teacher: a top-k sidecar of the same tokens."""
+    import numpy as np
+
+    from pipeline.records.logprobs import TopK, write_sidecar
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = rng.integers(0, vocab, (len(comp_ids), k)).astype(np.int32)
+    lps = np.sort(-np.abs(rng.normal(2, 1, (len(comp_ids), k))), -1)[:, ::-1].astype(np.float16)
+    top = TopK(comp_ids.astype(np.int32), lps[:, 0].copy(), ids, lps)
+    write_sidecar(folder / "logprobs-00000.safetensors", [sample_id], [top])
+
+
+ONLINE = ["kd.teacher=online", "kd.teacher_model={tmp}/model"]
+VARIANTS = {
+    "fusion": ["kd.teachers=[{{weight: 0.5}}, {{weight: 0.5, scores: {tmp}/score}}]"],
+    "online": ONLINE,
+    "attention": [
+        *ONLINE,
+        "kd.relations={{weight: 1.0, kind: attention, heads: 2, layers: {{'1': 1, '2': 2}}}}",
+    ],
+    "gram": [*ONLINE, "kd.relations={{weight: 1.0, kind: gram, layers: {{'1': 1, '2': 2}}}}"],
+}
+ORDER = ("kd", "dense", "sft", "fusion", "online", "attention", "gram")
 
 
 def measure(variant: str, tmp: Path, length: int) -> float:
@@ -88,9 +120,15 @@ def measure(variant: str, tmp: Path, length: int) -> float:
         "trainer.gradient_checkpointing=false",
         "trainer.per_device_train_batch_size=1",
     ]
-    cfg = load_config(KDStageConfig, None, overrides)
+    extra = [o.format(tmp=tmp) for o in VARIANTS.get(variant, [])]
+    cfg = load_config(KDStageConfig, None, overrides + extra)
     if variant == "sft":
         trainer, _ = build_trainer(cfg)
+    elif cfg.kd.teacher == "online":
+        from pipeline.preflight import load_tokenizer
+        from pipeline.train.kd.stage import load_teacher
+
+        trainer, _ = build_kd_trainer(cfg, load_teacher(cfg, load_tokenizer(cfg)))
     else:
         trainer, _ = build_kd_trainer(cfg)
     batch = next(iter(trainer.get_train_dataloader()))
@@ -123,37 +161,51 @@ def dense_step(model, batch):
     return 0.5 * ce + 0.5 * kl[mask].mean()
 
 
-def run_variants(tmp: Path, length: int) -> dict[str, float]:
-    """Each variant's peak MB, measured in a fresh child process of this script."""
-    results = {}
-    for variant in ("kd", "dense", "sft"):
-        out = subprocess.run(
-            [sys.executable, __file__, "--variant", variant, "--dir", str(tmp), "--length", str(length)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        results[variant] = json.loads(out.stdout.strip().splitlines()[-1])["mb"]
+def run_variants(tmp: Path, length: int, repeats: int = 1) -> dict[str, list[float]]:
+    """Each variant's peak MB per repeat, each measured in a fresh child process of this script."""
+    results: dict[str, list[float]] = {v: [] for v in ORDER}
+    for _ in range(repeats):
+        for variant in ORDER:
+            out = subprocess.run(
+                [sys.executable, __file__, "--variant", variant, "--dir", str(tmp), "--length", str(length)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            results[variant].append(json.loads(out.stdout.strip().splitlines()[-1])["mb"])
     return results
 
 
-def report(args: argparse.Namespace, results: dict[str, float]) -> None:
+def spread(values: list[float], fmt: str = ".0f") -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:{fmt}}" if f"{lo:{fmt}}" == f"{hi:{fmt}}" else f"{lo:{fmt}}-{hi:{fmt}}"
+
+
+def ratios(a: list[float], b: list[float]) -> str:
+    """a / b per repeat (the two measured in the same round), as a range."""
+    return spread([x / y for x, y in zip(a, b, strict=True)], ".2f")
+
+
+def report(args: argparse.Namespace, results: dict[str, list[float]]) -> None:
     from pipeline.train.kd.stage import sidecar_bytes_per_token
 
+    r = results
     sidecar = sidecar_bytes_per_token(args.k)
     print(
         f"\nkd benchmark: one training step, vocab {args.vocab:,}, sequence {args.length}, top-{args.k}, "
-        "peak resident memory above the process's baseline"
+        f"peak resident memory above the process's baseline, {len(r['kd'])} repeat(s) (ranges)"
     )
-    print(f"  kd (stored top-k, chunked):   {results['kd']:8.0f} MB")
-    print(
-        f"  dense teacher distribution:   {results['dense']:8.0f} MB   dense / kd = {results['dense'] / results['kd']:.1f} "
-        "(target >= 4)"
-    )
-    print(
-        f"  plain SFT step (TRL):         {results['sft']:8.0f} MB   kd / sft = {results['kd'] / results['sft']:.2f} "
-        "(target <= 1.3)"
-    )
+    rows = [
+        ("kd (stored top-k, chunked)", "kd", ""),
+        ("dense teacher distribution", "dense", f"dense / kd = {ratios(r['dense'], r['kd'])} (target >= 4)"),
+        ("plain SFT step (TRL)", "sft", f"kd / sft = {ratios(r['kd'], r['sft'])} (target <= 1.3)"),
+        ("fusion of 2 stored teachers", "fusion", f"fusion / kd = {ratios(r['fusion'], r['kd'])}"),
+        ("online teacher", "online", f"online / sft = {ratios(r['online'], r['sft'])}"),
+        ("online + attention relations", "attention", f"/ online = {ratios(r['attention'], r['online'])}"),
+        ("online + gram relations", "gram", f"/ online = {ratios(r['gram'], r['online'])}"),
+    ]
+    for label, key, note in rows:
+        print(f"  {label + ':':32s}{spread(r[key]):>12s} MB   {note}")
     print(
         f"  sidecar: {sidecar} bytes/token vs fp16 full logits {2 * args.vocab:,} bytes/token "
         f"({2 * args.vocab / sidecar:.0f}x smaller; {2 * 152064 / sidecar:.0f}x for a 152k vocabulary)"
@@ -165,6 +217,7 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=32768)
     ap.add_argument("--length", type=int, default=2048)
     ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--variant")
     ap.add_argument("--dir")
     args = ap.parse_args()
@@ -173,7 +226,7 @@ def main() -> None:
         return
     tmp = Path(tempfile.mkdtemp(prefix="bench-kd-"))
     build(tmp, args.vocab, args.length, args.k)
-    report(args, run_variants(tmp, args.length))
+    report(args, run_variants(tmp, args.length, args.repeats))
 
 
 if __name__ == "__main__":

@@ -92,14 +92,24 @@ def teacher_of_data(path: str) -> str:
     return generated["model"]
 
 
+def opd_teachers(settings: dict[str, Any]) -> list[str]:
+    """The model of every opd teacher, a mixed source's members included."""
+    specs = [
+        t for v in (settings.get("teachers") or {}).values() for t in (v if isinstance(v, list) else [v])
+    ]
+    return [t.get("model") or t["server"]["model"] for t in specs]
+
+
 def teachers(recipe: str) -> list[str]:
     settings = load(recipe)
     if settings["stage"] == "opd":
-        return [t.get("model") or t["server"]["model"] for t in settings["teachers"].values()]
+        return opd_teachers(settings)
     kd = settings["kd"]
+    fused = kd.get("teachers") or []
     if kd["teacher"] == "online":
-        return [kd["teacher_model"]]
-    return [teacher_of_data(d["path"]) for d in settings["data"]]
+        return [t["model"] for t in fused] or [kd["teacher_model"]]
+    scored = [writer(t["scores"])[1]["model"] for t in fused if t.get("scores")]
+    return [teacher_of_data(d["path"]) for d in settings["data"]] + scored
 
 
 def test_every_model_a_recipe_names_is_in_the_table():
@@ -107,7 +117,8 @@ def test_every_model_a_recipe_names_is_in_the_table():
     for recipe in RECIPES:
         s = load(recipe)
         named |= {s.get("model"), s.get("tokenizer"), (s.get("kd") or {}).get("teacher_model")}
-        named |= {t.get("model") or t["server"]["model"] for t in (s.get("teachers") or {}).values()}
+        named |= {t.get("model") for t in (s.get("kd") or {}).get("teachers") or []}
+        named |= set(opd_teachers(s)) if s["stage"] == "opd" else set()
     named = {m for m in named if m and not m.startswith("runs/")}
     assert named - set(FACTS) == set(), "add these models' facts (with their source) to tests/model_facts.py"
 
@@ -168,6 +179,7 @@ def reads(recipe: str) -> list[str]:
     s = load(recipe)
     paths = [d["path"] for d in s.get("data") or [] if d.get("path")]
     paths += [s[k] for k in ("input", "samples") if s.get(k)]
+    paths += [t["scores"] for t in (s.get("kd") or {}).get("teachers") or [] if t.get("scores")]
     paths += [s["model"]] if str(s.get("model", "")).startswith("runs/") else []
     paths += [s["problems"]["path"]] if (s.get("problems") or {}).get("path") else []
     return paths

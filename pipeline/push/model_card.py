@@ -152,15 +152,34 @@ def recipe_table(facts: ModelFacts) -> str:
 
 
 def stage_line(manifest: dict[str, Any]) -> str:
-    """What the stage did; opd names its teachers (by source when there are several); a method of its own
-    (self-distillation, privileged context, mutual learning: pipeline/train/method_names.py) first."""
+    """What the stage did; opd names its teachers (by source when there are several), kd its method's parts; a
+    method of its own (self-distillation, privileged context, mutual learning: pipeline/train/method_names.py)
+    first."""
     from pipeline.train.method_names import method_name
 
     teachers = manifest.get("teachers") or {}
     named = [f"`{t}`" + ("" if src == "*" else f" ({src})") for src, t in teachers.items()]
     line = STAGES.get(manifest.get("stage", ""), MISSING).format(teachers=", ".join(named) or MISSING)
+    if manifest.get("stage") == "kd":
+        line += kd_method((manifest.get("config") or {}).get("kd") or {})
     how = method_name(manifest)
     return f"{how}, in the {manifest.get('stage')} stage ({line})" if how else line
+
+
+def kd_method(kd: dict[str, Any]) -> str:
+    """How a kd student was made beyond the logit loss: ' (fusion of A 0.7, B 0.3) + attention relations'."""
+    parts = []
+    fused = kd.get("teachers") or []
+    total = sum(t.get("weight") or 0 for t in fused)
+    if fused and total > 0:
+        names = [t.get("model") or t.get("scores") or "the data's stored top-k" for t in fused]
+        mix = ", ".join(f"`{n}` {t['weight'] / total:.2g}" for n, t in zip(names, fused, strict=True))
+        parts.append(f" ({'online' if kd.get('teacher') == 'online' else 'stored'}: fusion of {mix})")
+    for block, what in (("hidden", "hidden-state matching"), ("relations", "{kind} relations")):
+        settings = kd.get(block) or {}
+        if settings.get("weight"):
+            parts.append(" + " + what.format(kind=settings.get("kind", "attention")))
+    return "".join(parts)
 
 
 def eval_table(results: EvalResults) -> str:

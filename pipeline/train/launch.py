@@ -73,7 +73,8 @@ def relaunch(cfg: StageConfig, args: Any, stage: str) -> int:
 # What a checkpoint depends on: resuming it with any of these changed would mix two runs (another model's
 # weights, another adapter's shapes, other data or teachers). The trainer's schedule may change (more steps).
 RESUME_KEYS = ("model", "revision", "tokenizer", "from_scratch", "model_config", "peft", "data", "problems",
-               "teachers", "prompt", "kd.teacher", "kd.teacher_model", "kd.hidden")  # fmt: skip
+               "teachers", "prompt", "kd.teacher", "kd.teacher_model", "kd.hidden",
+               "kd.teachers", "kd.relations")  # fmt: skip
 
 
 def resume_settings(cfg: StageConfig) -> dict[str, Any]:
@@ -88,7 +89,9 @@ def resume_settings(cfg: StageConfig) -> dict[str, Any]:
         if head in settings:
             found[key] = value
     if isinstance(cfg, OPDStageConfig):  # a served teacher by its name: replicas may move between resumes
-        found["teachers"] = {key: spec.identity() for key, spec in sorted(cfg.teachers.items())}
+        from pipeline.train.opd.mixture import identities
+
+        found["teachers"] = identities(cfg)
     return found
 
 

@@ -103,6 +103,7 @@ def topk_kd(
     T = temperature
     t_lp = teacher_logprobs.float()
     valid = torch.ones_like(t_lp, dtype=torch.bool) if valid is None else valid
+    valid = valid & (t_lp > float("-inf"))  # absent entries (a fused target's spare slots) are not outcomes
     t_k, s_k = _at_teacher_ids(student_logits, teacher_ids, t_lp, valid, T)
     if tail == "renormalize":
         t_norm = t_k - torch.logsumexp(t_k, -1, keepdim=True)

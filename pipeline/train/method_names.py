@@ -37,6 +37,8 @@ def _kd(config: dict[str, Any]) -> str | None:
 def _opd(config: dict[str, Any]) -> str | None:
     parts = []
     for key, spec in (config.get("teachers") or {}).items():
+        if isinstance(spec, list):  # a mixture (model_card names its members): no self or privileged member
+            continue
         words = describe(str(spec.get("model")), str(config.get("model"))) if spec.get("self_distill") else ""
         if privileged := spec.get("privileged"):
             seen = f"privileged context: the teacher saw each problem's `{privileged.get('reference')}`"

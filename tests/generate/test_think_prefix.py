@@ -58,7 +58,9 @@ def test_a_template_that_opens_think_gets_no_second_tag_and_the_same_samples(tea
         assert {k: row[k] for k in same} == {k: ref[k] for k in same}
 
 
-def test_a_prefix_of_each_problems_own_is_continued_and_kept_and_a_missing_one_is_named(teacher_dir, tmp_path):
+def test_a_prefix_of_each_problems_own_is_continued_and_kept_and_a_missing_one_is_named(
+    teacher_dir, tmp_path
+):
     """`prompt.prefix_field` (eval's forced-error recovery): each problem's own start of the answer is in the
     prompt and in `completion`, and the teacher continues it; a problem without it is one error naming the
     problems file, its line and the field."""

@@ -63,3 +63,22 @@ def test_a_card_without_scores_of_its_own_has_no_model_index(tmp_path):
     assert "model-index" not in card and scores(card) == []
     only = [{"model": "elsewhere/copy", "label": "student", "metrics": {"math500": {"pass@1": 0.3}}}]
     assert scores(model_front_matter(facts(tmp_path, only), [], "me/student"))[0][4] == 30.0
+
+
+def test_a_kd_cards_stage_line_names_the_fusion_and_the_relations():
+    from pipeline.push.model_card import stage_line
+
+    kd = {
+        "teacher": "offline",
+        "teachers": [
+            {"weight": 0.7, "model": None, "scores": None},
+            {"weight": 0.3, "scores": "runs/score-qwq"},
+        ],
+        "relations": {"weight": 0.0},
+    }
+    line = stage_line({"stage": "kd", "config": {"kd": kd}})
+    assert line.endswith("(stored: fusion of `the data's stored top-k` 0.7, `runs/score-qwq` 0.3)")
+    online = {"teacher": "online", "teacher_model": "T", "relations": {"weight": 1.0, "kind": "attention"}}
+    assert stage_line({"stage": "kd", "config": {"kd": online}}).endswith(" + attention relations")
+    plain = {"teacher": "offline", "teachers": [], "hidden": {"weight": 0.0}, "relations": {"weight": 0.0}}
+    assert stage_line({"stage": "kd", "config": {"kd": plain}}) == stage_line({"stage": "kd"})

@@ -70,7 +70,9 @@ def test_a_forced_error_prefix_ends_on_a_wrong_column_and_its_repair_counts_as_r
     rng = random.Random(2)
     prefix = forced_error_prefix(47, 38, "+", 1, rng)
     lines = prefix.removeprefix("<think>\n").rstrip("\n").split("\n")
-    assert lines[:4] == ["47+38 c0 r", "7+8+0=15", "chk 15-8-0=7 vs 7 ok", "4+3 c1 r5"] and lines[4] != "4+3+1=8"
+    assert (
+        lines[:4] == ["47+38 c0 r", "7+8+0=15", "chk 15-8-0=7 vs 7 ok", "4+3 c1 r5"] and lines[4] != "4+3+1=8"
+    )
     right = "\n".join([check_line("4+3 c1 r5", lines[4]), "fix", "4+3+1=8", "chk 8-3-1=4 vs 4 ok", "c0 r85"])
     assert recovered(right, 47, 38, "+", 1)
     assert not recovered("chk 8-3-1=4 vs 4 ok\nc0 r85", 47, 38, "+", 1)  # went on as if nothing were wrong

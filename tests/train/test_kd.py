@@ -387,3 +387,177 @@ def test_a_lora_pair_that_shares_no_base_is_refused_and_nothing_written(
         len(err) == 1 and "field 'kd.mutual.peer'" in err[0] and "a LoRA pair must share its base" in err[0]
     )
     assert not out.exists()
+
+
+# --- multi-teacher fusion (pipeline/train/kd/fusion.py) ------------------------------------------------------------
+
+
+def demo_recipe(name: str, student: Path, data: Path, out: Path, *overrides: str) -> KDStageConfig:
+    """A demo kd recipe (recipes/demo/NAME.yaml) as shipped, shortened and pointed at the test's models and data."""
+    from tests.conftest import REPO
+
+    short = [f"model={student}", "from_scratch=false", f"data=[{{path: {data}}}]", f"output={out}",
+             "trainer.max_steps=6", "trainer.lr_scheduler_type=constant", "trainer.lr_scheduler_kwargs={}",
+             "trainer.warmup_steps=0", "trainer.logging_steps=1", "trainer.save_steps=100",
+             "trainer.max_length=256", "trainer.per_device_train_batch_size=4"]  # fmt: skip
+    return load_config(KDStageConfig, REPO / "recipes" / "demo" / f"{name}.yaml", short + list(overrides))
+
+
+@pytest.fixture(scope="module")
+def kd_scores(kd_data, tiny_model_dir) -> Path:
+    """A second teacher's top-5 over the same samples: generate mode: score with another model of the same
+    tokenizer (the untrained tiny model, on the transformers backend)."""
+    score = teacher_recipe(
+        tiny_model_dir, kd_data.parent / "score", mode="score", samples=kd_data.parent / "gen" / "out",
+        problems="null", logprobs=5, backend="transformers", engine="{dtype: float32}",
+    )  # fmt: skip
+    assert run_generate(score) == 0
+    return Path(score.output)
+
+
+def test_offline_fusion_joins_a_scored_teacher_by_sample_id_and_mixes_it(
+    kd_data, kd_scores, tiny_model_dir, tmp_path
+):
+    from pipeline.records.logprobs import Sidecar
+    from pipeline.train.data import TEACHER_COLUMNS, TRAIN_COLUMNS, load_mixture
+    from pipeline.train.kd.fusion import fuse_stored
+
+    fused = f"kd.teachers=[{{weight: 0.6}}, {{weight: 0.2, scores: {kd_scores}}}]"
+    cfg = demo_recipe("kd-fusion", tiny_model_dir, kd_data, tmp_path / "out", fused)
+    data = load_mixture(cfg.data, 0, TRAIN_COLUMNS + TEACHER_COLUMNS)
+    out, scored = fuse_stored(data, cfg.kd), Sidecar(kd_scores)
+    for row, mixed in zip(data, out, strict=True):
+        other = scored[row["id"]]
+        expected = np.zeros((len(other), 1100))
+        for w, ids, lps in ((0.75, row["teacher_topk_ids"], row["teacher_topk_logprobs"]),
+                            (0.25, other.topk_ids, other.topk_logprobs)):  # fmt: skip
+            np.add.at(
+                expected,
+                (np.arange(len(other))[:, None], np.asarray(ids)),
+                w * np.exp(np.asarray(lps, dtype=float)),
+            )
+        got = np.zeros_like(expected)
+        np.add.at(got, (np.arange(len(other))[:, None], np.asarray(mixed["teacher_topk_ids"])),
+                  np.exp(np.asarray(mixed["teacher_topk_logprobs"], dtype=float)))  # fmt: skip
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert run(cfg) == 0
+    assert read_manifest(cfg.output)["config"]["kd"]["teachers"][1]["scores"] == str(kd_scores)
+
+
+def test_a_scored_teacher_with_other_token_ids_is_refused_naming_its_field(
+    kd_data, kd_scores, tiny_model_dir, tmp_path
+):
+    from pipeline.errors import UserError
+
+    rows = pq.read_table(kd_data / "data").to_pylist()
+    rows[1]["teacher_token_ids"] = [t + 1 for t in rows[1]["teacher_token_ids"]]  # as another tokenizer's ids
+    data = write_sft_dataset(tmp_path / "data", rows)
+    other = kd_data.parent / "score"
+    teachers = f"kd.teachers=[{{weight: 1.0}}, {{weight: 1.0, scores: {other}}}]"
+    cfg = kd_config(tiny_model_dir, data, tmp_path / "out", teachers)
+    with pytest.raises(
+        UserError, match=r"field 'kd.teachers\[1\].scores': .* must share the student's tokenizer"
+    ):
+        run(cfg)
+    assert not (tmp_path / "out").exists()
+
+
+def test_online_fusion_of_two_copies_of_the_student_has_no_kd_term(tiny_model_dir, tmp_path):
+    from pipeline.preflight import load_tokenizer
+    from pipeline.train.kd.stage import load_teacher
+
+    data = write_sft_dataset(tmp_path / "data")
+    other = build_tiny_model(
+        tmp_path / "wide", TinyModelSpec(vocab_size=1088, hidden_size=256, heads=4, seed=9)
+    )
+    both = f"kd.teachers=[{{weight: 0.5, model: {tiny_model_dir}}}, {{weight: 0.5, model: {tiny_model_dir}}}]"
+    cfg = kd_config(tiny_model_dir, data, tmp_path / "out", "kd.teacher=online", both)
+    trainer, _ = build_kd_trainer(cfg, load_teacher(cfg, load_tokenizer(cfg)))
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.train()
+    trainer.compute_loss(trainer.model, dict(batch))
+    assert abs(trainer._metrics["train"]["kd_loss"][-1]) < 1e-5  # a mixture of one distribution is itself
+    mixed = f"kd.teachers=[{{weight: 0.7, model: {tiny_model_dir}}}, {{weight: 0.3, model: {other}}}]"
+    cfg = kd_config(tiny_model_dir, data, tmp_path / "out2", "kd.teacher=online", mixed, "kd.kd_weight=1.0")
+    assert run(cfg) == 0
+    first, last = first_and_last(logged(cfg.output, "kd_loss"))
+    assert last < first
+
+
+# --- relation-based KD (pipeline/train/relations.py) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["attention", "gram"])
+def test_relation_loss_lowers_with_a_teacher_of_other_width_and_heads(kind, tiny_model_dir, tmp_path):
+    spec = TinyModelSpec(hidden_size=256, heads=4, layers=3, seed=3)  # 4 heads of 64 against the student's 2
+    teacher = build_tiny_model(tmp_path / "teacher", spec)
+    layers = "{'1': 1, '2': 3}" if kind == "attention" else "{'1': 2, '2': 3}"
+    relations = (f"kd.relations.kind={kind}", f"kd.relations.layers={layers}", f"kd.teacher_model={teacher}",
+                 "trainer.max_steps=20", "kd.chunk_size=16")  # fmt: skip
+    data = write_sft_dataset(tmp_path / "data")  # packed (the demo recipe packs): relations stay per sequence
+    cfg = demo_recipe("kd-relation", tiny_model_dir, data, tmp_path / "out", *relations)
+    assert run(cfg) == 0
+    first, last = first_and_last(logged(cfg.output, "relation_loss"))
+    assert last < 0.9 * first
+    assert (
+        read_manifest(cfg.output)["counts"]["final_relation_loss"] == logged(cfg.output, "relation_loss")[-1]
+    )
+
+
+def kd_recipe(tmp_path: Path, model: Any, data: Any, out: Any) -> Path:
+    """A recipe file for the `distill kd` command (tests of its one-line errors)."""
+    recipe = tmp_path / "kd.yaml"
+    recipe.write_text(f"stage: kd\nmodel: {model}\ndata:\n  - path: {data}\noutput: {out}\n")
+    return recipe
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("kd.relations={weight: 1.0, kind: gram, layers: {'3': 1}}", "kd.relations.layers"),
+        ("kd.hidden={weight: 1.0, layers: {'1': 9}}", "kd.hidden.layers"),
+        ("kd.relations={weight: 1.0, heads: 3, layers: {'1': 1}}", "kd.relations.heads"),
+    ],
+)
+def test_a_layer_map_outside_either_model_is_refused_before_anything_is_written(
+    override, field, tiny_model_dir, tmp_path
+):
+    from pipeline.errors import UserError
+
+    cfg = online_kd_config(tiny_model_dir, tmp_path, TinyModelSpec(layers=2, seed=4), override)
+    with pytest.raises(UserError, match=f"field '{field}'"):
+        run(cfg)
+    assert not Path(cfg.output).exists()
+
+
+def test_the_distill_command_says_a_bad_layer_map_in_one_line(tiny_model_dir, tmp_path):
+    from tests.conftest import run_distill
+
+    cfg = online_kd_config(tiny_model_dir, tmp_path, TinyModelSpec(layers=2, seed=4))
+    recipe = kd_recipe(tmp_path, cfg.model, cfg.data[0].path, cfg.output)
+    online = ("kd.teacher=online", f"kd.teacher_model={cfg.kd.teacher_model}")
+    result = run_distill(
+        "kd", "--config", str(recipe), *online, "kd.relations={weight: 1.0, layers: {'1': 5}}"
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "field 'kd.relations.layers'" in lines[0], result.stderr
+    assert not Path(cfg.output).exists()
+
+
+def test_fused_teachers_with_another_tokenizer_are_refused_before_anything_is_written(
+    tiny_model_dir, tmp_path
+):
+    from pipeline.config import ConfigError
+    from tests.conftest import run_distill
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("entirely different words for a different tokenizer " * 50)
+    other = tmp_path / "other"
+    assert run_distill("tiny-model", str(other), "--corpus", str(corpus)).returncode == 0
+    data = write_sft_dataset(tmp_path / "data")
+    teachers = f"kd.teachers=[{{weight: 0.5, model: {tiny_model_dir}}}, {{weight: 0.5, model: {other}}}]"
+    cfg = kd_config(tiny_model_dir, data, tmp_path / "out", "kd.teacher=online", teachers)
+    with pytest.raises(ConfigError, match=r"field 'kd.teachers\[1\].model': .*different tokenizers"):
+        run(cfg)
+    assert not (tmp_path / "out").exists()

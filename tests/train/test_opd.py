@@ -217,6 +217,56 @@ def test_each_source_is_scored_by_its_own_teacher(tiny_model_dir, teacher_dir):
         assert torch.allclose(s.logprob, teacher.score([seq], 4)[0].logprob, atol=1e-5)
 
 
+def test_a_mixed_source_scores_the_weighted_mixture_of_its_teachers(tiny_model_dir, teacher_dir):
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.train.opd.config import TeacherSpec
+    from pipeline.train.opd.mixture import MixedScorer
+    from pipeline.train.opd.teachers import LocalTeacher
+
+    members = [LocalTeacher(TeacherSpec(model=str(m)), {}, "cpu") for m in (teacher_dir, tiny_model_dir)]
+    p, c = [5, 6, 7], [8, 9, 10]
+    got = MixedScorer(members, [0.7, 0.3]).score([(p, c)], k=4)[0]
+    dense = []
+    for m in (teacher_dir, tiny_model_dir):
+        with torch.no_grad():
+            logits = AutoModelForCausalLM.from_pretrained(m).eval()(torch.tensor([p + c])).logits[0]
+        dense.append(torch.softmax(logits.double(), -1)[len(p) - 1 : len(p) + len(c) - 1])
+    mixture = 0.7 * dense[0] + 0.3 * dense[1]
+    assert torch.allclose(got.logprob.double(), mixture[torch.arange(3), torch.tensor(c)].log(), atol=1e-5)
+    # top-k: each teacher's mass on its own top-4 only (the rest is its tail), the 4 largest of that union
+    union = sum(
+        w * torch.zeros_like(d).scatter(-1, d.topk(4).indices, d.topk(4).values)
+        for w, d in zip((0.7, 0.3), dense, strict=True)
+    )
+    assert torch.allclose(got.topk_logprobs.double(), union.topk(4).values.log(), atol=1e-5)
+    assert torch.equal(got.topk_ids.long(), union.topk(4).indices)
+
+
+def test_opd_with_a_mixture_of_teachers_trains_and_the_card_names_the_fusion(
+    tiny_model_dir, teacher_dir, problems, tmp_path
+):
+    out = tmp_path / "out"
+    mixed = f"{{'*': [{{model: {teacher_dir}, weight: 3}}, {{model: {tiny_model_dir}, weight: 1}}]}}"
+    assert opd(*overrides(tiny_model_dir, mixed, problems, out, "trainer.max_steps=2")) == 0
+    fusion = f"fusion of {teacher_dir} 0.75, {tiny_model_dir} 0.25"
+    assert read_manifest(out)["teachers"] == {"*": fusion}
+    stage = tmp_path / "stage"
+    assert main(["push", str(out), "--repo-id", "me/s", "--dry-run", "--stage-dir", str(stage)]) == 0
+    assert f"on-policy distillation from `{fusion}`" in (stage / "main" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("weights", [(0, 0), (-1, 2)])
+def test_mixture_weights_that_do_not_sum_to_a_positive_number_are_one_line(
+    weights, tiny_model_dir, teacher_dir, problems, tmp_path, capsys
+):
+    a, b = weights
+    mixed = f"{{'*': [{{model: {teacher_dir}, weight: {a}}}, {{model: {tiny_model_dir}, weight: {b}}}]}}"
+    assert opd(*overrides(tiny_model_dir, mixed, problems, tmp_path / "out")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "teachers" in err[0] and "weight" in err[0] and not (tmp_path / "out").exists()
+
+
 def chat_template_variant(src: Path, dst: Path) -> Path:
     import shutil
 

@@ -46,6 +46,48 @@ class MutualSettings:
 
 
 @dataclass(frozen=True)
+class RelationSettings:
+    """Relation-based distillation (online only; pipeline/train/relations.py): match how positions relate to each
+    other inside the teacher, which needs no projection when widths or head counts differ."""
+
+    weight: float = 0.0
+    """Weight of the relation loss beside the logit loss (0: off)."""
+    kind: Literal["attention", "gram"] = "attention"
+    """attention: MiniLM-v2 self-attention relations (softmax of scaled dot products of the query, key and value
+    vectors between positions, KL teacher -> student); gram: cosine-similarity (Gram) matrices of the hidden states
+    between positions (similarity-preserving KD), squared error."""
+    layers: dict[str, int] = field(default_factory=dict)
+    """Student layer -> teacher layer. attention: decoder blocks counted from 1 (block i's self-attention);
+    gram: hidden states as in kd.hidden (0 = embeddings, i = output of block i)."""
+    vectors: list[Literal["query", "key", "value"]] = field(default_factory=lambda: ["query", "key", "value"])
+    """attention: which projections' relations are matched (MiniLM-v2: Q-Q, K-K and V-V)."""
+    heads: int = 1
+    """attention: relation heads; each vector is split into this many equal parts whatever the models' own head
+    counts (it must divide both models' query, key and value widths)."""
+
+    def __post_init__(self) -> None:
+        if self.weight < 0 or self.heads < 1 or not self.vectors:
+            raise ValueError("kd.relations: weight must be >= 0, heads >= 1 and vectors not empty")
+
+
+@dataclass(frozen=True)
+class FusedTeacher:
+    """One of several teachers whose distributions are mixed per token (pipeline/train/kd/fusion.py)."""
+
+    weight: float
+    """Its share of the mixture (weights are normalised by their sum, which must be > 0)."""
+    model: str | None = None
+    """kd.teacher online: the teacher model (a local folder or Hub id with the student's tokenizer)."""
+    scores: str | None = None
+    """kd.teacher offline: a `distill generate` output of `mode: score` over the training data's samples (its
+    top-k sidecars, by sample id); omitted: the training data's own stored top-k."""
+
+    def __post_init__(self) -> None:
+        if not self.weight >= 0:
+            raise ValueError(f"'weight' must be >= 0, got {self.weight}")
+
+
+@dataclass(frozen=True)
 class KDSettings:
     teacher: Literal["offline", "online"] = "offline"
     """offline: the top-k logprobs stored by generate (its sidecar, carried into the filter's dataset);
@@ -64,6 +106,9 @@ class KDSettings:
     = 156 MB for a Qwen2.5 student)."""
 
     hidden: HiddenSettings = field(default_factory=HiddenSettings)
+    relations: RelationSettings = field(default_factory=RelationSettings)
+    teachers: list[FusedTeacher] = field(default_factory=list)
+    """Several teachers mixed per token, with weights (multi-teacher fusion; replaces `teacher_model`)."""
     self_distill: bool = False
     """The teacher is the student's own model (online): `teacher_model` an earlier checkpoint or a converged
     model of the same architecture and tokenizer (Born-Again Networks), or, when absent, a frozen copy of the
@@ -71,7 +116,10 @@ class KDSettings:
     mutual: MutualSettings = field(default_factory=MutualSettings)
 
     def __post_init__(self) -> None:
-        if self.teacher == "online" and not self.teacher_model and not self.self_distill:
+        from pipeline.train.kd.fusion import check_teachers
+
+        check_teachers(self)
+        if self.teacher == "online" and not (self.teacher_model or self.teachers or self.self_distill):
             raise ValueError("kd.teacher online needs kd.teacher_model")
         if self.teacher == "offline" and self.teacher_model:
             raise ValueError("kd.teacher_model is for kd.teacher: online (offline reads the stored logprobs)")
@@ -83,6 +131,8 @@ class KDSettings:
             raise ValueError("kd.hidden needs the teacher's hidden states: kd.teacher: online")
         if self.hidden.weight and not self.hidden.layers:
             raise ValueError("kd.hidden.layers maps student layers to teacher layers")
+        if self.relations.weight and (self.teacher != "online" or not self.relations.layers):
+            raise ValueError("kd.relations needs kd.teacher: online and kd.relations.layers")
 
 
 @dataclass(frozen=True)

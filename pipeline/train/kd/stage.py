@@ -10,27 +10,52 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.config import ConfigError
 from pipeline.train.heads import refuse_sharded_heads
 from pipeline.train.kd.config import KDStageConfig
 from pipeline.train.kd.trainer import KDTrainer
 
 
-def load_teacher(cfg: KDStageConfig, student_tokenizer: Any) -> Any:
-    """The online teacher, refusing one whose tokenizer differs from the student's."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def online_teachers(cfg: KDStageConfig) -> list[tuple[str, str]]:
+    """(recipe field, model) of each online teacher: kd.teacher_model, or every kd.teachers entry."""
+    if cfg.kd.teacher != "online":
+        return []
+    if cfg.kd.teachers:
+        return [(f"kd.teachers[{i}].model", t.model) for i, t in enumerate(cfg.kd.teachers)]
+    return [("kd.teacher_model", cfg.kd.teacher_model)]
 
-    copy = (
-        cfg.kd.self_distill and cfg.kd.teacher_model == cfg.model
-    )  # reads the recipe's tokenizer, as the student
-    t_tok = student_tokenizer if copy else AutoTokenizer.from_pretrained(cfg.kd.teacher_model)
-    if t_tok.get_vocab() != student_tokenizer.get_vocab():
-        raise ValueError(
-            f"the teacher {cfg.kd.teacher_model} and the student {cfg.model} use different tokenizers: logit KD "
+
+def check_teacher_tokenizer(cfg: KDStageConfig, student_tokenizer: Any, field: str, model: str) -> None:
+    """Refuse a teacher whose tokenizer differs from the student's (one line naming its recipe field). A frozen
+    copy of the student (self-distillation) reads the recipe's tokenizer, as the student does."""
+    from transformers import AutoTokenizer
+
+    if cfg.kd.self_distill and model == cfg.model:
+        return
+    if AutoTokenizer.from_pretrained(model).get_vocab() != student_tokenizer.get_vocab():
+        raise ConfigError(
+            f"field '{field}': the teacher {model} and the student {cfg.model} use different tokenizers: logit KD "
             "compares distributions over the same token ids. For cross-tokenizer distillation use TRL's "
-            "GOLD trainer (trl.experimental.gold, Universal Logit Distillation), or SFT on the teacher's text."
+            "GOLD trainer (trl.experimental.gold, Universal Logit Distillation), or SFT on the teacher's text.",
+            key=field,
         )
+
+
+def load_teacher(cfg: KDStageConfig, student_tokenizer: Any) -> Any:
+    """The online teacher, refusing one whose tokenizer differs from the student's; with kd.teachers, all of them
+    as one `MixedTeacher` whose distribution is their weighted mixture (pipeline/train/kd/fusion.py)."""
+    from transformers import AutoModelForCausalLM
+
     init = dict(cfg.trainer.get("model_init_kwargs") or {})
-    return AutoModelForCausalLM.from_pretrained(cfg.kd.teacher_model, **init)
+    loaded = []
+    for field, model in online_teachers(cfg):
+        check_teacher_tokenizer(cfg, student_tokenizer, field, model)
+        loaded.append(AutoModelForCausalLM.from_pretrained(model, **init))
+    if not cfg.kd.teachers:
+        return loaded[0]
+    from pipeline.train.kd.fusion import MixedTeacher, weights
+
+    return MixedTeacher(loaded, weights(cfg.kd))
 
 
 def run(cfg: KDStageConfig, args: Any = None) -> int:
@@ -40,6 +65,7 @@ def run(cfg: KDStageConfig, args: Any = None) -> int:
 
     check_inputs(cfg, args, "kd")
     check_own_models(cfg)
+    check_teachers(cfg, args)
     if (status := settled_elsewhere(cfg, args, "kd")) is not None:
         return status
     teacher = load_teacher(cfg, load_tokenizer(cfg)) if cfg.kd.teacher == "online" else None
@@ -58,6 +84,32 @@ def check_own_models(cfg: KDStageConfig) -> None:
         from pipeline.train.kd.mutual import check_peer
 
         check_peer(cfg)
+
+
+def check_teachers(cfg: KDStageConfig, args: Any = None) -> None:
+    """Before any model loads or the output is touched: every fused teacher exists (its scores are a complete
+    generate output of the student's tokenizer), and layer maps lie inside both models."""
+    from transformers import AutoConfig
+
+    from pipeline import preflight
+    from pipeline.handoff import require_complete
+    from pipeline.train.kd.fusion import check_stored_tokenizers
+    from pipeline.train.relations import check_layer_maps
+
+    kd, allow = cfg.kd, getattr(args, "allow_incomplete", False)
+    for i, t in enumerate(kd.teachers):
+        if t.scores is not None:
+            require_complete(t.scores, "generate", allow_incomplete=allow, field=f"kd.teachers[{i}].scores")
+    tokenizer = preflight.load_tokenizer(cfg) if kd.teachers or kd.teacher == "online" else None
+    for field, model in online_teachers(cfg):
+        preflight.check_model(model, field)
+        check_teacher_tokenizer(cfg, tokenizer, field, model)
+    if any(t.scores for t in kd.teachers):
+        check_stored_tokenizers(kd, tokenizer)
+    if kd.teacher == "online" and (kd.hidden.weight or kd.relations.weight):
+        teacher = kd.teacher_model or kd.teachers[0].model
+        student = AutoConfig.from_pretrained(cfg.model, revision=cfg.revision, **cfg.model_config)
+        check_layer_maps(kd, student, AutoConfig.from_pretrained(teacher))
 
 
 def build_kd_trainer(cfg: KDStageConfig, teacher: Any = None) -> tuple[Any, Any]:

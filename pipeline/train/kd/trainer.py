@@ -6,7 +6,9 @@ teacher's stored top-k out along each tokenized example (checking that the store
 student's tokens of the completion) before packing; `_set_signature_columns_if_needed` keeps those columns;
 `compute_loss` computes `(1 - kd_weight) * CE + kd_weight * T^2 * divergence` over supervised tokens only, per
 supervised token; `create_optimizer` adds the hidden-state projections (kd.hidden) with no weight decay; and
-`training_step` averages those projections' gradients across processes (they live outside the DDP model). The
+`training_step` averages those projections' gradients across processes (they live outside the DDP model).
+Relation losses (kd.relations, pipeline/train/relations.py) and several teachers mixed per token (kd.teachers,
+pipeline/train/kd/fusion.py) plug in beside these: the first after both forwards, the second as the teacher. The
 student's logits are produced `chunk_size` positions at a time under activation checkpointing, so no
 [tokens x vocab] tensor of either model ever exists for a whole batch. CE and KD are logged separately.
 """
@@ -41,6 +43,11 @@ class KDTrainer(SFTTrainer):
         if teacher is not None:
             self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
             self.projections = self._projections() if kd.hidden.weight else None
+        self.relations = None
+        if teacher is not None and kd.relations.weight:  # kd.relations: pipeline/train/relations.py
+            from pipeline.train.relations import Relations
+
+            self.relations = Relations(kd.relations, self.model, self.teacher, kd.chunk_size)
 
     # --- data ----------------------------------------------------------------------------------------------
 
@@ -52,6 +59,10 @@ class KDTrainer(SFTTrainer):
             )
         from trl.data_utils import pack_dataset
 
+        if self.kd.teachers:  # several stored teachers mixed per token (pipeline/train/kd/fusion.py)
+            from pipeline.train.kd.fusion import fuse_stored
+
+            dataset = fuse_stored(dataset, self.kd)
         tokenized = super()._prepare_dataset(
             dataset, processing_class, args, False, formatting_func, dataset_name
         )
@@ -68,6 +79,8 @@ class KDTrainer(SFTTrainer):
         mode = "train" if self.model.training else "eval"
         labels = inputs.pop("labels")
         stored = [inputs.pop(k, None) for k in TEACHER]
+        if self.relations is not None:
+            self.relations.arm()  # its hooks keep this step's q/k/v projections of both models
         out = model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
         mask = labels[:, 1:] != -100
         hidden = out.hidden_states[-1][:, :-1][mask]
@@ -88,6 +101,12 @@ class KDTrainer(SFTTrainer):
             loss = loss + self.kd.hidden.weight * h_loss
             self._metrics[mode]["hidden_loss"].append(
                 self.accelerator.gather_for_metrics(h_loss.detach()).mean().item()
+            )
+        if self.relations is not None:
+            r_loss = self.relations.loss(out.hidden_states, t_out.hidden_states, inputs)
+            loss = loss + self.kd.relations.weight * r_loss
+            self._metrics[mode]["relation_loss"].append(
+                self.accelerator.gather_for_metrics(r_loss.detach()).mean().item()
             )
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())  # as SFTTrainer.compute_loss

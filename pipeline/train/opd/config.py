@@ -62,6 +62,9 @@ class TeacherSpec:
     privileged: PrivilegedContext | None = None
     """The teacher reads each problem's reference (its gold `answer`, or another field of the record) in its
     prompt; the student, which wrote the rollout, did not (pipeline/train/opd/privileged.py)."""
+    weight: float = 1.0
+    """Its share when a source lists several teachers (their distributions are mixed per token, weights
+    normalised by their sum: pipeline/train/opd/mixture.py)."""
 
     def __post_init__(self) -> None:
         if self.self_distill and self.server is not None:
@@ -113,9 +116,10 @@ class OPDStageConfig:
     """The student: a local folder (e.g. an sft output or one of its checkpoints) or a Hub id."""
     problems: DataSource
     """Problem records, as `generate` reads them (JSONL, parquet or a Hub dataset with a field mapping)."""
-    teachers: dict[str, TeacherSpec]
-    """Problem `source` -> its teacher; the key "*" serves every source not named. Every source in the data
-    must map to a teacher, or the stage stops before training and lists the unmapped ones."""
+    teachers: dict[str, TeacherSpec | list[TeacherSpec]]
+    """Problem `source` -> its teacher, or a list of teachers with `weight`s whose distributions are mixed per
+    token; the key "*" serves every source not named. Every source in the data must map to a teacher, or the
+    stage stops before training and lists the unmapped ones."""
     output: str = "runs/opd"
     revision: str | None = None
     tokenizer: str | None = None
@@ -134,6 +138,9 @@ class OPDStageConfig:
     def __post_init__(self) -> None:
         if not self.teachers:
             raise ValueError("'teachers' needs at least one entry (source -> teacher; '*' for every source)")
+        from pipeline.train.opd.mixture import check_mixtures
+
+        check_mixtures(self)
         if "output_dir" in self.trainer:
             raise ValueError("set 'output', not 'trainer.output_dir' (the stage owns the output folder)")
         if self.peft.method == "qlora":
@@ -144,6 +151,11 @@ class OPDStageConfig:
             key,
             spec,
         ) in self.teachers.items():  # a self-distillation teacher without a path: the student's copy
+            if isinstance(spec, list):
+                if any(m.privileged or m.self_distill for m in spec):
+                    raise ValueError(f"teachers.{key}: a mixture of teachers takes neither 'privileged' nor "
+                                     "'self_distill' members (give that teacher a source of its own)")  # fmt: skip
+                continue
             if spec.self_distill and spec.model is None:
                 self.teachers[key] = replace(spec, model=self.model, revision=self.revision)
 
@@ -163,8 +175,12 @@ class OPDStageConfig:
                 "opd.loss: jsd to train at another temperature",
                 key="trainer.temperature",
             )
-        unfit = {k: "served: it returns its top-k" for k, t in self.teachers.items() if t.server is not None}
-        unfit |= {k: "privileged: it reads another prompt" for k, t in self.teachers.items() if t.privileged}
+        unfit = {
+            k: "served: it returns its top-k" for k, t in self.flat_teachers().items() if t.server is not None
+        }
+        unfit |= {
+            k: "privileged: it reads another prompt" for k, t in self.flat_teachers().items() if t.privileged
+        }
         if self.opd.loss == "jsd" and self.opd.support == "full" and unfit:
             raise ConfigError(
                 f"{source.where('opd.support')}: opd.support full is TRL's own loss over every logit of a local "
@@ -173,6 +189,12 @@ class OPDStageConfig:
                 + ": use opd.support: topk",
                 key="opd.support",
             )
+
+    def flat_teachers(self) -> dict[str, TeacherSpec]:
+        """Every teacher by its own key: a source's key, or `source[i]` for the i-th of a mixed list."""
+        from pipeline.train.opd.mixture import flatten
+
+        return flatten(self.teachers)
 
     def distillation_config_kwargs(self) -> dict[str, Any]:
         return trainer_kwargs(self.output, self.trainer)

@@ -54,7 +54,7 @@ def check_references(cfg: Any, problems: list[Any]) -> None:
     """Every problem routed to a privileged teacher has a reference to show it; else one error, before any
     model loads, naming the recipe field, how many lack one and the first of them."""
     for key, spec in cfg.teachers.items():
-        if spec.privileged is None:
+        if isinstance(spec, list) or spec.privileged is None:  # a mixture has no privileged member (config)
             continue
         field = spec.privileged.reference
         routed = [p for p in problems if cfg.teacher_for(p.source) == key]
@@ -82,7 +82,7 @@ def add_teacher_prompts(cfg: Any, problems: list[Any], rows: list[dict[str, Any]
     """The rollout rows, each with the messages its privileged teacher reads (JSON; "" for other teachers)."""
     for problem, row in zip(problems, rows, strict=True):
         spec = cfg.teachers[cfg.teacher_for(problem.source)]
-        context = spec.privileged
+        context = None if isinstance(spec, list) else spec.privileged
         row[COLUMN] = (
             json.dumps(teacher_messages(row["prompt"], reference_of(problem, context.reference), context))
             if context is not None

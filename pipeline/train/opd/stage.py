@@ -54,7 +54,7 @@ def check_inputs(cfg: OPDStageConfig, args: Any = None) -> None:
     preflight.check_model(cfg.model, "model", cfg.revision)
     require_trained_model(cfg.model, allow_incomplete=getattr(args, "allow_incomplete", False))
     resume_point(cfg, "opd")
-    for key, spec in cfg.teachers.items():
+    for key, spec in cfg.flat_teachers().items():
         if spec.model is not None:
             preflight.check_model(spec.model, f"teachers.{key}.model", spec.revision)
         if spec.self_distill:
@@ -79,7 +79,9 @@ def check_routes(cfg: OPDStageConfig, problems: list[Problem]) -> None:
 
 
 def teacher_set(cfg: OPDStageConfig) -> dict[str, str]:
-    return {key: spec.identity() for key, spec in sorted(cfg.teachers.items())}
+    from pipeline.train.opd.mixture import identities
+
+    return identities(cfg)
 
 
 def problem_rows(cfg: OPDStageConfig, problems: list[Problem]) -> list[dict[str, Any]]:
@@ -116,7 +118,7 @@ def check_served_teachers(cfg: OPDStageConfig, problems: list[Problem]) -> None:
     tokenises as the student; cheap, so it runs before the output folder is touched."""
     from pipeline.train.opd.teachers import build_teachers
 
-    specs = {key: spec for key, spec in cfg.teachers.items() if spec.server is not None}
+    specs = {key: spec for key, spec in cfg.flat_teachers().items() if spec.server is not None}
     if not specs:
         return
     vocab, tokenizer, rows = student_vocab(cfg), load_tokenizer(cfg), problem_rows(cfg, problems)
@@ -134,7 +136,7 @@ def check_teachers_tokenize_alike(
     from pipeline.train.opd.teachers import check_same_tokens
 
     for key, teacher in teachers.items():
-        row = next((r for r in rows if cfg.teacher_for(r["source"]) == key), rows[0])
+        row = next((r for r in rows if cfg.teacher_for(r["source"]) == key.split("[")[0]), rows[0])
         user = row["prompt"][-1]["content"]
         completion = f"<think>\n{user}\n</think>\n\n\\boxed{{{row['answer'] or 0}}}"
         check_same_tokens(tokenizer, teacher, row["prompt"], completion, cfg.prompt.think_prefix)
@@ -145,6 +147,7 @@ def build_trainer(cfg: OPDStageConfig, problems: list[Problem]) -> Any:
     from trl import DistillationConfig
 
     from pipeline.train.models import lora_config
+    from pipeline.train.opd.mixture import mix
     from pipeline.train.opd.teachers import build_teachers
     from pipeline.train.opd.trainer import OPDTrainer
 
@@ -155,8 +158,9 @@ def build_trainer(cfg: OPDStageConfig, problems: list[Problem]) -> Any:
     rows = add_teacher_prompts(cfg, problems, problem_rows(cfg, problems))
     template = Path(cfg.prompt.chat_template).read_text() if cfg.prompt.chat_template else None
     init = dict(args.teacher_model_init_kwargs or {})
-    teachers = build_teachers(cfg.teachers, init, args.device, cfg.opd.chunk_size, template)
-    local = {key: t for key, t in teachers.items() if cfg.teachers[key].model is not None}  # served: checked
+    flat = cfg.flat_teachers()
+    teachers = build_teachers(flat, init, args.device, cfg.opd.chunk_size, template)
+    local = {key: t for key, t in teachers.items() if flat[key].model is not None}  # served: checked
     if cfg.check_template:  # first: another tokenizer is the likelier cause of a smaller vocabulary
         check_teachers_tokenize_alike(cfg, tokenizer, local, rows)
     for teacher in local.values():
@@ -168,7 +172,7 @@ def build_trainer(cfg: OPDStageConfig, problems: list[Problem]) -> Any:
         processing_class=tokenizer,
         peft_config=lora_config(cfg),
         opd=cfg.opd,
-        teachers=teachers,
+        teachers=mix(cfg, teachers),  # a source with several teachers: one scorer mixing them
         route=cfg.teacher_for,
         think_prefix=cfg.prompt.think_prefix,
     )

@@ -44,7 +44,7 @@ def check_inputs(cfg: SFTStageConfig, args: Any = None, stage: str = "sft") -> N
     preflight.check_model(cfg.model, "model", cfg.revision)
     resume_point(cfg, stage)
     kd = getattr(cfg, "kd", None)
-    if kd is not None and kd.teacher == "online":
+    if kd is not None and kd.teacher == "online" and kd.teacher_model:
         preflight.check_model(kd.teacher_model, "kd.teacher_model")
     allow = getattr(args, "allow_incomplete", False)
     for i, entry in enumerate(cfg.data):
@@ -173,6 +173,6 @@ def _final_loss_parts(log_history: list[dict[str, Any]]) -> dict[str, Any]:
     """The kd stage's separately logged parts, each its last logged value: final_ce_loss, final_kd_loss, ..."""
     return {
         f"final_{key}": values[-1]
-        for key in ("ce_loss", "kd_loss", "hidden_loss", "mutual_loss")
+        for key in ("ce_loss", "kd_loss", "hidden_loss", "relation_loss", "mutual_loss")
         if (values := [e[key] for e in log_history if key in e])
     }

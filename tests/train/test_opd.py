@@ -21,7 +21,7 @@ import torch
 
 from pipeline.cli import main
 from pipeline.records.manifest import read_manifest
-from tests.conftest import REPO, free_port, serve_vllm
+from tests.conftest import REPO, free_port
 from tests.helpers import write_problems
 
 pytestmark = pytest.mark.slow
@@ -274,12 +274,7 @@ def test_resuming_with_another_teacher_set_is_refused(
 # --- a served teacher (a real vllm serve on loopback) ------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def teacher_server(teacher_dir, tmp_path_factory):
-    with serve_vllm(
-        teacher_dir, tmp_path_factory.mktemp("server") / "server.log", "--max-logprobs", "20"
-    ) as url:
-        yield url
+# `teacher_server`: the session's `distill serve` of the tiny teacher (tests/conftest.py)
 
 
 class FlakyProxy:

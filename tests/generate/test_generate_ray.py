@@ -34,7 +34,10 @@ def cluster():
     """A head plus one `teacher` node, started as real Ray processes (raylets, GCS) and stopped at the end."""
     from ray.cluster_utils import Cluster
 
-    c = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 4})
+    # no dashboard: nothing here reads it, and it costs a process, CPU at start and a fixed port (8265)
+    c = Cluster(
+        initialize_head=True, connect=False, head_node_args={"num_cpus": 4, "include_dashboard": False}
+    )
     c.add_node(**NODE)
     c.wait_for_nodes()
     yield c
@@ -109,23 +112,23 @@ def reference(teacher_engine, teacher_dir, tmp_path_factory) -> Path:
 def test_ray_output_equals_a_direct_run_and_the_union_of_shards(
     cluster, teacher_engine, teacher_dir, tmp_path
 ):
-    """Same seeds, same samples: direct and unsharded; on Ray; and shard 0/2 on Ray beside shard 1/2 without."""
+    """Same seeds, same samples: direct and unsharded, and shard 0/2 on Ray beside shard 1/2 without. (A whole
+    run on Ray equal to a direct one: the node-loss and kill tests below, each against `reference`.)"""
     extra = {"sampling__n": 2, "logprobs": 5, "prompt__think_prefix": "true", "flush_every": 3}
     direct = teacher_recipe(teacher_dir, tmp_path / "direct", **extra)
     assert run(direct, engine=teacher_engine) == 0
     on_ray = teacher_recipe(teacher_dir, tmp_path / "ray", **extra)
     recipe = ["--config", str(recipe_file(on_ray, tmp_path / "ray.yaml")), *RAY]
-    r = run_distill("generate", *recipe, env=env(cluster))
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert_same_samples(Path(direct.output), Path(on_ray.output))
     shards = tmp_path / "shards"
     r = run_distill("generate", *recipe, f"output={shards}", "--shard", "0/2", env=env(cluster))
     assert r.returncode == 0, r.stderr[-3000:]
+    on_ray_shard = shards / "shard-00000-of-00002"
+    assert read_manifest(on_ray_shard)["config"]["launch"] == "ray"
+    assert 0 < len(rows(on_ray_shard)) < len(rows(Path(direct.output)))
     local = teacher_recipe(teacher_dir, tmp_path / "direct", **extra, output=str(shards), shard="1/2")
     assert run(local, engine=teacher_engine) == 0
     assert len(list(shards.glob("shard-*"))) == 2
     assert_same_samples(Path(direct.output), shards)
-    assert read_manifest(Path(on_ray.output))["config"]["launch"] == "ray"
 
 
 def test_losing_the_engine_node_after_a_commit_redoes_its_units_once(

@@ -53,10 +53,10 @@ def test_parse_shard():
 
 
 def test_shard_flag_is_checked_as_the_recipe_key():
-    from tests.conftest import REPO, run_distill
+    from tests.conftest import REPO, distill_main
 
     recipe = str(REPO / "recipes/demo/generate.yaml")
-    result = run_distill("generate", "--config", recipe, "--shard", "5/3")
+    result = distill_main("generate", "--config", recipe, "--shard", "5/3")
     assert result.returncode == 2 and "shard '5/3': need 0 <= i < N" in result.stderr
 
 

@@ -10,7 +10,6 @@ sample's seed alone fixes its text whatever the shard layout, and no vLLM start-
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -68,12 +67,12 @@ def recipe(teacher_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def unsharded(recipe: Path) -> dict[str, tuple[dict, tuple]]:
-    """The reference: the same recipe run directly, in one piece."""
-    r = subprocess.run(
-        [str(REPO / ".venv/bin/distill"), "generate", "--config", str(recipe)],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
+    """The reference: the same recipe run directly, in one piece (in this process: the jobs are the runs of
+    the real command under test)."""
+    from pipeline.cli import load_stage_config
+    from pipeline.generate.stage import run
+
+    assert run(load_stage_config("generate", str(recipe), [])) == 0
     return samples(recipe.parent / "unsharded")
 
 

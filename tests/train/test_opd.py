@@ -21,7 +21,7 @@ import torch
 
 from pipeline.cli import main
 from pipeline.records.manifest import read_manifest
-from tests.conftest import REPO, free_port, serve_vllm
+from tests.conftest import REPO, free_port
 from tests.helpers import write_problems
 
 pytestmark = pytest.mark.slow
@@ -411,12 +411,7 @@ def test_a_self_distillation_teacher_that_is_another_model_is_refused(
 # --- a served teacher (a real vllm serve on loopback) ------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def teacher_server(teacher_dir, tmp_path_factory):
-    with serve_vllm(
-        teacher_dir, tmp_path_factory.mktemp("server") / "server.log", "--max-logprobs", "20"
-    ) as url:
-        yield url
+# `teacher_server`: the session's `distill serve` of the tiny teacher (tests/conftest.py)
 
 
 class FlakyProxy:

@@ -176,11 +176,11 @@ def test_a_kill_while_saving_a_checkpoint_resumes_from_the_last_complete_one(tin
 
 
 def test_sft_refuses_data_without_a_manifest_naming_the_stage_to_rerun(tiny_model_dir, tmp_path):
-    from tests.conftest import run_distill
+    from tests.conftest import distill_main
 
     recipe = sft_recipe(tiny_model_dir, tmp_path)
     (tmp_path / "data" / "manifest.json").unlink()  # a filter run that never finished
-    result = run_distill("sft", "--config", str(recipe))
+    result = distill_main("sft", "--config", str(recipe))
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: {tmp_path / 'data'}: field 'data[0].path': no manifest.json")
     assert "rerun `distill filter`" in result.stderr and not (tmp_path / "out").exists()
@@ -326,13 +326,13 @@ def test_a_rerun_with_another_model_is_refused_before_anything_is_touched(
     tiny_model_dir, finished_sft, other_model, tmp_path, marked
 ):
     from pipeline.handoff import require_trained_model
-    from tests.conftest import run_distill
+    from tests.conftest import distill_main
 
     recipe, out = finished_copy(finished_sft, tiny_model_dir, tmp_path)
     if not marked:  # a folder written before outputs were marked: the checkpoints' shapes are compared
         (out / ".distill-stage.json").unlink()
     before = _snapshot(out)
-    result = run_distill("sft", "--config", str(recipe), f"model={other_model}", "trainer.max_steps=9")
+    result = distill_main("sft", "--config", str(recipe), f"model={other_model}", "trainer.max_steps=9")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert f"{out} holds checkpoints of another run (checkpoint-6); changed: " in result.stderr
@@ -346,14 +346,14 @@ def test_a_rerun_refused_by_a_preflight_check_leaves_the_finished_model_finished
     tiny_model_dir, finished_sft, tmp_path
 ):
     from pipeline.handoff import require_trained_model
-    from tests.conftest import run_distill
+    from tests.conftest import distill_main
 
     recipe, out = finished_copy(finished_sft, tiny_model_dir, tmp_path)
     before = _snapshot(out)
     broken = tmp_path / "t.jinja"  # drops the reasoning: the template check refuses it after the model loads
     broken.write_text("{% for m in messages %}{{ m['content'].split('</think>')[-1] }}<|im_end|>{% endfor %}")
-    result = run_distill("sft", "--config", str(recipe), "trainer.max_steps=9",
-                         f"trainer.chat_template_path={broken}")  # fmt: skip
+    result = distill_main("sft", "--config", str(recipe), "trainer.max_steps=9",
+                          f"trainer.chat_template_path={broken}")  # fmt: skip
     assert result.returncode == 2 and "the chat template drops the <think> content" in result.stderr, (
         result.stderr
     )
@@ -362,13 +362,13 @@ def test_a_rerun_refused_by_a_preflight_check_leaves_the_finished_model_finished
 
 
 def test_another_stage_cannot_take_over_a_trained_model(tiny_model_dir, finished_sft, tmp_path):
-    from tests.conftest import run_distill
+    from tests.conftest import distill_main
 
     recipe, out = finished_copy(finished_sft, tiny_model_dir, tmp_path)
     before = _snapshot(out)
     kd = tmp_path / "kd.yaml"
     kd.write_text(recipe.read_text().replace("stage: sft", "stage: kd"))
-    result = run_distill("kd", "--config", str(kd))
+    result = distill_main("kd", "--config", str(kd))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert (
         f"{out} holds a finished sft output (manifest.json); distill kd replaces only its own"

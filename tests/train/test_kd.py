@@ -181,6 +181,22 @@ def test_feature_loss_lowers_and_projections_stay_out_of_the_student(tiny_model_
     assert config["hidden_size"] == 128  # the student, unchanged
 
 
+def test_the_projections_gradients_are_cleared_after_each_optimiser_step(tiny_model_dir, tmp_path):
+    """They live outside the student, whose gradients alone the Trainer clears (`model.zero_grad()`): uncleared,
+    every step would apply the sum of all earlier steps' projection gradients."""
+    spec = TinyModelSpec(hidden_size=256, heads=4, layers=2, seed=3)
+    hidden = "kd.hidden={weight: 1.0, loss: mse, layers: {'1': 1, '2': 2}}"
+    cfg = online_kd_config(tiny_model_dir, tmp_path, spec, hidden, "trainer.max_steps=2")
+    from pipeline.preflight import load_tokenizer
+    from pipeline.train.kd.stage import build_kd_trainer, load_teacher
+
+    trainer, _ = build_kd_trainer(cfg, load_teacher(cfg, load_tokenizer(cfg)))
+    before = [p.detach().clone() for p in trainer.projections.parameters()]
+    trainer.train()
+    assert all(p.grad is None for p in trainer.projections.parameters())
+    assert any(not torch.equal(a, p) for a, p in zip(before, trainer.projections.parameters(), strict=True))
+
+
 def test_a_teacher_with_another_tokenizer_is_refused(tiny_model_dir, tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text("entirely different words for a different tokenizer " * 50)

@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainerCallback
 from trl import SFTTrainer
 
 from pipeline.errors import UserError
 from pipeline.train.heads import output_transform
-from pipeline.train.kd.trainer import TEACHER, KDTrainer
+from pipeline.train.kd.trainer import TEACHER, KDTrainer, ZeroGradsOutside
 from pipeline.train.losses import dense_kd, mix, topk_kd
 from pipeline.train.trl_internals import require_members
 
@@ -161,17 +160,6 @@ def build_mutual_trainer(cfg: Any) -> tuple[Any, Any]:
 # --- the trainer -----------------------------------------------------------------------------------------------
 
 
-class ZeroPeerGrads(TrainerCallback):
-    """The Trainer zeroes only its own model's gradients after each optimiser step: the peer's, outside it, would
-    pile up step after step (and a resumed run, starting from zero, would part from an uninterrupted one)."""
-
-    def __init__(self, peer: Any) -> None:
-        self.peer = peer
-
-    def on_optimizer_step(self, args, state, control, **kwargs) -> None:
-        self.peer.zero_grad(set_to_none=True)
-
-
 class MutualKDTrainer(KDTrainer):
     def __init__(
         self, *args: Any, peer: Any, peer_config: dict[str, Any] | None = None, **kwargs: Any
@@ -180,7 +168,7 @@ class MutualKDTrainer(KDTrainer):
         super().__init__(*args, **kwargs)
         self.peer = peer.to(self.args.device)
         self.peer_config = peer_config  # the peer's recipe, as its manifest states it
-        self.add_callback(ZeroPeerGrads(self.peer))
+        self.add_callback(ZeroGradsOutside(self.peer))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"

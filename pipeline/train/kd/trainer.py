@@ -19,6 +19,7 @@ import logging
 from typing import Any
 
 import torch
+from transformers import TrainerCallback
 from trl import SFTTrainer
 
 from pipeline.train.heads import output_transform
@@ -43,6 +44,8 @@ class KDTrainer(SFTTrainer):
         if teacher is not None:
             self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
             self.projections = self._projections() if kd.hidden.weight else None
+            if self.projections is not None:
+                self.add_callback(ZeroGradsOutside(self.projections))
         self.relations = None
         if teacher is not None and kd.relations.weight:  # kd.relations: pipeline/train/relations.py
             from pipeline.train.relations import Relations
@@ -195,3 +198,15 @@ class KDTrainer(SFTTrainer):
                 if p.grad is not None:
                     torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.AVG)
         return loss
+
+
+class ZeroGradsOutside(TrainerCallback):
+    """The Trainer zeroes only its own model's gradients after each optimiser step (`model.zero_grad()`): a module
+    trained beside it (kd.hidden's projections, mutual learning's peer) would pile its gradients up step after
+    step, and a resumed run, starting from zero, would part from an uninterrupted one."""
+
+    def __init__(self, module: Any) -> None:
+        self.module = module
+
+    def on_optimizer_step(self, args, state, control, **kwargs) -> None:
+        self.module.zero_grad(set_to_none=True)

@@ -93,11 +93,22 @@ def teacher_of_data(path: str) -> str:
 
 
 def opd_teachers(settings: dict[str, Any]) -> list[str]:
-    """The model of every opd teacher, a mixed source's members included."""
+    """The model of every opd teacher, a mixed source's members included; a self-distilled teacher without a
+    path is the student's own copy (its tokenizer: the recipe's)."""
     specs = [
         t for v in (settings.get("teachers") or {}).values() for t in (v if isinstance(v, list) else [v])
     ]
-    return [t.get("model") or t["server"]["model"] for t in specs]
+    own = settings.get("tokenizer") or settings["model"]
+    return [t.get("model") or (t["server"]["model"] if t.get("server") else own) for t in specs]
+
+
+def tokenizer_model(model: str) -> str:
+    """The table entry whose tokenizer a model uses: for a `runs/...` model, the tokenizer its recipe trained it
+    with (a born-again teacher is an earlier run of the student's own recipe)."""
+    if not model.startswith("runs/"):
+        return model
+    _, ancestor = writer(model)
+    return ancestor.get("tokenizer") or ancestor["model"]
 
 
 def teachers(recipe: str) -> list[str]:
@@ -107,7 +118,8 @@ def teachers(recipe: str) -> list[str]:
     kd = settings["kd"]
     fused = kd.get("teachers") or []
     if kd["teacher"] == "online":
-        return [t["model"] for t in fused] or [kd["teacher_model"]]
+        own = settings.get("tokenizer") or settings["model"]  # a frozen copy of the student
+        return [tokenizer_model(m) for m in [t["model"] for t in fused] or [kd.get("teacher_model") or own]]
     scored = [writer(t["scores"])[1]["model"] for t in fused if t.get("scores")]
     return [teacher_of_data(d["path"]) for d in settings["data"]] + scored
 
@@ -151,7 +163,7 @@ def test_eval_fits_every_students_context(recipe):
 def test_kd_and_opd_teachers_share_their_students_tokenizer(recipe):
     model, tokenizer, _ = student(recipe)
     for teacher in teachers(recipe):
-        t = FACTS[teacher]
+        t = FACTS[tokenizer_model(teacher)]
         assert t.tokenizer == tokenizer.tokenizer, (
             f"{recipe}: teacher {teacher} ({t.tokenizer}) and student {model} ({tokenizer.tokenizer}) tokenise "
             "differently: the stored / scored ids would not be the student's"

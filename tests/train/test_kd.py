@@ -468,8 +468,7 @@ def test_a_scored_teacher_with_other_token_ids_is_refused_naming_its_field(
     rows = pq.read_table(kd_data / "data").to_pylist()
     rows[1]["teacher_token_ids"] = [t + 1 for t in rows[1]["teacher_token_ids"]]  # as another tokenizer's ids
     data = write_sft_dataset(tmp_path / "data", rows)
-    other = kd_data.parent / "score"
-    teachers = f"kd.teachers=[{{weight: 1.0}}, {{weight: 1.0, scores: {other}}}]"
+    teachers = f"kd.teachers=[{{weight: 1.0}}, {{weight: 1.0, scores: {kd_scores}}}]"
     cfg = kd_config(tiny_model_dir, data, tmp_path / "out", teachers)
     with pytest.raises(
         UserError, match=r"field 'kd.teachers\[1\].scores': .* must share the student's tokenizer"

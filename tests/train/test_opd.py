@@ -293,6 +293,7 @@ def test_a_teacher_with_another_chat_template_is_refused_with_the_first_differin
     other = chat_template_variant(teacher_dir, tmp_path / "teacher-other-template")
     assert opd(*overrides(tiny_model_dir, local(other), problems, tmp_path / "out")) == 2
     err = capsys.readouterr().err
+    assert "field 'teachers.*.model'" in err
     assert "tokenises the rendered prompt differently from the student, from token" in err
     assert "student [" in err and "vs teacher [" in err and "Traceback" not in err
     assert not list((tmp_path / "out").glob("checkpoint-*"))
@@ -305,7 +306,9 @@ def test_a_teacher_with_another_tokenizer_is_refused(tiny_model_dir, problems, t
     other = build_tiny_model(tmp_path / "other", TinyModelSpec(vocab_size=300, seed=3), corpus)
     assert opd(*overrides(tiny_model_dir, local(other), problems, tmp_path / "out")) == 2
     err = capsys.readouterr().err
-    assert "vocabulary differs from the student's" in err and "GOLD" in err
+    assert (
+        "field 'teachers.*.model'" in err and "vocabulary differs from the student's" in err and "GOLD" in err
+    )
 
 
 def test_resuming_with_another_teacher_set_is_refused(

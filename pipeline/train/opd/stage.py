@@ -139,7 +139,12 @@ def check_teachers_tokenize_alike(
         row = next((r for r in rows if cfg.teacher_for(r["source"]) == key.split("[")[0]), rows[0])
         user = row["prompt"][-1]["content"]
         completion = f"<think>\n{user}\n</think>\n\n\\boxed{{{row['answer'] or 0}}}"
-        check_same_tokens(tokenizer, teacher, row["prompt"], completion, cfg.prompt.think_prefix)
+        try:
+            check_same_tokens(tokenizer, teacher, row["prompt"], completion, cfg.prompt.think_prefix)
+        except ConfigError as e:  # named as the recipe field of this teacher (a mixture's member: `src[i]`)
+            spec = cfg.flat_teachers().get(key)
+            field = f"teachers.{key}.{'server' if spec is not None and spec.server is not None else 'model'}"
+            raise ConfigError(f"field '{field}': {e.message}", key=field) from e
 
 
 def build_trainer(cfg: OPDStageConfig, problems: list[Problem]) -> Any:

@@ -60,7 +60,8 @@ def checked_teacher_rows(tokenizer: Any, count: int, seed: int, rate: float) -> 
     template, rng, rows = load_prompt("math-r1-v1"), random.Random(seed), []
     problems = make_problems(seed + TEACHER_SEED_OFFSET, min(count, TEACHER_PROBLEMS), "train")
     for n in range(count):
-        p, m = problems[n % len(problems)], problems[n % len(problems)].metadata
+        p = problems[n % len(problems)]
+        m = p.metadata
         text, wrong = checked_solution_with_errors(m["a"], m["b"], m["op"], rng, rate)
         prompt = build_messages(template, p.problem)
         rendered = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)

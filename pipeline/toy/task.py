@@ -13,6 +13,7 @@ construction, whatever the seed or count.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 from typing import Literal
@@ -81,16 +82,19 @@ def sample_operands(rng: random.Random) -> tuple[int, int, str]:
     return a, b, op
 
 
-def _all_operands() -> list[tuple[int, int, str]]:
+@functools.cache
+def split_size(split: Split) -> int:
+    """How many distinct problems a split has (a larger `count` could never be drawn); hashed once per split."""
     lo, hi = OPERANDS
     pairs = [(a, b) for a in range(lo, hi + 1) for b in range(lo, hi + 1)]
-    return [(a, b, "+") for a, b in pairs] + [(a, b, "-") for a, b in pairs if a >= b]
+    every = [(a, b, "+") for a, b in pairs] + [(a, b, "-") for a, b in pairs if a >= b]
+    return sum(split_of(a, b, op) == split for a, b, op in every)
 
 
 def make_problems(seed: int, count: int, split: Split) -> list[Problem]:
     """`count` distinct problems of `split`, deterministic for a seed."""
     rng, seen, problems = random.Random(seed), set(), []
-    if count > (distinct := sum(split_of(a, b, op) == split for a, b, op in _all_operands())):
+    if count > (distinct := split_size(split)):
         raise ValueError(f"the toy task's {split} split has {distinct} distinct problems, not {count}")
     while len(problems) < count:
         a, b, op = sample_operands(rng)

@@ -3,17 +3,20 @@ and a failed check repaired in the trace. A teacher trained on traces with injec
 wrong column it never makes itself; on-policy distillation can pass that on to a student.
 
     checked_solution(47, 38, "+")
-    # <think>\n47+38 c0 r\n7+8+0=15\nchk 15-8-0=7 vs 7 ok\n4+3 c1 r5\n4+3+1=8\nchk 8-3-1=4 vs 4 ok\nc0 r85\n...
+    # <think>\n47+38 c0 r\n7+8+0=15\nchk 15-8-0=7 7-7=0 ok\n4+3 c1 r5\n4+3+1=8\nchk 8-3-1=4 4-4=0 ok\nc0 r85\n...
     text, spans = checked_solution_with_errors(47, 38, "+", random.Random(0), rate=0.3)
     # a column line with one wrong digit, then `chk ... no`, `fix`, the right line and a passing check; `spans`
     # are the (start, end) characters of each wrong digit, which carry no loss in the teacher's training
 
 A check compares against the state line above the column (which the column line cannot change):
-- addition `7+8+0=15` -> `chk 15-8-0=7 vs 7 ok`: the total minus the lower digit and the carry in must give the
+- addition `7+8+0=15` -> `chk 15-8-0=7 7-7=0 ok`: the total minus the lower digit and the carry in must give the
   upper digit of the state;
-- subtraction `0-0+10-7=3` -> `chk 3+7+0=10 vs 10 ok`: the digit plus the lower digit and the borrow in must give
+- subtraction `0-0+10-7=3` -> `chk 3+7+0=10 10-10=0 ok`: the digit plus the lower digit and the borrow in must give
   the upper digit, plus 10 when the column line borrowed (`+10`).
-The value it must give is written before the verdict (`vs N`), so the verdict compares two numbers on one line.
+The check then subtracts the value it must give and the verdict says whether that is 0 (`14-8-0=6 6-7=-1 no`).
+Two earlier forms taught the verdict badly: a bare verdict, and `vs 7` before it (a teacher said `ok` to
+`=2 vs 1`: equal-or-not of two nearby digits is a narrow function a tiny model learns late; a difference is a
+subtraction it does on every line, and `=0` is one token).
 """
 
 from __future__ import annotations
@@ -28,17 +31,21 @@ _STATE = re.compile(r"^(\d+)([+-])(\d+) [cb](\d) r\d*$")
 
 
 def check_line(state: str, column: str) -> str:
-    """The check of `column` (a column line, maybe wrong) against the `state` line above it: `chk ... vs N ok|no`,
-    N the value the check must give (copied from the state line, so the verdict compares two numbers on one line)."""
+    """The check of `column` (a column line, maybe wrong) against the `state` line above it:
+    `chk <inverse>=V V-N=D ok|no`, N the value the check must give (the state's digit), D the difference, and the
+    verdict `ok` exactly when D is 0: the comparison is a subtraction the model already does everywhere, and the
+    verdict reads the token before it."""
     x, op, y, flag = _STATE.match(state).groups()
     top, bottom, flag = int(x[-1]), int(y[-1]), int(flag)
     result = int(column.rsplit("=", 1)[1])
     if op == "+":
-        value = result - bottom - flag
-        return f"chk {result}-{bottom}-{flag}={value} vs {top} {'ok' if value == top else 'no'}"
-    want = top + (10 if "+10" in column else 0)
-    value = result + bottom + flag
-    return f"chk {result}+{bottom}+{flag}={value} vs {want} {'ok' if value == want else 'no'}"
+        value, want = result - bottom - flag, top
+        inverse = f"{result}-{bottom}-{flag}"
+    else:
+        value, want = result + bottom + flag, top + (10 if "+10" in column else 0)
+        inverse = f"{result}+{bottom}+{flag}"
+    diff = value - want
+    return f"chk {inverse}={value} {value}-{want}={diff} {'ok' if diff == 0 else 'no'}"
 
 
 def corrupt(column: str, rng: random.Random) -> tuple[str, int]:

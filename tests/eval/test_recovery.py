@@ -14,7 +14,7 @@ from tests.conftest import REPO, run_distill
 def test_first_pass_errors_count_the_first_attempt_at_each_column_even_when_repaired():
     right = checked_solution(47, 38, "+")
     assert first_pass_errors(right, 47, 38, "+") == (0, 2)
-    repaired = right.replace("7+8+0=15\n", "7+8+0=14\nchk 14-8-0=6 vs 7 no\nfix\n7+8+0=15\n", 1)
+    repaired = right.replace("7+8+0=15\n", "7+8+0=14\nchk 14-8-0=6 6-7=-1 no\nfix\n7+8+0=15\n", 1)
     assert first_pass_errors(repaired, 47, 38, "+") == (1, 2)
     assert first_pass_errors("<think>\nno working\n</think>\n\\boxed{85}", 47, 38, "+") == (0, 0)
     borrowed = checked_solution(90, 17, "-")

@@ -58,8 +58,11 @@ def test_every_worked_solution_passes_our_own_verifier():
 
 @pytest.mark.slow
 def test_committed_teacher_scores_held_out_problems_and_eval_measures_its_recovery(tmp_path):
-    """The committed teacher (task v1 until a task v2 teacher passes its gates, #23) on 100 held-out problems;
-    eval's `recovery:` reports first-pass column errors and R for it (v1 writes no checks: it never repairs)."""
+    """The committed task v2 teacher passed its gates (gates.json: >= 97% held-out accuracy, >= 90% recovery R on
+    all 400) and, re-measured here on 100 held-out problems with eval's `recovery:`, it makes no first-pass column
+    errors and repairs the errors forced into its working."""
+    gates = json.loads((TEACHER / "gates.json").read_text())["models"][0]["metrics"]["toy"]
+    assert gates["pass@1"] >= 0.97 and gates["recovery_rate"] >= 0.90 and gates["recovery_samples"] == 400
     recipe = tmp_path / "eval.yaml"
     recipe.write_text(
         f"stage: eval\nmodels:\n  - {{path: {TEACHER}, label: teacher}}\nbenchmarks:\n"
@@ -70,8 +73,8 @@ def test_committed_teacher_scores_held_out_problems_and_eval_measures_its_recove
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "eval" / "results.json").read_text())["models"][0]["metrics"]["toy"]
     assert metrics["problems"] == 100 and metrics["pass@1"] >= 0.95
-    assert metrics["recovery_samples"] == 100 and 0 <= metrics["recovery_rate"] <= 1
-    assert metrics["first_pass_error_rate"] <= 0.05
+    assert metrics["recovery_samples"] == 100 and metrics["recovery_rate"] >= 0.85
+    assert metrics["first_pass_error_rate"] <= 0.02
     assert "recovery R" in (tmp_path / "eval" / "results.md").read_text()
 
 

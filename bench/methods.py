@@ -1,22 +1,28 @@
-"""Continued SFT against on-policy distillation (OPD) from the same early SFT checkpoint: what each costs the teacher.
+"""Continued SFT, offline KD and on-policy distillation (OPD) from the same early SFT checkpoint: what each costs.
 
-    .venv/bin/python bench/methods.py [--seeds 0 1 2] [--sweep]          (make bench-methods)
+    .venv/bin/python bench/methods.py [--seeds 0 1 2] [--arms sft kd opd ...] [--sweep]     (make bench-methods)
 
-Both arms start from `checkpoint-3000` of the demo's SFT recipe run for 4,500 cosine steps, as when the results
-were recorded (runs/bench-methods/start; made here when missing, with the demo's generate and filter; `--start`
-another) and learn the toy task from the committed toy teacher:
+Every arm starts from the demo's SFT student (runs/demo/sft: 66.5% held-out on task v2, R 0%, well below the
+teacher's 100% and R 97%; made here with the demo's generate and filter when missing; `--start` another) and
+learns the toy task (v2: checks and fixes) from the committed toy teacher:
   sft  continues SFT on the teacher's filtered traces (runs/demo/filter), 16 traces a step, in a seeded order;
-       teacher cost = the completion tokens the teacher *generated* for the traces trained on (a lower bound:
-       the traces the filter dropped cost the teacher too; the factor is printed);
+       teacher cost = the completion tokens the teacher *generated* for the traces trained on (decode; a lower
+       bound: the traces the filter dropped cost the teacher too);
+  kd   the same traces in the same order with the teacher's stored top-5 logprobs (`distill kd`'s trainer,
+       recipes/demo/kd.yaml's loss): the same decode cost, the logprobs came with the generation;
   opd  `distill opd`'s trainer (recipes/demo/opd.yaml), 8 rollouts a step on the training problems; teacher cost =
-       the completion tokens the teacher *scored* (prefill only).
+       the completion tokens the teacher *scored* (prefill only; the student decodes its own rollouts);
+  kd-relation, kd-self, kd-mutual, opd-self  issue #24's methods, each its recipes/demo/<arm>.yaml's loss with the
+       optimiser of the kd (SFT's) or opd arm; an online teacher's scoring of each token read is prefill; a
+       self-distilled teacher (the student's own model) and a mutual peer cost no teacher tokens.
 Every `--every` steps a callback scores the live student greedily on 200 held-out problems (math-verify), with
 the distinct training problems and teacher tokens used so far, the student tokens trained on (SFT: every trace
 token read, again each epoch; OPD: its rollouts' tokens, each read once) and the training seconds (evaluation
 excluded).
-For each method: mean and spread over seeds of the problems, teacher tokens and seconds needed to reach 95% of the
-teacher's held-out accuracy. Target (issue #11): OPD needs <= 1/3 of SFT's teacher tokens and problems.
-Each run is its own process on one thread; an SFT and an OPD run go side by side (2 cores).
+For each method: mean and spread over seeds of the problems, teacher decode and prefill tokens, student tokens and
+seconds needed to reach 95% of the teacher's held-out accuracy, each on its own axis. Target (issues #11, #23):
+OPD needs <= 1/3 of SFT's teacher tokens and problems. `--arms` picks the methods (default sft kd opd).
+Each run is its own process on one thread; two runs go side by side (2 cores).
 `--sweep` first runs seed 0 of each arm over learning rates and schedules (and OPD's loss) and records them (ARMS
 holds what the recorded sweep chose). `--report-only` summarises the runs already in runs/bench-methods.
 Writes bench/methods.json and bench/methods.png.
@@ -36,14 +42,30 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-START = REPO / "runs/bench-methods/start/checkpoint-3000"
+START = REPO / "runs/demo/sft"
 OUT = REPO / "runs/bench-methods"
 HELDOUT = 200
 SFT_BATCH, OPD_BATCH = 16, 8
 ARMS = {  # what the sweep chose (bench/RESULTS.md records the sweep); --sweep re-runs it
-    "sft": {"lr": 1.0e-3, "schedule": "constant", "steps": 1200, "every": 100},
-    "opd": {"lr": 3.0e-4, "schedule": "cosine", "steps": 600, "every": 50, "loss": "jsd_top20", "beta": 1.0},
+    "sft": {"lr": 1.0e-3, "schedule": "constant", "steps": 600, "every": 100},
+    "kd": {"lr": 1.0e-3, "schedule": "constant", "steps": 600, "every": 100},  # SFT's, the loss the demo's
+    "opd": {"lr": 3.0e-4, "schedule": "cosine", "steps": 300, "every": 50, "loss": "jsd_top20", "beta": 1.0},
 }
+# issue #24's methods: SFT's optimiser (kd-*) or OPD's (opd-*), the loss of their recipes/demo/<arm>.yaml
+ARMS.update({arm: dict(ARMS["kd"]) for arm in ("kd-relation", "kd-self", "kd-mutual")})
+ARMS["opd-self"] = dict(ARMS["opd"])
+# the peer continues too: the demo's KD student (same shape, its own training) rather than an untrained one
+ARMS["kd-mutual"]["overrides"] = [f"kd.mutual.peer={REPO / 'runs/demo/kd'}"]
+COLORS = {
+    "sft": "tab:blue",
+    "kd": "tab:orange",
+    "opd": "tab:green",
+    "kd-relation": "tab:red",
+    "kd-self": "tab:purple",
+    "kd-mutual": "tab:brown",
+    "opd-self": "tab:olive",
+}
+COSTS = ("problems", "teacher_decode", "teacher_prefill", "student_tokens", "seconds")
 SWEEP = {  # seed 0, 300 OPD / 600 SFT steps
     "sft": [{"lr": 1e-3, "schedule": "constant"}, {"lr": 2e-3, "schedule": "cosine"}],
     "opd": [
@@ -125,8 +147,8 @@ class Evaluator:
 
 
 def curve_callback(evaluate: Evaluator, every: int, costs: Any, points: list[dict[str, Any]]) -> Any:
-    """A TrainerCallback recording (step, accuracy, problems, teacher and student tokens, training seconds) every
-    `every` steps."""
+    """A TrainerCallback recording (step, accuracy, problems, teacher decode and prefill tokens, student tokens,
+    training seconds) every `every` steps."""
     from transformers import TrainerCallback
 
     class Curve(TrainerCallback):
@@ -145,13 +167,15 @@ def curve_callback(evaluate: Evaluator, every: int, costs: Any, points: list[dic
             t0 = time.perf_counter()
             measured = evaluate(model)
             self.evaluating += time.perf_counter() - t0
-            problems, tokens, read = costs(state.global_step)
+            problems, decode, prefill, read = costs(state.global_step)
             points.append(
                 {
                     "step": state.global_step,
                     **measured,
                     "problems": problems,
-                    "teacher_tokens": tokens,
+                    "teacher_decode": decode,
+                    "teacher_prefill": prefill,
+                    "teacher_tokens": decode + prefill,
                     "student_tokens": read,
                     "seconds": round(seconds, 2),
                 }
@@ -168,6 +192,27 @@ def sft_trainer(run: dict[str, Any], seed: int, out: Path) -> tuple[Any, Any]:
     data = out / "data" / "train-00000.parquet"
     costs = trace_costs(shuffled_traces(seed, data))
     trainer, _ = build_trainer(sft_config(run, seed, data, out))
+    return trainer, costs
+
+
+def kd_trainer(run: dict[str, Any], seed: int, out: Path, recipe: str = "kd") -> tuple[Any, Any]:
+    """The kd stage's trainer (recipes/demo/<recipe>.yaml's loss) on SFT's ordered traces, with SFT's optimiser
+    and batch: the arms differ only in the loss. Costs: SFT's (the stored logprobs came with the generation),
+    plus, for an online teacher other than the student's own model, every token it reads scored (prefill)."""
+    from pipeline.preflight import load_tokenizer
+    from pipeline.train.kd.stage import build_kd_trainer, load_teacher
+
+    data = out / "data" / "train-00000.parquet"
+    traces = trace_costs(shuffled_traces(seed, data))
+    cfg = sft_config(run, seed, data, out, stage=recipe)
+    online = cfg.kd.teacher == "online"
+    trainer, _ = build_kd_trainer(cfg, load_teacher(cfg, load_tokenizer(cfg)) if online else None)
+    scored = online and not cfg.kd.self_distill
+
+    def costs(step: int) -> tuple[int, int, int, int]:
+        problems, decode, _, read = traces(step)
+        return problems, decode, read if scored else 0, read
+
     return trainer, costs
 
 
@@ -195,23 +240,25 @@ def trace_costs(table: Any) -> Any:
         seen.add(pid)
         first_seen.append(len(seen))
 
-    def costs(step: int) -> tuple[int, int, int]:
+    def costs(step: int) -> tuple[int, int, int, int]:
         epochs, rest = divmod(step * SFT_BATCH, table.num_rows)
         read = int(epochs * tokens[-1] + (tokens[rest - 1] if rest else 0))
         n = min(step * SFT_BATCH, table.num_rows)
-        return (first_seen[n - 1], int(tokens[n - 1]), read) if n else (0, 0, 0)
+        return (first_seen[n - 1], int(tokens[n - 1]), 0, read) if n else (0, 0, 0, 0)
 
     return costs
 
 
-def sft_config(run: dict[str, Any], seed: int, data: Path, out: Path) -> Any:
-    """recipes/demo/sft.yaml from START on the ordered traces in `data`: SFT_BATCH a step, in order, no packing."""
+def sft_config(run: dict[str, Any], seed: int, data: Path, out: Path, stage: str = "sft") -> Any:
+    """recipes/demo/{stage}.yaml from START on the ordered traces in `data`: SFT_BATCH a step, in order, no
+    packing."""
     from pipeline.config import load_config
+    from pipeline.train.kd.config import KDStageConfig
     from pipeline.train.sft.config import SFTStageConfig
 
     return load_config(
-        SFTStageConfig,
-        str(REPO / "recipes/demo/sft.yaml"),
+        KDStageConfig if stage.startswith("kd") else SFTStageConfig,
+        str(REPO / f"recipes/demo/{stage}.yaml"),
         [
             f"model={START}",
             "from_scratch=false",
@@ -229,11 +276,14 @@ def sft_config(run: dict[str, Any], seed: int, data: Path, out: Path) -> Any:
             "trainer.disable_tqdm=true",
             f"trainer.seed={seed}",
             "trainer.logging_steps=100",
+            *run.get("overrides", []),
         ],
     )
 
 
-def opd_trainer(run: dict[str, Any], seed: int, out: Path) -> tuple[Any, Any]:
+def opd_trainer(run: dict[str, Any], seed: int, out: Path, recipe: str = "opd") -> tuple[Any, Any]:
+    """The opd stage's trainer from START (recipes/demo/<recipe>.yaml's teachers: the toy teacher, or for
+    opd-self the student's frozen copy with the reference answer); its costs: the tokens its teacher scored."""
     from pipeline.config import load_config
     from pipeline.records.read import load_problems
     from pipeline.train.opd.config import OPDStageConfig
@@ -250,12 +300,12 @@ def opd_trainer(run: dict[str, Any], seed: int, out: Path) -> tuple[Any, Any]:
     }.get(run.get("loss", ""), [])
     cfg = load_config(
         OPDStageConfig,
-        str(REPO / "recipes/demo/opd.yaml"),
+        str(REPO / f"recipes/demo/{recipe}.yaml"),
         [
             f"model={START}",
             f"output={out / 'model'}",
             f"problems.path={REPO / 'data/toy/train.jsonl'}",
-            f"teachers={{'*': {{model: {REPO / 'data/toy-teacher'}}}}}",
+            *([f"teachers={{'*': {{model: {REPO / 'data/toy-teacher'}}}}}"] if recipe == "opd" else []),
             f"trainer.learning_rate={run['lr']}",
             f"trainer.lr_scheduler_type={run['schedule']}",
             f"trainer.max_steps={run['steps']}",
@@ -265,10 +315,11 @@ def opd_trainer(run: dict[str, Any], seed: int, out: Path) -> tuple[Any, Any]:
             f"trainer.seed={seed}",
             "trainer.logging_steps=50",
             *loss,
+            *run.get("overrides", []),
         ],
     )
     trainer = build_trainer(cfg, load_problems(cfg.problems))
-    return trainer, lambda step: (len(trainer.costs.problems), trainer.costs.tokens, trainer.costs.tokens)
+    return trainer, lambda step: (len(trainer.costs.problems), 0, trainer.costs.tokens, trainer.costs.tokens)
 
 
 def child(arm: str, run: dict[str, Any], seed: int, out: Path) -> None:
@@ -276,10 +327,16 @@ def child(arm: str, run: dict[str, Any], seed: int, out: Path) -> None:
 
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
-    trainer, costs = (sft_trainer if arm == "sft" else opd_trainer)(run, seed, out)
+    if arm.startswith("kd"):
+        trainer, costs = kd_trainer(run, seed, out, recipe=arm)
+    else:
+        trainer, costs = (
+            sft_trainer(run, seed, out) if arm == "sft" else opd_trainer(run, seed, out, recipe=arm)
+        )
     points: list[dict[str, Any]] = []
     trainer.add_callback(curve_callback(Evaluator(trainer.processing_class), run["every"], costs, points))
     trainer.train()
+    trainer.save_model(str(out / "model"))  # the final student, for probing what each method taught
     (out / "curve.json").write_text(json.dumps({"arm": arm, "seed": seed, "run": run, "points": points}))
 
 
@@ -287,8 +344,7 @@ def child(arm: str, run: dict[str, Any], seed: int, out: Path) -> None:
 
 
 def ensure_start() -> None:
-    """The demo's generate, filter and student start when absent, and the SFT run that saves START on the way
-    (the demo's recipe at the 4,500 steps the recorded results started from, whatever the demo now runs)."""
+    """The demo's generate, filter, student start and SFT student (START) when absent."""
     from pipeline.toy.demo import STUDENT_INIT
 
     distill = str(Path(sys.executable).with_name("distill"))
@@ -306,18 +362,8 @@ def ensure_start() -> None:
             [distill, *STUDENT_INIT],
         ),
         (
-            START / "trainer_state.json",
-            [
-                distill,
-                "sft",
-                "--config",
-                "recipes/demo/sft.yaml",
-                f"output={START.parent}",
-                "trainer.max_steps=4500",
-                "trainer.lr_scheduler_type=cosine",
-                "trainer.lr_scheduler_kwargs={}",
-                "trainer.disable_tqdm=true",
-            ],
+            START / "manifest.json",
+            [distill, "sft", "--config", "recipes/demo/sft.yaml", "trainer.disable_tqdm=true"],
         ),
     ]
     for done, cmd in steps:
@@ -389,45 +435,55 @@ def spread(values: list[float]) -> str:
 
 
 def summarise(curves: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
-    """At the target (95% of the teacher) and at lower accuracy levels above the start: what each method needed."""
+    """At the target (95% of the teacher) and at lower accuracy levels above the start: what each method needed,
+    on each cost axis, and each method's mean over SFT's where every seed of both reached the level."""
+    arms = list(dict.fromkeys(c["arm"] for c in curves))
     start = max(c["points"][0]["accuracy"] for c in curves)  # levels the start checkpoint has not reached yet
     steps = [x for x in (0.6, 0.7, 0.8, 0.85, 0.9) if start < x < threshold]
     levels = {"target": threshold, **{f"{round(100 * x)}%": x for x in steps}}
-    out: dict[str, Any] = {"threshold": threshold, "levels": {}}
+    out: dict[str, Any] = {"threshold": threshold, "arms": arms, "levels": {}}
     for name, level in levels.items():
         table = {}
-        for arm in ("sft", "opd"):
+        for arm in arms:
             runs = [c for c in curves if c["arm"] == arm]
             got = [h for h in (reach(c, level) for c in runs) if h]
-            table[arm] = {
-                "reached": f"{len(got)}/{len(runs)}",
-                **{
-                    k: [h[k] for h in got]
-                    for k in ("step", "problems", "teacher_tokens", "student_tokens", "seconds")
-                },
-            }
-        ratio = {}
-        if (
-            len(table["sft"]["problems"])
-            == len(table["opd"]["problems"])
-            == len([c for c in curves if c["arm"] == "sft"])
-        ):
-            for k in ("problems", "teacher_tokens", "student_tokens", "seconds"):
-                ratio[k] = statistics.mean(table["opd"][k]) / max(statistics.mean(table["sft"][k]), 1e-9)
-        out["levels"][name] = {"accuracy": level, "methods": table, "opd_over_sft": ratio}
-    out["final_accuracy"] = {
-        arm: [c["points"][-1]["accuracy"] for c in curves if c["arm"] == arm] for arm in ("sft", "opd")
+            table[arm] = {"reached": f"{len(got)}/{len(runs)}", "all": len(got) == len(runs)}
+            table[arm].update({k: [h.get(k, 0) for h in got] for k in ("step", *COSTS)})
+        ratios = {}
+        for arm in arms:
+            if arm != "sft" and "sft" in table and table[arm]["all"] and table["sft"]["all"]:
+                sft = table["sft"]
+                ratios[arm] = {
+                    k: statistics.mean(table[arm][k]) / max(statistics.mean(sft[k]), 1e-9)
+                    for k in ("problems", "student_tokens", "seconds")
+                }
+                ratios[arm]["teacher_tokens"] = _teacher(table[arm]) / max(_teacher(sft), 1e-9)
+        out["levels"][name] = {"accuracy": level, "methods": table, "over_sft": ratios}
+    last = {
+        "final": lambda c: c["points"][-1],
+        "best": lambda c: max(c["points"], key=lambda p: p["accuracy"]),
     }
-    for key in ("recovery_rate", "first_pass_error_rate"):  # task v2: does a method pass on the repairs?
+    for key in ("accuracy", "recovery_rate", "first_pass_error_rate"):  # v2: does a method pass on repairs?
         out[f"start_{key}"] = curves[0]["points"][0].get(key)
-        out[f"final_{key}"] = {
-            arm: [c["points"][-1].get(key) for c in curves if c["arm"] == arm] for arm in ("sft", "opd")
-        }
-    out["best_accuracy"] = {
-        arm: [max(p["accuracy"] for p in c["points"]) for c in curves if c["arm"] == arm]
-        for arm in ("sft", "opd")
-    }
+        for which, pick in last.items():
+            out[f"{which}_{key}"] = {
+                arm: [pick(c).get(key) for c in curves if c["arm"] == arm] for arm in arms
+            }
     return out
+
+
+def _teacher(row: dict[str, Any]) -> float:
+    """Mean teacher tokens of any kind (decode + prefill) over the seeds that reached a level."""
+    return statistics.mean(d + p for d, p in zip(row["teacher_decode"], row["teacher_prefill"], strict=True))
+
+
+AXES = {
+    "problems": "distinct training problems",
+    "teacher_decode": "teacher tokens generated (decode: SFT, KD)",
+    "teacher_prefill": "teacher tokens scored (prefill: OPD)",
+    "student_tokens": "student tokens trained on (SFT/KD: each epoch again)",
+    "seconds": "training seconds (one thread a run)",
+}
 
 
 def plot(curves: list[dict[str, Any]], threshold: float, path: Path) -> None:
@@ -436,31 +492,22 @@ def plot(curves: list[dict[str, Any]], threshold: float, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
-    for ax, key, label in zip(
-        axes,
-        ("problems", "teacher_tokens", "student_tokens", "seconds"),
-        (
-            "distinct training problems",
-            "teacher tokens (SFT: generated; OPD: scored)",
-            "student tokens trained on (SFT: each epoch again)",
-            "training seconds (one thread a run)",
-        ),
-        strict=True,
-    ):
+    fig, axes = plt.subplots(1, len(AXES), figsize=(4.4 * len(AXES), 4.2))
+    for ax, (key, label) in zip(axes, AXES.items(), strict=True):
         for c in curves:
-            color = "tab:blue" if c["arm"] == "sft" else "tab:green"
+            if key.startswith("teacher_") and not any(p.get(key) for p in c["points"]):
+                continue  # this method pays nothing on this axis
             ax.plot(
-                [p[key] for p in c["points"]],
+                [p.get(key, 0) for p in c["points"]],
                 [p["accuracy"] for p in c["points"]],
-                color=color,
+                color=COLORS.get(c["arm"], "tab:gray"),
                 alpha=0.7,
                 label=f"{c['arm'].upper()} seed {c['seed']}",
             )
         ax.axhline(threshold, color="gray", linestyle="--", label="95% of the teacher")
         ax.set(xlabel=label, ylabel="held-out accuracy (greedy)", ylim=(0, 1.02))
     axes[0].legend(fontsize=7, loc="lower right")
-    fig.suptitle("From the same SFT checkpoint: continued SFT vs on-policy distillation")
+    fig.suptitle("From the same SFT checkpoint: continued SFT, offline KD, on-policy distillation")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -469,21 +516,29 @@ def report(summary: dict[str, Any], teacher: float) -> None:
     print(f"\nteacher held-out accuracy {teacher:.3f}; target 95% of it = {summary['threshold']:.3f}")
     for name, level in summary["levels"].items():
         print(f"\nto reach {name} ({level['accuracy']:.3f}): mean (min-max) over the seeds that reached it")
-        keys = ("step", "problems", "teacher_tokens", "student_tokens", "seconds")
-        print(f"{'method':6} {'reached':8} " + " ".join(f"{k.replace('_', ' '):>26}" for k in keys))
+        keys = ("step", *COSTS)
+        print(f"{'method':6} {'reached':8} " + " ".join(f"{k.replace('_', ' '):>24}" for k in keys))
         for arm, m in level["methods"].items():
-            print(f"{arm:6} {m['reached']:8} " + " ".join(f"{spread(m[k]):>26}" for k in keys))
-        for k, v in level["opd_over_sft"].items():
-            target = k in ("problems", "teacher_tokens")
-            print(f"  OPD / SFT {k}: {v:.3f}" + ("  (target <= 0.333)" if target else ""))
-    for key in ("final_accuracy", "best_accuracy", "final_recovery_rate", "final_first_pass_error_rate"):
-        got = summary.get(key) or {}
-        print(key, {arm: spread([100 * a for a in v if a is not None]) for arm, v in got.items()})
+            print(f"{arm:6} {m['reached']:8} " + " ".join(f"{spread(m[k]):>24}" for k in keys))
+        for arm, ratios in level["over_sft"].items():
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in ratios.items())
+            print(
+                f"  {arm.upper()} / SFT: {shown}"
+                + ("  (target: problems, teacher tokens <= 0.333)" * (arm == "opd"))
+            )
+    for which in ("final", "best"):
+        for key in ("accuracy", "recovery_rate", "first_pass_error_rate"):
+            got = summary.get(f"{which}_{key}") or {}
+            print(
+                f"{which} {key}",
+                {arm: spread([100 * a for a in v if a is not None]) for arm, v in got.items()},
+            )
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--arms", nargs="+", default=["sft", "kd", "opd"], choices=sorted(ARMS))
     parser.add_argument("--sweep", action="store_true")
     parser.add_argument("--child")
     parser.add_argument("--run")
@@ -530,12 +585,14 @@ def read_curve(name: str) -> dict[str, Any]:
         costs = trace_costs(shuffled_traces(curve["seed"], OUT / name / "data" / "train-00000.parquet"))
         for p in curve["points"]:
             p["student_tokens"] = costs(p["step"])[2]
-    for p in curve["points"]:
+    for p in curve["points"]:  # recorded before decode and prefill were told apart
         p.setdefault("student_tokens", p["teacher_tokens"])
+        p.setdefault("teacher_decode", p["teacher_tokens"] if curve["arm"] != "opd" else 0)
+        p.setdefault("teacher_prefill", p["teacher_tokens"] if curve["arm"] == "opd" else 0)
     return curve
 
 
-def compare(seeds: list[int], with_sweep: bool, report_only: bool = False) -> None:
+def compare(seeds: list[int], arms_run: list[str], with_sweep: bool, report_only: bool = False) -> None:
     """Both arms over the seeds against 95% of the teacher: bench/methods.json, bench/methods.png, the report."""
     teacher = teacher_accuracy()
     threshold = 0.95 * teacher
@@ -543,7 +600,7 @@ def compare(seeds: list[int], with_sweep: bool, report_only: bool = False) -> No
     result: dict[str, Any] = {"teacher_accuracy": teacher, "arms": arms}
     if with_sweep and not report_only:
         result["sweep"] = sweep(arms, threshold)
-    jobs = [(arm, arms[arm], seed, f"{arm}-seed{seed}") for seed in seeds for arm in ("sft", "opd")]
+    jobs = [(arm, arms[arm], seed, f"{arm}-seed{seed}") for seed in seeds for arm in arms_run]
     curves = [read_curve(name) for *_, name in jobs] if report_only else run_pairs(jobs)
     summary = summarise(curves, threshold)
     result.update(summary=summary, curves=curves)
@@ -564,7 +621,7 @@ def main() -> int:
     if args.only:
         run_only(args.only, args.run, args.seed)
         return 0
-    compare(args.seeds, args.sweep, args.report_only)
+    compare(args.seeds, args.arms, args.sweep, args.report_only)
     return 0
 
 

@@ -56,17 +56,18 @@ def test_chat_template_keeps_think_content_in_the_assistant_turn_and_masks_the_r
 
 
 @pytest.mark.slow
-def test_vllm_generates_from_the_tiny_model_with_the_same_token_ids(tiny_model_dir):
-    from vllm import LLM, SamplingParams
+def test_vllm_generates_from_the_tiny_model_with_the_same_token_ids(teacher_engine, teacher_dir):
+    """The session's vLLM engine (the tiny model as the memoriser trained it, saved with its tokenizer; eval's
+    test loads the untrained one in vLLM too), not a second engine start-up."""
+    from vllm import SamplingParams
 
-    llm = LLM(model=str(tiny_model_dir), seed=0, max_model_len=512, enforce_eager=True)
-    auto = AutoTokenizer.from_pretrained(tiny_model_dir)
+    llm = teacher_engine.llm
+    auto = AutoTokenizer.from_pretrained(teacher_dir)
     assert llm.get_tokenizer().encode(TEXT) == auto(TEXT)["input_ids"]
     out = llm.generate(["What is 2+2?"], SamplingParams(max_tokens=8, temperature=0.6, n=2, logprobs=3))
     assert len(out[0].outputs) == 2
     for completion in out[0].outputs:
         assert 1 <= len(completion.token_ids) <= 8 and len(completion.logprobs) == len(completion.token_ids)
-    del llm
 
 
 def test_distill_tiny_model_command_builds_a_model_with_the_given_shape(tmp_path):

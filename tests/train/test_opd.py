@@ -21,7 +21,7 @@ import torch
 
 from pipeline.cli import main
 from pipeline.records.manifest import read_manifest
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, distill_main, free_port
 from tests.helpers import write_problems
 
 pytestmark = pytest.mark.slow
@@ -140,7 +140,7 @@ def test_rerun_of_a_finished_run_trains_nothing_and_a_kill_resumes(
 ):
     out = tmp_path / "out"
     args = overrides(
-        tiny_model_dir, local(teacher_dir), problems, out, "trainer.max_steps=40", "trainer.save_steps=1"
+        tiny_model_dir, local(teacher_dir), problems, out, "trainer.max_steps=12", "trainer.save_steps=1"
     )
     cmd = [
         sys.executable,
@@ -159,12 +159,12 @@ def test_rerun_of_a_finished_run_trains_nothing_and_a_kill_resumes(
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert read_manifest(out) is None
-    resumed = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    resumed = distill_main(*cmd[3:])  # the resume and the rerun in this process: only the kill needs its own
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     manifest = read_manifest(out)
-    assert manifest["counts"]["global_step"] == 40 and "checkpoint-" in manifest["resumed_from"]
+    assert manifest["counts"]["global_step"] == 12 and "checkpoint-" in manifest["resumed_from"]
     before = sorted(p.name for p in out.iterdir()), (out / "manifest.json").read_bytes()
-    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    again = distill_main(*cmd[3:])
     assert again.returncode == 0 and "already complete" in again.stderr
     assert (sorted(p.name for p in out.iterdir()), (out / "manifest.json").read_bytes()) == before
 

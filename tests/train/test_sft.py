@@ -156,7 +156,7 @@ def sft_recipe(model: Path, tmp_path: Path, *extra: str) -> Path:
 
 
 def test_a_kill_while_saving_a_checkpoint_resumes_from_the_last_complete_one(tiny_model_dir, tmp_path):
-    from tests.conftest import run_distill
+    from tests.conftest import distill_main, run_distill
 
     recipe = sft_recipe(tiny_model_dir, tmp_path)
     out = tmp_path / "out"
@@ -167,7 +167,7 @@ def test_a_kill_while_saving_a_checkpoint_resumes_from_the_last_complete_one(tin
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert (out / "checkpoint-6" / "config.json").exists()
     assert not (out / "checkpoint-6" / "trainer_state.json").exists() and read_manifest(out) is None
-    resumed = run_distill("sft", "--config", str(recipe))
+    resumed = distill_main("sft", "--config", str(recipe))  # in this process: only the kill needs its own
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "skipping" in resumed.stderr and "checkpoint-6: incomplete" in resumed.stderr
     manifest = read_manifest(out)

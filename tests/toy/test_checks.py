@@ -27,7 +27,11 @@ from pipeline.toy.checks import (
         ("90-17 b0 r", "0-0+10-7=4", "chk 4+7+0=11 11-10=1 no"),
         ("90-17 b0 r", "0-0-7=3", "chk 3+7+0=10 10-0=10 no"),  # the borrow forgotten
         ("9-1 b1 r3", "9-1-1=7", "chk 7+1+1=9 9-9=0 ok"),
-        ("9-1 b1 r3", "1-1-1=7", "chk 7+1+1=9 9-9=0 ok"),  # a wrong operand, a right result: nothing to repair
+        (
+            "9-1 b1 r3",
+            "1-1-1=7",
+            "chk 7+1+1=9 9-9=0 ok",
+        ),  # a wrong operand, a right result: nothing to repair
     ],
 )
 def test_a_check_recomputes_the_column_from_its_result_against_the_state_above(state, column, check):
@@ -71,7 +75,8 @@ def test_a_forced_error_prefix_ends_on_a_wrong_column_and_its_repair_counts_as_r
     prefix = forced_error_prefix(47, 38, "+", 1, rng)
     lines = prefix.removeprefix("<think>\n").rstrip("\n").split("\n")
     assert (
-        lines[:4] == ["47+38 c0 r", "7+8+0=15", "chk 15-8-0=7 7-7=0 ok", "4+3 c1 r5"] and lines[4] != "4+3+1=8"
+        lines[:4] == ["47+38 c0 r", "7+8+0=15", "chk 15-8-0=7 7-7=0 ok", "4+3 c1 r5"]
+        and lines[4] != "4+3+1=8"
     )
     right = "\n".join([check_line("4+3 c1 r5", lines[4]), "fix", "4+3+1=8", "chk 8-3-1=4 4-4=0 ok", "c0 r85"])
     assert recovered(right, 47, 38, "+", 1)

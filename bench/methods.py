@@ -502,10 +502,13 @@ def plot(curves: list[dict[str, Any]], threshold: float, path: Path) -> None:
                 [p["accuracy"] for p in c["points"]],
                 color=COLORS.get(c["arm"], "tab:gray"),
                 alpha=0.7,
-                label=f"{c['arm'].upper()} seed {c['seed']}",
+                label=f"{c['arm'].upper()} (seeds {', '.join(str(x['seed']) for x in curves if x['arm'] == c['arm'])})"
+                if c is next(x for x in curves if x["arm"] == c["arm"])
+                else None,
             )
         ax.axhline(threshold, color="gray", linestyle="--", label="95% of the teacher")
         ax.set(xlabel=label, ylabel="held-out accuracy (greedy)", ylim=(0, 1.02))
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 4))
     axes[0].legend(fontsize=7, loc="lower right")
     fig.suptitle("From the same SFT checkpoint: continued SFT, offline KD, on-policy distillation")
     fig.tight_layout()

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -92,26 +91,16 @@ def start(recipe: Path, cluster, *extra: str) -> subprocess.Popen:
     )
 
 
-def commits(out: Path) -> int:
-    return len(list(out.glob("samples-*.jsonl")))
-
-
-def wait_until(what: str, ready: Callable[[], object], proc: subprocess.Popen, timeout: float = 600) -> None:
-    """Poll `ready` until it holds, failing if the run `proc` ends first (the fault would then hit nothing)."""
+def wait_for_shards(out: Path, n: int, proc: subprocess.Popen, timeout: float = 300) -> None:
     deadline = time.time() + timeout
-    while not ready() and proc.poll() is None and time.time() < deadline:
+    while len(list(out.glob("samples-*.jsonl"))) < n and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    assert proc.poll() is None, f"the run ended before {what}: {proc.stderr.read()[-2000:]}"
-    assert ready(), f"no {what} in {timeout} s"
-
-
-def wait_for_shards(out: Path, n: int, proc: subprocess.Popen) -> None:
-    wait_until(f"{n} commits", lambda: commits(out) >= n, proc)
+    assert proc.poll() is None, f"the run ended before {n} commits: {proc.stderr.read()[-2000:]}"
 
 
 @pytest.fixture(scope="module")
 def reference(teacher_engine, teacher_dir, tmp_path_factory) -> Path:
-    """The fault test's recipe run directly, unsharded, on the session's engine."""
+    """The node-loss and kill tests' recipe run directly, unsharded, on the session's engine."""
     tmp = tmp_path_factory.mktemp("ray-reference")
     recipe = sums_recipe(tmp, teacher_dir, 60, "direct")
     from pipeline.cli import load_stage_config
@@ -124,7 +113,7 @@ def test_ray_output_equals_a_direct_run_and_the_union_of_shards(
     cluster, teacher_engine, teacher_dir, tmp_path
 ):
     """Same seeds, same samples: direct and unsharded, and shard 0/2 on Ray beside shard 1/2 without. (A whole
-    run on Ray equal to a direct one: the fault test below, against `reference`.)"""
+    run on Ray equal to a direct one: the node-loss and kill tests below, each against `reference`.)"""
     extra = {"sampling__n": 2, "logprobs": 5, "prompt__think_prefix": "true", "flush_every": 3}
     direct = teacher_recipe(teacher_dir, tmp_path / "direct", **extra)
     assert run(direct, engine=teacher_engine) == 0
@@ -142,44 +131,58 @@ def test_ray_output_equals_a_direct_run_and_the_union_of_shards(
     assert_same_samples(Path(direct.output), shards)
 
 
-def test_killed_driver_killed_engine_and_lost_engine_node_each_redo_only_their_units(
+def test_losing_the_engine_node_after_a_commit_redoes_its_units_once(
     cluster, reference, teacher_dir, tmp_path
 ):
-    """Three faults, one after another, on one output folder (each a Ray Data LLM start-up less than three runs
-    would pay): the driver SIGKILLed mid-run, then in its rerun the replica's vLLM engine process SIGKILLed (Ray
-    Data LLM exits the actor, Ray restarts it and reruns its unit), then, once the restarted engine has committed,
-    the node running it removed (the replica restarts on a replacement node). After each, what was committed
-    stays byte for byte; the rerun ends by itself with exactly the planned samples, those of the direct run."""
-    recipe = sums_recipe(tmp_path, teacher_dir, 60, "faults")
-    out = tmp_path / "faults"
+    recipe = sums_recipe(tmp_path, teacher_dir, 60, "lost")
+    out = tmp_path / "lost"
     proc = start(recipe, cluster)
-    wait_for_shards(out, 2, proc)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver
-    proc.wait()
-    committed = [snapshot(out)]
-    assert 0 < len(rows(out)) < 120 and read_manifest(out) is None
-    gone = time.time() + 120  # the killed job's replica ends with it: the rerun's engine is then the only one
-    while engine_processes("MapWorker") and time.time() < gone:
-        time.sleep(0.2)
-    assert not engine_processes("MapWorker")
-
-    proc = start(recipe, cluster)  # the rerun
-    wait_for_shards(out, commits(out) + 1, proc)
-    committed.append(snapshot(out))
-    engines = engine_processes("MapWorker")
-    assert len(engines) == 1, engines
-    os.kill(engines[0], signal.SIGKILL)  # the engine process, mid-run
-    wait_until("a restarted engine", lambda: engine_processes("MapWorker") not in ([], engines), proc)
-    wait_for_shards(out, commits(out) + 1, proc)  # a commit after the restart
-    committed.append(snapshot(out))
-    cluster.remove_node(next(iter(cluster.worker_nodes)))  # the node running the restarted replica
+    wait_for_shards(out, 1, proc)
+    before = snapshot(out)
+    engine_node = next(n for n in cluster.worker_nodes)
+    cluster.remove_node(engine_node)  # the node running the engine replica, mid-run
     cluster.add_node(**NODE)  # a replacement; Ray restarts the replica there and reruns the lost units
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     after = snapshot(out)
-    for before in committed:
-        assert all(after[name] == data for name, data in before.items())  # committed files untouched
+    assert all(after[name] == data for name, data in before.items())  # committed files untouched
     assert sorted(rows(out)) == sorted(f"q{i:03d}/{j}" for i in range(60) for j in range(2))  # no duplicate
+    assert_same_samples(reference, out)
+
+
+def test_killed_driver_reruns_to_exactly_the_planned_samples(cluster, reference, teacher_dir, tmp_path):
+    recipe = sums_recipe(tmp_path, teacher_dir, 60, "killed")
+    out = tmp_path / "killed"
+    proc = start(recipe, cluster)
+    wait_for_shards(out, 2, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = snapshot(out)
+    assert 0 < len(rows(out)) < 120 and read_manifest(out) is None
+    r = run_distill("generate", "--config", str(recipe), *RAY, env=env(cluster))
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = snapshot(out)
+    assert all(after[name] == data for name, data in before.items())
+    assert_same_samples(reference, out)
+
+
+def test_killed_engine_process_is_restarted_and_its_units_rerun_once(
+    cluster, reference, teacher_dir, tmp_path
+):
+    """The replica's vLLM engine process SIGKILLed mid-run: Ray Data LLM exits the actor, Ray restarts it and
+    reruns the unit; the run ends with exactly the planned samples, the same as the direct run."""
+    recipe = sums_recipe(tmp_path, teacher_dir, 60, "engine")
+    out = tmp_path / "engine"
+    proc = start(recipe, cluster)
+    wait_for_shards(out, 1, proc)
+    before = snapshot(out)
+    engines = engine_processes("MapWorker")
+    assert len(engines) == 1, engines
+    os.kill(engines[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    after = snapshot(out)
+    assert all(after[name] == data for name, data in before.items())
     assert_same_samples(reference, out)
 
 

@@ -85,13 +85,13 @@ class Evaluator:
     first-pass column error rate on those answers, and its recovery R: the same problems with an error forced
     into the working (pipeline/eval/recovery.py), continued greedily, judged from the operands."""
 
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: Any, limit: int = HELDOUT) -> None:
         from pipeline.eval.recovery import PREFIX, RecoveryConfig, forced_problems
         from pipeline.prompts import build_messages, load_prompt, prompt_ids
         from pipeline.records.read import load_problems
         from pipeline.records.schema import DataSource
 
-        problems = load_problems(DataSource(path=str(REPO / "data/toy/heldout.jsonl"), limit=HELDOUT))
+        problems = load_problems(DataSource(path=str(REPO / "data/toy/heldout.jsonl"), limit=limit))
         template = load_prompt("math-r1-v1")
         self.tokenizer, self.problems = tokenizer, problems
         self.prompts = [prompt_ids(tokenizer, build_messages(template, p.problem)) for p in problems]
@@ -448,16 +448,15 @@ def summarise(curves: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
             runs = [c for c in curves if c["arm"] == arm]
             got = [h for h in (reach(c, level) for c in runs) if h]
             table[arm] = {"reached": f"{len(got)}/{len(runs)}", "all": len(got) == len(runs)}
-            table[arm].update({k: [h.get(k, 0) for h in got] for k in ("step", *COSTS)})
+            table[arm].update({k: [h.get(k, 0) for h in got] for k in ("step", "teacher_tokens", *COSTS)})
         ratios = {}
         for arm in arms:
             if arm != "sft" and "sft" in table and table[arm]["all"] and table["sft"]["all"]:
                 sft = table["sft"]
                 ratios[arm] = {
                     k: statistics.mean(table[arm][k]) / max(statistics.mean(sft[k]), 1e-9)
-                    for k in ("problems", "student_tokens", "seconds")
+                    for k in ("problems", "teacher_tokens", "student_tokens", "seconds")
                 }
-                ratios[arm]["teacher_tokens"] = _teacher(table[arm]) / max(_teacher(sft), 1e-9)
         out["levels"][name] = {"accuracy": level, "methods": table, "over_sft": ratios}
     last = {
         "final": lambda c: c["points"][-1],
@@ -470,11 +469,6 @@ def summarise(curves: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
                 arm: [pick(c).get(key) for c in curves if c["arm"] == arm] for arm in arms
             }
     return out
-
-
-def _teacher(row: dict[str, Any]) -> float:
-    """Mean teacher tokens of any kind (decode + prefill) over the seeds that reached a level."""
-    return statistics.mean(d + p for d, p in zip(row["teacher_decode"], row["teacher_prefill"], strict=True))
 
 
 AXES = {

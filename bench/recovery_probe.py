@@ -33,10 +33,9 @@ def continuation(
     a: int, b: int, op: str, column: int, prefix: str
 ) -> tuple[str, dict[str, tuple[int, int]], str]:
     """The right continuation of a forced prefix, the character span of each step in it, and the faked value."""
-    from pipeline.toy.checks import FIX, check_line
-    from pipeline.toy.task import addition_lines, subtraction_lines
+    from pipeline.toy.checks import FIX, _lines, check_line
 
-    lines = addition_lines(a, b) if op == "+" else subtraction_lines(a, b)
+    lines = _lines(a, b, op)
     target = [i for i, line in enumerate(lines) if "=" in line][column]
     bad = prefix.rstrip("\n").rsplit("\n", 1)[1]
     failing, right = check_line(lines[target - 1], bad), lines[target]
@@ -61,26 +60,20 @@ def continuation(
 def probe(path: str, problems: int) -> dict[str, float]:
     """The mean probability of each step of the repair under the model at `path`."""
     import torch
+    from methods import Evaluator
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pipeline.eval.recovery import PREFIX, RecoveryConfig, forced_problems, operands
-    from pipeline.prompts import build_messages, load_prompt, prompt_ids
-    from pipeline.records.read import load_problems
-    from pipeline.records.schema import DataSource
+    from pipeline.eval.recovery import PREFIX, operands
 
     tok = AutoTokenizer.from_pretrained(REPO / "data/toy-teacher")  # every toy student's tokenizer
     model = AutoModelForCausalLM.from_pretrained(path).eval()
-    heldout = load_problems(DataSource(path=str(REPO / "data/toy/heldout.jsonl"), limit=problems))
-    template = load_prompt("math-r1-v1")
+    forced = Evaluator(
+        tok, limit=problems
+    )  # eval's forced errors and their prompts, as bench/methods.py scores R
     sums: dict[str, float] = dict.fromkeys((*STEPS, "faked"), 0.0)
-    forced = forced_problems(RecoveryConfig("toy"), heldout)
-    for p in forced:
+    for p, head in zip(forced.forced, forced.forced_prompts, strict=True):
         a, b, op = operands(p)
-        prefix = p.metadata[PREFIX]
-        text, spans, want = continuation(a, b, op, p.metadata["column"], prefix)
-        head = prompt_ids(tok, build_messages(template, p.problem)) + tok.encode(
-            prefix, add_special_tokens=False
-        )
+        text, spans, want = continuation(a, b, op, p.metadata["column"], p.metadata[PREFIX])
         enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
         ids = torch.tensor([head + enc["input_ids"]])
         with torch.no_grad():
@@ -93,7 +86,7 @@ def probe(path: str, problems: int) -> dict[str, float]:
         fake = tok.encode(want, add_special_tokens=False)[0]
         at = next(i for i, (s, e) in enumerate(enc["offset_mapping"]) if s <= first < e)
         sums["faked"] += math.exp(logp[len(head) - 1 + at, fake].item())
-    return {k: v / len(forced) for k, v in sums.items()} | {"problems": len(forced)}
+    return {k: v / len(forced.forced) for k, v in sums.items()} | {"problems": len(forced.forced)}
 
 
 def main() -> int:

@@ -5,7 +5,7 @@
 Every arm starts from the demo's SFT student (runs/demo/sft: 66.5% held-out on task v2, R 0%, well below the
 teacher's 100% and R 97%; made here with the demo's generate and filter when missing; `--start` another) and
 learns the toy task (v2: checks and fixes) from the committed toy teacher:
-  sft  continues SFT on the teacher's filtered traces (runs/demo/filter), 16 traces a step, in a seeded order;
+  sft  continues SFT on the teacher's filtered traces (runs/demo/filter: the filter beside START), 16 a step, seeded order;
        teacher cost = the completion tokens the teacher *generated* for the traces trained on (decode; a lower
        bound: the traces the filter dropped cost the teacher too);
   kd   the same traces in the same order with the teacher's stored top-5 logprobs (`distill kd`'s trainer,
@@ -14,7 +14,9 @@ learns the toy task (v2: checks and fixes) from the committed toy teacher:
        the completion tokens the teacher *scored* (prefill only; the student decodes its own rollouts);
   kd-relation, kd-self, kd-mutual, opd-self  issue #24's methods, each its recipes/demo/<arm>.yaml's loss with the
        optimiser of the kd (SFT's) or opd arm; an online teacher's scoring of each token read is prefill; a
-       self-distilled teacher (the student's own model) and a mutual peer cost no teacher tokens.
+       self-distilled teacher (the student's own model) and a mutual peer cost no teacher tokens;
+  kd-fusion  kd's traces with the target the teacher's stored top-5 (0.7) fused with a second teacher's (0.3):
+       the start student, scoring every teacher sample once (`generate mode: score`, prefill);
 Every `--every` steps a callback scores the live student greedily on 200 held-out problems (math-verify), with
 the distinct training problems and teacher tokens used so far, the student tokens trained on (SFT: every trace
 token read, again each epoch; OPD: its rollouts' tokens, each read once) and the training seconds (evaluation
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -52,10 +55,14 @@ ARMS = {  # what the sweep chose (bench/RESULTS.md records the sweep); --sweep r
     "opd": {"lr": 3.0e-4, "schedule": "cosine", "steps": 300, "every": 50, "loss": "jsd_top20", "beta": 1.0},
 }
 # issue #24's methods: SFT's optimiser (kd-*) or OPD's (opd-*), the loss of their recipes/demo/<arm>.yaml
-ARMS.update({arm: dict(ARMS["kd"]) for arm in ("kd-relation", "kd-self", "kd-mutual")})
+ARMS.update({arm: dict(ARMS["kd"]) for arm in ("kd-relation", "kd-self", "kd-mutual", "kd-fusion")})
 ARMS["opd-self"] = dict(ARMS["opd"])
 # the peer continues too: the demo's KD student (same shape, its own training) rather than an untrained one
-ARMS["kd-mutual"]["overrides"] = [f"kd.mutual.peer={REPO / 'runs/demo/kd'}"]
+ARMS["kd-mutual"]["overrides"] = ["kd.mutual.peer={demo}/kd"]  # {demo}: the start's demo run (START's folder)
+# the demo task has one teacher: the second is the start student itself, scoring the teacher's samples once
+# (`generate mode: score`, recipes/demo/score.yaml), fused 0.3 beside the teacher's stored top-5 at 0.7
+SCORES = OUT / "score-start"
+ARMS["kd-fusion"]["overrides"] = [f"kd.teachers=[{{weight: 0.7}}, {{weight: 0.3, scores: {SCORES}}}]"]
 COLORS = {
     "sft": "tab:blue",
     "kd": "tab:orange",
@@ -64,6 +71,7 @@ COLORS = {
     "kd-self": "tab:purple",
     "kd-mutual": "tab:brown",
     "opd-self": "tab:olive",
+    "kd-fusion": "tab:cyan",
 }
 COSTS = ("problems", "teacher_decode", "teacher_prefill", "student_tokens", "seconds")
 SWEEP = {  # seed 0, 300 OPD / 600 SFT steps
@@ -208,10 +216,12 @@ def kd_trainer(run: dict[str, Any], seed: int, out: Path, recipe: str = "kd") ->
     online = cfg.kd.teacher == "online"
     trainer, _ = build_kd_trainer(cfg, load_teacher(cfg, load_tokenizer(cfg)) if online else None)
     scored = online and not cfg.kd.self_distill
+    # a stored second teacher scored each trace once, as it was generated (the start student: prefill)
+    fused = any(t.scores for t in cfg.kd.teachers or [])
 
     def costs(step: int) -> tuple[int, int, int, int]:
         problems, decode, _, read = traces(step)
-        return problems, decode, read if scored else 0, read
+        return problems, decode, read if scored else decode if fused else 0, read
 
     return trainer, costs
 
@@ -221,7 +231,7 @@ def shuffled_traces(seed: int, path: Path) -> Any:
     import numpy as np
     import pyarrow.parquet as pq
 
-    table = pq.read_table(sorted((REPO / "runs/demo/filter/data").glob("*.parquet")))
+    table = pq.read_table(sorted((START.parent / "filter/data").glob("*.parquet")))  # what START learned from
     order = np.random.default_rng(seed).permutation(table.num_rows)
     table = table.take(order)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -276,7 +286,7 @@ def sft_config(run: dict[str, Any], seed: int, data: Path, out: Path, stage: str
             "trainer.disable_tqdm=true",
             f"trainer.seed={seed}",
             "trainer.logging_steps=100",
-            *run.get("overrides", []),
+            *(o.replace("{demo}", str(START.parent)) for o in run.get("overrides", [])),
         ],
     )
 
@@ -315,7 +325,7 @@ def opd_trainer(run: dict[str, Any], seed: int, out: Path, recipe: str = "opd") 
             f"trainer.seed={seed}",
             "trainer.logging_steps=50",
             *loss,
-            *run.get("overrides", []),
+            *(o.replace("{demo}", str(START.parent)) for o in run.get("overrides", [])),
         ],
     )
     trainer = build_trainer(cfg, load_problems(cfg.problems))
@@ -370,6 +380,22 @@ def ensure_start() -> None:
         if not done.exists():
             print("bench: making", done.relative_to(REPO), flush=True)
             subprocess.run(cmd, cwd=REPO, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def ensure_scores() -> None:
+    """kd-fusion's second teacher: the start student's top-5 over the demo teacher's samples, once."""
+    from pipeline.records.manifest import read_manifest
+
+    made = read_manifest(SCORES) if SCORES.exists() else None
+    if made and made["config"]["model"] == str(START):
+        return
+    print("bench: making", SCORES.relative_to(REPO), flush=True)
+    shutil.rmtree(SCORES, ignore_errors=True)
+    distill = str(Path(sys.executable).with_name("distill"))
+    samples = START.parent / "generate"  # the teacher's samples behind START's traces
+    cmd = [distill, "generate", "--config", "recipes/demo/score.yaml", f"model={START}", f"samples={samples}"]
+    cmd.append(f"output={SCORES}")
+    subprocess.run(cmd, cwd=REPO, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def launch(arm: str, run: dict[str, Any], seed: int, name: str) -> tuple[subprocess.Popen, Path]:
@@ -615,6 +641,9 @@ def main() -> int:
         return 0
     ensure_start()
     OUT.mkdir(parents=True, exist_ok=True)
+    fusion = "kd-fusion" in args.arms and not args.report_only or (args.only or "").startswith("kd-fusion:")
+    if fusion:
+        ensure_scores()
     if args.only:
         run_only(args.only, args.run, args.seed)
         return 0

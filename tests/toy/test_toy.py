@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -104,16 +105,21 @@ def test_toy_teacher_is_published_only_when_it_passes_the_held_out_check(tmp_pat
     assert json.loads((dst / "gates.json").read_text()) == json.loads(results.read_text())
 
 
+# Both students in one process with the engine in it ("uni", VLLM_ENABLE_V1_MULTIPROCESSING=0) and a 1 GiB KV
+# cache: each `LLM` with vLLM's own processes and the CPU backend's default KV cache (most of RAM, zeroed) took
+# ~35 s to start, 70-150 s for the two; this way ~20 s. What is checked is the students' files, not the executor.
 VLLM_LOAD = """
+import gc
 import sys
 from vllm import LLM, SamplingParams
 
 def main():
     for path in sys.argv[1:]:
-        llm = LLM(model=path, max_model_len=512, enforce_eager=True, seed=0)
+        llm = LLM(model=path, max_model_len=512, enforce_eager=True, seed=0, distributed_executor_backend="uni")
         out = llm.chat([[{"role": "user", "content": "What is 12 + 30?"}]], SamplingParams(max_tokens=16))
         print("GENERATED", path, len(out[0].outputs[0].token_ids), flush=True)
         del llm
+        gc.collect()
 
 if __name__ == "__main__":
     main()
@@ -163,8 +169,9 @@ def test_quick_demo_runs_every_stage_end_to_end(tmp_path):
     script = tmp_path / "load.py"
     script.write_text(VLLM_LOAD)
     students = [str(tmp_path / "runs/demo/sft"), str(tmp_path / "runs/demo/kd")]
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}
     out = subprocess.run(
-        [sys.executable, str(script), *students], capture_output=True, text=True, timeout=600
+        [sys.executable, str(script), *students], capture_output=True, text=True, timeout=600, env=env
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("GENERATED") == 2

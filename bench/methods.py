@@ -286,9 +286,14 @@ def sft_config(run: dict[str, Any], seed: int, data: Path, out: Path, stage: str
             "trainer.disable_tqdm=true",
             f"trainer.seed={seed}",
             "trainer.logging_steps=100",
-            *(o.replace("{demo}", str(START.parent)) for o in run.get("overrides", [])),
+            *overrides(run),
         ],
     )
+
+
+def overrides(run: dict[str, Any]) -> list[str]:
+    """The arm's own recipe overrides, `{demo}` standing for the start's demo run (START's folder)."""
+    return [o.replace("{demo}", str(START.parent)) for o in run.get("overrides", [])]
 
 
 def opd_trainer(run: dict[str, Any], seed: int, out: Path, recipe: str = "opd") -> tuple[Any, Any]:
@@ -325,7 +330,7 @@ def opd_trainer(run: dict[str, Any], seed: int, out: Path, recipe: str = "opd") 
             f"trainer.seed={seed}",
             "trainer.logging_steps=50",
             *loss,
-            *(o.replace("{demo}", str(START.parent)) for o in run.get("overrides", [])),
+            *overrides(run),
         ],
     )
     trainer = build_trainer(cfg, load_problems(cfg.problems))
@@ -513,6 +518,11 @@ def plot(curves: list[dict[str, Any]], threshold: float, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(AXES), figsize=(4.4 * len(AXES), 4.2))
+    seeds = {
+        arm: ", ".join(str(c["seed"]) for c in curves if c["arm"] == arm)
+        for arm in dict.fromkeys(c["arm"] for c in curves)
+    }
+    first = {c["arm"]: id(c) for c in reversed(curves)}  # each arm's legend entry on its first curve
     for ax, (key, label) in zip(axes, AXES.items(), strict=True):
         for c in curves:
             if key.startswith("teacher_") and not any(p.get(key) for p in c["points"]):
@@ -522,9 +532,7 @@ def plot(curves: list[dict[str, Any]], threshold: float, path: Path) -> None:
                 [p["accuracy"] for p in c["points"]],
                 color=COLORS.get(c["arm"], "tab:gray"),
                 alpha=0.7,
-                label=f"{c['arm'].upper()} (seeds {', '.join(str(x['seed']) for x in curves if x['arm'] == c['arm'])})"
-                if c is next(x for x in curves if x["arm"] == c["arm"])
-                else None,
+                label=f"{c['arm'].upper()} (seeds {seeds[c['arm']]})" if first[c["arm"]] == id(c) else None,
             )
         ax.axhline(threshold, color="gray", linestyle="--", label="95% of the teacher")
         ax.set(xlabel=label, ylabel="held-out accuracy (greedy)", ylim=(0, 1.02))
@@ -602,17 +610,8 @@ def sweep(arms: dict[str, dict[str, Any]], threshold: float) -> list[dict[str, A
 
 
 def read_curve(name: str) -> dict[str, Any]:
-    """A finished run's curve from runs/bench-methods, with student tokens added to runs recorded without them."""
-    curve = json.loads((OUT / name / "curve.json").read_text())
-    if curve["arm"] == "sft" and "student_tokens" not in curve["points"][0]:
-        costs = trace_costs(shuffled_traces(curve["seed"], OUT / name / "data" / "train-00000.parquet"))
-        for p in curve["points"]:
-            p["student_tokens"] = costs(p["step"])[2]
-    for p in curve["points"]:  # recorded before decode and prefill were told apart
-        p.setdefault("student_tokens", p["teacher_tokens"])
-        p.setdefault("teacher_decode", p["teacher_tokens"] if curve["arm"] != "opd" else 0)
-        p.setdefault("teacher_prefill", p["teacher_tokens"] if curve["arm"] == "opd" else 0)
-    return curve
+    """A finished run's curve from runs/bench-methods."""
+    return json.loads((OUT / name / "curve.json").read_text())
 
 
 def compare(seeds: list[int], arms_run: list[str], with_sweep: bool, report_only: bool = False) -> None:
@@ -641,8 +640,7 @@ def main() -> int:
         return 0
     ensure_start()
     OUT.mkdir(parents=True, exist_ok=True)
-    fusion = "kd-fusion" in args.arms and not args.report_only or (args.only or "").startswith("kd-fusion:")
-    if fusion:
+    if (args.only or "").startswith("kd-fusion:") or ("kd-fusion" in args.arms and not args.report_only):
         ensure_scores()
     if args.only:
         run_only(args.only, args.run, args.seed)

@@ -67,9 +67,8 @@ def probe(path: str, problems: int) -> dict[str, float]:
 
     tok = AutoTokenizer.from_pretrained(REPO / "data/toy-teacher")  # every toy student's tokenizer
     model = AutoModelForCausalLM.from_pretrained(path).eval()
-    forced = Evaluator(
-        tok, limit=problems
-    )  # eval's forced errors and their prompts, as bench/methods.py scores R
+    # eval's forced errors and their prompts, as bench/methods.py scores R
+    forced = Evaluator(tok, limit=problems)
     sums: dict[str, float] = dict.fromkeys((*STEPS, "faked"), 0.0)
     for p, head in zip(forced.forced, forced.forced_prompts, strict=True):
         a, b, op = operands(p)

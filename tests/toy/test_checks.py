@@ -27,11 +27,8 @@ from pipeline.toy.checks import (
         ("90-17 b0 r", "0-0+10-7=4", "chk 4+7+0=11 11-10=1 no"),
         ("90-17 b0 r", "0-0-7=3", "chk 3+7+0=10 10-0=10 no"),  # the borrow forgotten
         ("9-1 b1 r3", "9-1-1=7", "chk 7+1+1=9 9-9=0 ok"),
-        (
-            "9-1 b1 r3",
-            "1-1-1=7",
-            "chk 7+1+1=9 9-9=0 ok",
-        ),  # a wrong operand, a right result: nothing to repair
+        # a wrong operand, a right result: nothing to repair
+        ("9-1 b1 r3", "1-1-1=7", "chk 7+1+1=9 9-9=0 ok"),
     ],
 )
 def test_a_check_recomputes_the_column_from_its_result_against_the_state_above(state, column, check):

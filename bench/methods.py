@@ -588,7 +588,7 @@ AXES = {
 }
 
 
-def plot(curves: list[dict[str, Any]], threshold: float, path: Path) -> None:
+def plot(curves: list[dict[str, Any]], threshold: float, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -615,7 +615,7 @@ def plot(curves: list[dict[str, Any]], threshold: float, path: Path) -> None:
         ax.set(xlabel=label, ylabel="held-out accuracy (greedy)", ylim=(0, 1.02))
         ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 4))
     axes[0].legend(fontsize=7, loc="lower right")
-    fig.suptitle("From the same SFT checkpoint: continued SFT, offline KD, on-policy distillation")
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -727,7 +727,12 @@ def compare(
     summary = summarise(curves, threshold)
     result.update(summary=summary, curves=curves)
     (REPO / f"{result_to}.json").write_text(json.dumps(result, indent=1))
-    plot(curves, threshold, REPO / f"{result_to}.png")
+    title = (
+        "Controls from the same SFT checkpoint: SFT on T 0.6 / T 1.0 traces, OPD from the committed / a clean teacher"
+        if result_to.endswith("controls")
+        else "From the same SFT checkpoint: continued SFT, offline KD, on-policy distillation"
+    )
+    plot(curves, threshold, REPO / f"{result_to}.png", title)
     report(summary, teacher)
 
 

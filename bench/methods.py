@@ -508,6 +508,7 @@ def trace_stats(source: Path) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     from pipeline.records.manifest import read_manifest
+    from pipeline.toy.checks import FIX
 
     table = pq.read_table(
         sorted((source / "data").glob("*.parquet")), columns=["completion", "num_completion_tokens"]
@@ -515,7 +516,7 @@ def trace_stats(source: Path) -> dict[str, Any]:
     repairs = false_alarms = 0
     for messages in table.column("completion").to_pylist():
         lines = messages[-1]["content"].splitlines()  # the assistant turn
-        for i in (i for i, line in enumerate(lines) if line == "fix" and 2 <= i < len(lines) - 1):
+        for i in (i for i, line in enumerate(lines) if line == FIX and 2 <= i < len(lines) - 1):
             same = lines[i + 1] == lines[i - 2]  # the line checked, then the line written after `fix`
             false_alarms, repairs = false_alarms + same, repairs + (not same)
     return {
@@ -696,10 +697,24 @@ def read_curve(name: str) -> dict[str, Any]:
     return json.loads((OUT / name / "curve.json").read_text())
 
 
+RESULTS = {  # where each comparison is written (.json, .png) and the plot's title
+    "methods": (
+        "bench/methods",
+        "From the same SFT checkpoint: continued SFT, offline KD, on-policy distillation",
+    ),
+    "controls": (
+        "bench/controls",
+        "Controls from the same SFT checkpoint: SFT on T 0.6 / T 1.0 traces, OPD from the committed / a clean teacher",
+    ),
+}
+
+
 def compare(
-    seeds: list[int], arms_run: list[str], with_sweep: bool, report_only: bool = False, result_to: str = ""
+    seeds: list[int], arms_run: list[str], with_sweep: bool, report_only: bool, result: tuple[str, str]
 ) -> None:
-    """The arms over the seeds against 95% of the teacher: <result_to>.json and .png (bench/methods), the report."""
+    """The arms over the seeds against 95% of the teacher: `result` (RESULTS' path, title) .json and .png, the
+    report."""
+    result_to, title = result
     teachers = {"committed": teacher_scores(REPO / "data/toy-teacher")}
     teachers.update(
         {
@@ -711,27 +726,22 @@ def compare(
     teacher = teachers["committed"]["accuracy"]
     threshold = 0.95 * teacher
     arms = {k: dict(v) for k, v in ARMS.items()}
-    result: dict[str, Any] = {"teacher_accuracy": teacher, "arms": arms}
+    out: dict[str, Any] = {"teacher_accuracy": teacher, "arms": arms}
     if len(teachers) > 1:  # a control's own teacher, measured like the students
-        result["teachers"] = teachers
+        out["teachers"] = teachers
         print("teachers:", json.dumps(teachers))
     traces = {a: trace_stats(Path(ARMS[a]["traces"])) for a in arms_run if "traces" in ARMS[a]}
     if traces:
         traces = {"sft": trace_stats(START.parent / "filter"), **traces}
-        result["traces"] = traces
+        out["traces"] = traces
         print("traces:", json.dumps(traces))
     if with_sweep and not report_only:
-        result["sweep"] = sweep(arms, threshold)
+        out["sweep"] = sweep(arms, threshold)
     jobs = [(arm, arms[arm], seed, f"{arm}-seed{seed}") for seed in seeds for arm in arms_run]
     curves = [read_curve(name) for *_, name in jobs] if report_only else run_pairs(jobs)
     summary = summarise(curves, threshold)
-    result.update(summary=summary, curves=curves)
-    (REPO / f"{result_to}.json").write_text(json.dumps(result, indent=1))
-    title = (
-        "Controls from the same SFT checkpoint: SFT on T 0.6 / T 1.0 traces, OPD from the committed / a clean teacher"
-        if result_to.endswith("controls")
-        else "From the same SFT checkpoint: continued SFT, offline KD, on-policy distillation"
-    )
+    out.update(summary=summary, curves=curves)
+    (REPO / f"{result_to}.json").write_text(json.dumps(out, indent=1))
     plot(curves, threshold, REPO / f"{result_to}.png", title)
     report(summary, teacher)
 
@@ -754,7 +764,7 @@ def main() -> int:
         run_only(args.only, args.run, args.seed)
         return 0
     compare(
-        args.seeds, arms, args.sweep, args.report_only, "bench/controls" if args.controls else "bench/methods"
+        args.seeds, arms, args.sweep, args.report_only, RESULTS["controls" if args.controls else "methods"]
     )
     return 0
 

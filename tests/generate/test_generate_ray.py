@@ -184,7 +184,7 @@ def test_a_killed_driver_reruns_and_a_killed_engine_restarts_to_exactly_the_plan
     wait_for_shards(out, len(list(out.glob("samples-*.jsonl"))) + 1, proc)
     committed.append(snapshot(out))
     assert len(engines) == 1, engines
-    ((pid, job),) = engines.items()
+    (pid,) = engines
     os.kill(pid, signal.SIGKILL)  # the engine process, mid-run
     restarted = wait_until(lambda: set(mine()) - {pid}, "restarted engine", proc)
     _, err = proc.communicate(timeout=600)
@@ -193,9 +193,8 @@ def test_a_killed_driver_reruns_and_a_killed_engine_restarts_to_exactly_the_plan
     after = snapshot(out)
     for before in committed:
         assert all(after[name] == data for name, data in before.items())  # committed files untouched
-    assert_same_samples(
-        reference, out
-    )  # exactly the planned ids (rows() fails on a duplicate), the direct run's
+    # exactly the planned ids (rows() fails on a duplicate), with the direct run's samples
+    assert_same_samples(reference, out)
 
 
 def test_no_cluster_at_the_address_is_one_line_and_writes_nothing(tiny_model_dir, tmp_path):

@@ -133,8 +133,8 @@ def snapshot(out: Path) -> dict[str, bytes]:
     }
 
 
-def engine_processes(parent: str) -> list[int]:
-    """Pids of vLLM engine-core processes whose parent's command line holds `parent`."""
+def engine_processes() -> list[int]:
+    """Pids of the vLLM engine-core processes on this machine."""
 
     def cmdline(pid: str) -> str:
         try:
@@ -142,14 +142,7 @@ def engine_processes(parent: str) -> list[int]:
         except OSError:
             return ""
 
-    def ppid(pid: str) -> str:
-        try:
-            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
-        except (OSError, IndexError):
-            return ""
-
-    pids = [d for d in os.listdir("/proc") if d.isdigit()]
-    return [int(d) for d in pids if "EngineCore" in cmdline(d) and parent in cmdline(ppid(d))]
+    return [int(d) for d in os.listdir("/proc") if d.isdigit() and "EngineCore" in cmdline(d)]
 
 
 def rows(folder: Path) -> dict[str, dict]:

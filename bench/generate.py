@@ -65,11 +65,12 @@ def stage_config(args: argparse.Namespace, model: Path, problems: Path, output: 
 
 def raw_prompts(base: Any, tokenizer: Any, engine: Any, n: int) -> list[dict[str, Any]]:
     """The stage's own rendered prompts, one per problem, as `LLM.generate` inputs."""
-    from pipeline.generate.plan import load_work, render_requests
+    from pipeline.generate.plan import iter_work, render_requests
 
+    firsts = (w for w in iter_work(base, None) if w.sample_index == 0)
     return [
         {"prompt_token_ids": r.prompt_ids}
-        for r in render_requests(base, load_work(base, None)[::n], tokenizer, engine.max_model_len)
+        for r in render_requests(base, firsts, tokenizer, engine.max_model_len)
     ]
 
 

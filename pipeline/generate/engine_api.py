@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from pipeline.errors import UserError
 from pipeline.generate.config import GenerateConfig
@@ -26,6 +26,8 @@ class Request:
     prefix_ids: list[int] = field(default_factory=list)
     completion_ids: list[int] = field(default_factory=list)
     """Score mode: the completion to score, appended to `prompt_ids`."""
+    work: Any = field(default=None, repr=False, compare=False)
+    """What the caller made the request from (generate: its planned sample), handed back with the completion."""
 
 
 @dataclass

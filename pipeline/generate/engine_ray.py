@@ -147,7 +147,7 @@ class RayEngine:
         rows = [
             {
                 "sample_id": r.sample_id,
-                "tokenized_prompt": r.prompt_ids + r.completion_ids,
+                "tokenized_prompt": r.prompt_ids + r.completion_ids if r.completion_ids else r.prompt_ids,
                 "sampling_params": sampling_kwargs(cfg, r),
             }
             for r in by_id.values()

@@ -2,8 +2,12 @@
 and their rendered requests.
 
     plan = make_plan(cfg, tokenizer=None, engine=None, allow_incomplete=False)
-    plan.out, plan.work (every planned sample), plan.todo (not yet written), plan.requests (prompt ids, seeds,
-    budgets), plan.fingerprint (stored with the first commit), plan.tokenizer
+    plan.out, plan.planned (every planned sample's id), plan.todo (how many are not yet written),
+    plan.requests(max_model_len) (prompt ids, seeds, budgets: rendered as the engine takes them),
+    plan.fingerprint (stored with the first commit), plan.tokenizer
+
+A plan keeps ids and counters, not the work: the input is read once to check it (every record, every prompt
+against the context) and again as the engine takes the requests, so a million planned samples cost their ids.
 
 Every check that can fail on the user's input (paths, model, tokenizer, records, prompt lengths, the folder's
 fingerprint) runs here, so a bad input stops the run before anything is started or written.
@@ -12,6 +16,7 @@ fingerprint) runs here, so a bad input stops the run before anything is started 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +27,7 @@ from pipeline.generate.engine_api import Request
 from pipeline.generate.resume import check_fingerprint, done_ids, fingerprint
 from pipeline.handoff import require_complete
 from pipeline.prompts import THINK_PREFIX, build_messages, load_prompt, prompt_ids, think_overlap
-from pipeline.records.read import located_problems, read_unique_samples
+from pipeline.records.read import iter_located_problems, iter_unique_samples
 from pipeline.records.schema import Problem, RecordError, Sample
 
 
@@ -70,14 +75,46 @@ class Work:
 
 @dataclass
 class Plan:
-    """A run's plan (see the module docstring)."""
+    """A run's plan (see the module docstring): ids and counters only; the work itself is read again from the
+    input as the engine takes it (a run may plan a million samples of ~30 KB)."""
 
+    cfg: GenerateConfig
+    shard: tuple[int, int] | None
     out: Path
-    work: list[Work]
-    todo: list[Work]
-    requests: list[Request]
+    planned: set[str]
+    """The id of every planned sample."""
+    done: set[str]
+    """The ids already committed to `out` (a rerun skips them)."""
+    todo: int
+    """How many planned samples are still to make."""
+    max_model_len: int | None
+    """The context every request was checked against."""
     fingerprint: dict[str, Any]
     tokenizer: Any
+
+    def work(self) -> Iterator[Work]:
+        """The samples still to make, in input order, read again from the input; an input changed since the
+        plan was made is an error (the fingerprint stored with the samples names what they were made from)."""
+        hashes = self.fingerprint["content"]
+        for w in iter_work(self.cfg, self.shard):
+            if w.id in self.done:
+                continue
+            if w.id not in self.planned or content_hash(w) != hashes.get(content_key(w)):
+                raise RecordError(
+                    f"{w.where}: changed while generate was running; every sample committed so far is kept",
+                    hint="rerun the same command: the run resumes from the input as it is now, or refuses it",
+                )
+            yield w
+
+    def requests(self, max_model_len: int | None = None) -> Iterator[Request]:
+        """The requests of `work()`, rendered as the engine takes them, budgets fitted to `max_model_len`."""
+        return render_requests(self.cfg, self.work(), self.tokenizer, max_model_len or self.max_model_len)
+
+    def check(self, max_model_len: int | None) -> None:
+        """Render every request still to make against `max_model_len`, keeping nothing: a prompt that does not
+        fit is an error naming its file and line, before anything is written."""
+        for _ in render_requests(self.cfg, self.work(), self.tokenizer, max_model_len):
+            pass
 
 
 def make_plan(cfg: GenerateConfig, tokenizer: Any, engine: Any, allow_incomplete: bool) -> Plan:
@@ -89,28 +126,41 @@ def make_plan(cfg: GenerateConfig, tokenizer: Any, engine: Any, allow_incomplete
         preflight.check_output_folder(cfg.output, stage="generate")
     if cfg.mode == "score":  # scoring another run's samples: that run must have finished
         require_complete(cfg.samples, "generate", allow_incomplete=allow_incomplete, field="samples")
-    work = load_work(cfg, shard)  # reads and validates every input record before the model loads
+    planned: set[str] = set()
+    hashes: dict[str, str] = {}
+    for w in iter_work(cfg, shard):  # reads and validates every input record before the model loads
+        planned.add(w.id)
+        hashes.setdefault(content_key(w), content_hash(w))
+    if not planned:
+        source = cfg.samples if cfg.mode == "score" else cfg.problems.describe()
+        field = "samples" if cfg.mode == "score" else "problems"
+        raise RecordError(
+            f"{source}: field '{field}': no {'samples' if cfg.mode == 'score' else 'problems'}"
+            f"{' in shard ' + cfg.shard if shard else ''}; nothing to generate",
+            hint="check the file (and 'limit'); an empty output would look complete",
+        )
     if engine is None and cfg.backend != "openai":
         preflight.check_model(cfg.model, "model", cfg.revision)
     if tokenizer is None and cfg.backend != "openai":
         tokenizer = preflight.load_tokenizer(cfg)
-    fp = fingerprint(cfg, tokenizer) | {"content": content_hashes(work)}
+    fp = fingerprint(cfg, tokenizer) | {"content": hashes}
     check_fingerprint(out, fp)
-    done = done_ids(out)
-    todo = [w for w in work if w.id not in done]
+    done = done_ids(out) & planned
     limit = getattr(engine, "max_model_len", None) if engine is not None else context_length(cfg)
-    requests = render_requests(cfg, todo, tokenizer, limit) if todo else []  # a prompt too long is refused
-    return Plan(out, work, todo, requests, fp, tokenizer)
+    plan = Plan(cfg, shard, out, planned, done, len(planned) - len(done), limit, fp, tokenizer)
+    if plan.todo:
+        plan.check(limit)  # a prompt too long is refused
+    return plan
 
 
-def content_hashes(work: list[Work]) -> dict[str, str]:
-    """Problem id (score mode: sample id) -> a hash of what a sample is made from (text, gold; completion)."""
-    hashes: dict[str, str] = {}
-    for w in work:
-        key = w.existing.id if w.existing else w.problem.id
-        text = w.existing.completion if w.existing else f"{w.problem.problem}\0{w.problem.answer}"
-        hashes.setdefault(key, hashlib.sha256(text.encode()).hexdigest()[:16])
-    return hashes
+def content_key(w: Work) -> str:
+    return w.existing.id if w.existing else w.problem.id
+
+
+def content_hash(w: Work) -> str:
+    """A hash of what a sample is made from (problem text and gold; score mode: the completion)."""
+    text = w.existing.completion if w.existing else f"{w.problem.problem}\0{w.problem.answer}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def output_folder(cfg: GenerateConfig, shard: tuple[int, int] | None) -> Path:
@@ -138,43 +188,37 @@ def in_shard(problem_id: str, shard: tuple[int, int] | None) -> bool:
     return int(hashlib.sha256(problem_id.encode()).hexdigest()[:12], 16) % shard[1] == shard[0]
 
 
-def load_work(cfg: GenerateConfig, shard: tuple[int, int] | None) -> list[Work]:
-    """The planned samples, every input record read and checked; no input at all is an error."""
+def iter_work(cfg: GenerateConfig, shard: tuple[int, int] | None) -> Iterator[Work]:
+    """The planned samples in input order, each input record read and checked as it comes."""
     if cfg.mode == "score":
-        work = [
-            Work(Problem(s.problem_id, s.problem, s.answer, s.source, s.tests, s.metadata), s.sample_index, s)
-            for s in read_unique_samples(cfg.samples)
-            if in_shard(s.problem_id, shard)
-        ]
-    else:
-        problems = [(w, p) for w, p in located_problems(cfg.problems) if in_shard(p.id, shard)]
-        work = [Work(p, i, where=w) for w, p in problems for i in range(cfg.sampling.n)]
-    if not work:
-        source = cfg.samples if cfg.mode == "score" else cfg.problems.describe()
-        field = "samples" if cfg.mode == "score" else "problems"
-        raise RecordError(
-            f"{source}: field '{field}': no {'samples' if cfg.mode == 'score' else 'problems'}"
-            f"{' in shard ' + cfg.shard if shard else ''}; nothing to generate",
-            hint="check the file (and 'limit'); an empty output would look complete",
-        )
-    return work
+        for where, s in iter_unique_samples(cfg.samples):
+            if in_shard(s.problem_id, shard):
+                yield Work(
+                    Problem(s.problem_id, s.problem, s.answer, s.source, s.tests, s.metadata),
+                    s.sample_index,
+                    s,
+                    where,
+                )
+        return
+    for where, p in iter_located_problems(cfg.problems):
+        if in_shard(p.id, shard):
+            yield from (Work(p, i, where=where) for i in range(cfg.sampling.n))
 
 
 def render_requests(
-    cfg: GenerateConfig, todo: list[Work], tokenizer: Any, max_model_len: int | None
-) -> list[Request]:
-    """Chat-templated prompt ids for every planned sample (one rendering per problem), checked against the
-    model's context before the first token is generated."""
+    cfg: GenerateConfig, todo: Iterable[Work], tokenizer: Any, max_model_len: int | None
+) -> Iterator[Request]:
+    """Chat-templated prompt ids for each sample as it comes (one rendering per problem: its samples come
+    together), its budget fitted to the model's context; a prompt that leaves no room is an error."""
     template = load_prompt(cfg.prompt.template)
     system = load_prompt(cfg.prompt.system) if cfg.prompt.system else None
     think = cfg.prompt.think_prefix and cfg.mode == "generate"
     prefix = THINK_PREFIX if think else ""
     prefix_ids = tokenizer.encode(prefix, add_special_tokens=False) if (prefix and tokenizer) else []
-    cache: dict[str, tuple[list[dict[str, str]], list[int]]] = {}
-    requests = []
+    last: tuple[str, list[dict[str, str]], list[int]] | None = None
     longest = max(map(len, tokenizer.get_vocab()), default=1) if tokenizer is not None else 0
     for w in todo:
-        if w.problem.id not in cache:
+        if last is None or last[0] != w.problem.id:
             messages = (
                 w.existing.prompt if w.existing else build_messages(template, w.problem.problem, system)
             )
@@ -182,18 +226,21 @@ def render_requests(
                 refuse_long(
                     w, f"over {max_model_len} tokens ({len(w.problem.problem):,} characters)", max_model_len
                 )
-            ids = prompt_ids(tokenizer, messages, think) if tokenizer is not None else []
-            cache[w.problem.id] = (messages, ids)
-        messages, ids = cache[w.problem.id]
+            last = (
+                w.problem.id,
+                messages,
+                prompt_ids(tokenizer, messages, think) if tokenizer is not None else [],
+            )
+        _, messages, ids = last
         own = problem_prefix(cfg, w, tokenizer, messages) if cfg.prompt.prefix_field else None
         completion_ids = score_ids(w.existing, tokenizer) if w.existing else []
         seed = cfg.sampling.sample_seed(w.problem.id, w.sample_index)
         request = Request(
             w.id, messages, seed, cfg.sampling.max_tokens, *(own or (ids, prefix, prefix_ids)), completion_ids
         )
-        requests.append(request)
-    fit_budgets(cfg, requests, max_model_len, {w.id: w.where for w in todo})
-    return requests
+        request.work = w
+        fit_budget(cfg, request, max_model_len, w.where)
+        yield request
 
 
 def problem_prefix(
@@ -218,24 +265,20 @@ def problem_prefix(
     return tokenizer.encode(rendered, add_special_tokens=False) + prefix_ids, text, prefix_ids
 
 
-def fit_budgets(
-    cfg: GenerateConfig, requests: list, max_model_len: int | None, where: dict[str, str] | None = None
-) -> None:
-    """Cap each request's new tokens to what fits the model's context; a prompt that leaves no room is an
-    error naming the input file and line (checked before the engine starts, then again with its real limit)."""
+def fit_budget(cfg: GenerateConfig, r: Request, max_model_len: int | None, where: str = "") -> None:
+    """Cap a request's new tokens to what fits the model's context; a prompt that leaves no room is an error
+    naming the input file and line."""
     if max_model_len is None:
         return
-    for r in requests:
-        used = len(r.prompt_ids) + len(r.completion_ids)
-        r.max_tokens = min(cfg.sampling.max_tokens, max_model_len - used)
-        if r.max_tokens < 1:
-            origin = (where or {}).get(r.sample_id) or f"sample {r.sample_id}"
-            what = f"the prompt{' + completion' if r.completion_ids else ''} is {used} tokens"
-            raise RecordError(
-                f"{origin}: field '{'completion' if r.completion_ids else 'problem'}': {what}; the model's "
-                f"context is {max_model_len} (max_model_len)",
-                hint="shorten or drop this record, or use a model with a longer context",
-            )
+    used = len(r.prompt_ids) + len(r.completion_ids)
+    r.max_tokens = min(cfg.sampling.max_tokens, max_model_len - used)
+    if r.max_tokens < 1:
+        what = f"the prompt{' + completion' if r.completion_ids else ''} is {used} tokens"
+        raise RecordError(
+            f"{where or 'sample ' + r.sample_id}: field '{'completion' if r.completion_ids else 'problem'}': "
+            f"{what}; the model's context is {max_model_len} (max_model_len)",
+            hint="shorten or drop this record, or use a model with a longer context",
+        )
 
 
 def refuse_long(w: Work, size: str, max_model_len: int) -> None:

@@ -6,7 +6,7 @@ import contextlib
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,12 +30,16 @@ class Stats:
         self.finish_reasons[completion.finish_reason] += 1
 
     @classmethod
-    def from_records(cls, rows: list[dict[str, Any]]) -> Stats:
-        stats = cls(total=len(rows), samples=len(rows), problems=len({row["problem_id"] for row in rows}))
+    def from_records(cls, rows: Iterable[dict[str, Any]]) -> Stats:
+        """The figures of written sample rows, read once as they stream by."""
+        stats, problems = cls(), set()
         for row in rows:
+            stats.samples += 1
             stats.prompt_tokens += row["num_prompt_tokens"]
             stats.completion_tokens += row["num_completion_tokens"]
             stats.finish_reasons[row["finish_reason"]] += 1
+            problems.add(row["problem_id"])
+        stats.total, stats.problems = stats.samples, len(problems)
         return stats
 
     @property

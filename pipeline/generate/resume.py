@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -123,8 +124,7 @@ def done_ids(out: Path) -> set[str]:
     return ids
 
 
-def read_all_samples(out: Path) -> list[dict[str, Any]]:
-    rows = []
+def iter_samples(out: Path) -> Iterator[dict[str, Any]]:
+    """Every committed sample row, one at a time (a folder may hold a million ~30 KB traces)."""
     for shard in sorted(out.glob("samples-*.jsonl")):
-        rows.extend(row for _, row in read_jsonl(shard))
-    return rows
+        yield from (row for _, row in read_jsonl(shard))

@@ -18,7 +18,7 @@ from pipeline.generate.commit import commit, finish
 from pipeline.generate.config import GenerateConfig
 from pipeline.generate.engine_api import Engine
 from pipeline.generate.engines import build_engine
-from pipeline.generate.plan import fit_budgets, make_plan
+from pipeline.generate.plan import make_plan
 from pipeline.generate.progress import Stats
 
 log = logging.getLogger("distill.generate")
@@ -27,18 +27,23 @@ log = logging.getLogger("distill.generate")
 def run(cfg: GenerateConfig, args: Any = None, engine: Engine | None = None, tokenizer: Any = None) -> int:
     """Run the stage; a caller that already holds the `engine` and its `tokenizer` (eval, tests) reuses them."""
     plan = make_plan(cfg, tokenizer, engine, allow_incomplete=getattr(args, "allow_incomplete", False))
-    done = len(plan.work) - len(plan.todo)
     log.info(
-        "%s: %d samples planned, %d already written, %d to go", plan.out, len(plan.work), done, len(plan.todo)
+        "%s: %d samples planned, %d already written, %d to go",
+        plan.out,
+        len(plan.planned),
+        len(plan.done),
+        plan.todo,
     )
     run_stats: Stats | None = None
     if plan.todo:
         owned = engine is None
         engine = engine or build_engine(cfg, plan.tokenizer)  # a cluster that cannot be reached stops here
         try:
-            fit_budgets(cfg, plan.requests, getattr(engine, "max_model_len", None))
+            limit = getattr(engine, "max_model_len", None) or plan.max_model_len
+            if limit is not None and (plan.max_model_len is None or limit < plan.max_model_len):
+                plan.check(limit)  # the engine's context is shorter than the one planned: every prompt again
             (plan.out / "manifest.json").unlink(missing_ok=True)  # the folder is incomplete until we finish
-            run_stats = commit(cfg, plan, engine.run(cfg, plan.requests))
+            run_stats = commit(cfg, plan, engine.run(cfg, plan.requests(limit)))
         finally:
             if owned:
                 engine.close()

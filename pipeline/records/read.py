@@ -142,7 +142,12 @@ def load_problems(source: DataSource) -> list[Problem]:
 
 def located_problems(source: DataSource) -> list[tuple[str, Problem]]:
     """(`file:line`, problem) for each problem, so later checks (prompt length) can say where it came from."""
-    problems, seen = [], {}
+    return list(iter_located_problems(source))
+
+
+def iter_located_problems(source: DataSource) -> Iterator[tuple[str, Problem]]:
+    """`located_problems` one at a time: only the ids seen so far stay in memory."""
+    seen: dict[str, str] = {}
     for where, row in read_rows(source):
         if row.get("problem") is None:
             raise _missing_problem(source, row, where)
@@ -150,8 +155,7 @@ def located_problems(source: DataSource) -> list[tuple[str, Problem]]:
         if p.id in seen:
             raise RecordError(f"{where}: field 'id': duplicate id {p.id!r} (first at {seen[p.id]})")
         seen[p.id] = where
-        problems.append((where, p))
-    return problems
+        yield where, p
 
 
 # column names other datasets give the problem text and its gold answer, for the mapping an error suggests
@@ -223,7 +227,13 @@ def count_rows(path: str | Path) -> int | None:
 
 def read_unique_samples(path: str | Path) -> list[Sample]:
     """All samples of `path`; a sample id seen twice is an error naming both places."""
-    samples, seen = [], {}
+    return [sample for _, sample in iter_unique_samples(path)]
+
+
+def iter_unique_samples(path: str | Path) -> Iterator[tuple[str, Sample]]:
+    """(`file:line`, sample) for each sample of `path`, one at a time; a sample id seen twice is an error naming
+    both places (only the ids seen so far stay in memory)."""
+    seen: dict[str, str] = {}
     for where, row in read_rows(DataSource(path=str(path))):
         sample = sample_from_row(row, where)
         if sample.id in seen:
@@ -231,5 +241,4 @@ def read_unique_samples(path: str | Path) -> list[Sample]:
                 f"{where}: field 'id': sample id {sample.id!r} appears twice (first at {seen[sample.id]})"
             )
         seen[sample.id] = where
-        samples.append(sample)
-    return samples
+        yield where, sample

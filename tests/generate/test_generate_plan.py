@@ -93,3 +93,42 @@ def test_samples_outside_the_plan_fail_the_completeness_check(teacher_dir, tmp_p
     (out / "samples-00009.jsonl").write_text(json.dumps(stray) + "\n")
     with pytest.raises(RecordError, match=r"1 unplanned samples \(gone/0\); not writing the manifest"):
         run(cfg)
+
+
+def test_a_plan_keeps_ids_not_requests_and_refuses_an_input_changed_under_it(tiny_model_dir, tmp_path):
+    """A million planned samples must not cost a million rendered requests: the plan keeps ids and content
+    hashes (~0.2 KB a sample here) and renders the requests again as the engine takes them. Held before: ~2 KB
+    a sample at these 100-token prompts (token ids, messages, Work and Request objects), ~10 KB at R1's."""
+    import random
+    import tracemalloc
+
+    from pipeline.generate.plan import make_plan
+    from pipeline.preflight import load_tokenizer
+
+    problems, n, rng = 3000, 4, random.Random(0)
+    words = ["find", "the", "sum", "of", "all", "integers", "x", "such", "that", "area", "triangle", "sides"]
+    path = tmp_path / "many.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"p{i}", "problem": " ".join(rng.choices(words, k=60)), "answer": str(i)})
+            + "\n"
+            for i in range(problems)
+        )
+    )
+    cfg = teacher_recipe(tiny_model_dir, tmp_path, problems__path=str(path), sampling__n=n)
+    tokenizer = load_tokenizer(cfg)
+    tracemalloc.start()
+    try:
+        plan = make_plan(cfg, tokenizer, None, allow_incomplete=False)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert plan.todo == problems * n
+    assert held / (problems * n) < 500, f"the plan holds {held / (problems * n):.0f} bytes a sample"
+    first = next(plan.requests())
+    assert (first.sample_id, first.work.problem.id, len(first.prompt_ids) > 60) == ("p0/0", "p0", True)
+    lines = path.read_text().splitlines(keepends=True)
+    lines[1234] = lines[1234].replace('"problem": "', '"problem": "edited ')
+    path.write_text("".join(lines))
+    with pytest.raises(RecordError, match=rf"{path}:1235: changed while generate was running"):
+        sum(1 for _ in plan.requests())

@@ -30,9 +30,12 @@ NODE = {"num_cpus": 4, "resources": {"teacher": 1}}
 """A worker node: its 4 logical CPUs hold the engine actor and the pipeline's side tasks."""
 RAY = ["launch=ray", "ray.unit=4", "ray.bundle={CPU: 1, teacher: 1}"]
 FAULTS = [*RAY, "engine.max_num_seqs=1"]
-"""The fault tests' runs: a replica running one sample at a time, so a fault right after the first commit lands
-mid-run: a unit reaches the driver ~3 s after the engine finished it (Ray Data's post-processing tasks), and at 4
-samples at a time the engine had sometimes finished all 104 left of a rerun by then (~3 s of generation here)."""
+FAULT_PROBLEMS = 150
+"""The fault tests' runs: a replica running one sample at a time, and the driver-then-engine kill test on 150
+problems x 2, so a fault right after a rerun's first commit lands mid-generation: the first unit reaches the driver
+~10 s after the engine finished it (Ray Data starting its post-processing worker; the later ones follow within a
+second), and the 104 samples left of a 60-problem rerun took ~10 s of generation here: the engine had finished them
+all by the first commit (the kill then missed the work, and the restarted-engine assertion failed)."""
 
 
 @pytest.fixture(scope="module")
@@ -115,14 +118,21 @@ def wait_for_shards(out: Path, n: int, proc: subprocess.Popen, timeout: float = 
 
 
 @pytest.fixture(scope="module")
-def reference(teacher_engine, teacher_dir, tmp_path_factory) -> Path:
-    """The node-loss and kill tests' recipe run directly, unsharded, on the session's engine."""
-    tmp = tmp_path_factory.mktemp("ray-reference")
-    recipe = sums_recipe(tmp, teacher_dir, 60, "direct")
+def reference(teacher_engine, teacher_dir, tmp_path_factory):
+    """The fault tests' recipes run directly, unsharded, on the session's engine: `reference(problems)`."""
     from pipeline.cli import load_stage_config
 
-    assert run(load_stage_config("generate", str(recipe), []), engine=teacher_engine) == 0
-    return tmp / "direct"
+    made: dict[int, Path] = {}
+
+    def direct(problems: int) -> Path:
+        if problems not in made:
+            tmp = tmp_path_factory.mktemp("ray-reference")
+            recipe = sums_recipe(tmp, teacher_dir, problems, "direct")
+            assert run(load_stage_config("generate", str(recipe), []), engine=teacher_engine) == 0
+            made[problems] = tmp / "direct"
+        return made[problems]
+
+    return direct
 
 
 def test_losing_the_engine_node_after_a_commit_redoes_its_units_once(
@@ -141,7 +151,7 @@ def test_losing_the_engine_node_after_a_commit_redoes_its_units_once(
     after = snapshot(out)
     assert all(after[name] == data for name, data in before.items())  # committed files untouched
     assert sorted(rows(out)) == sorted(f"q{i:03d}/{j}" for i in range(60) for j in range(2))  # no duplicate
-    assert_same_samples(reference, out)
+    assert_same_samples(reference(60), out)
 
 
 def replica_engines() -> dict[int, str]:
@@ -167,7 +177,7 @@ def test_a_killed_driver_reruns_and_a_killed_engine_restarts_to_exactly_the_plan
     driver SIGKILLed mid-run; then, in its rerun, the replica's vLLM engine process SIGKILLed right after the rerun's
     first commit (Ray Data LLM exits the actor, Ray restarts it and reruns its units). What was committed before
     each fault stays byte for byte; the rerun ends by itself with exactly the planned samples, the direct run's."""
-    recipe = sums_recipe(tmp_path, teacher_dir, 60, "faults")
+    recipe = sums_recipe(tmp_path, teacher_dir, FAULT_PROBLEMS, "faults")
     out = tmp_path / "faults"
     proc = start(recipe, cluster)
     killed_jobs = set(wait_until(replica_engines, "engine for the first run", proc).values())
@@ -175,7 +185,7 @@ def test_a_killed_driver_reruns_and_a_killed_engine_restarts_to_exactly_the_plan
     os.killpg(proc.pid, signal.SIGKILL)  # the driver
     proc.wait()
     committed = [snapshot(out)]
-    assert 0 < len(rows(out)) < 120 and read_manifest(out) is None
+    assert 0 < len(rows(out)) < 2 * FAULT_PROBLEMS and read_manifest(out) is None
 
     proc = start(recipe, cluster)  # the rerun
     mine = lambda: {pid: job for pid, job in replica_engines().items() if job not in killed_jobs}  # noqa: E731
@@ -193,7 +203,7 @@ def test_a_killed_driver_reruns_and_a_killed_engine_restarts_to_exactly_the_plan
     for before in committed:
         assert all(after[name] == data for name, data in before.items())  # committed files untouched
     # exactly the planned ids (rows() fails on a duplicate), with the direct run's samples
-    assert_same_samples(reference, out)
+    assert_same_samples(reference(FAULT_PROBLEMS), out)
 
 
 def test_no_cluster_at_the_address_is_one_line_and_writes_nothing(tiny_model_dir, tmp_path):

@@ -95,10 +95,11 @@ def test_samples_outside_the_plan_fail_the_completeness_check(teacher_dir, tmp_p
         run(cfg)
 
 
-def test_a_plan_keeps_ids_not_requests_and_refuses_an_input_changed_under_it(tiny_model_dir, tmp_path):
-    """A million planned samples must not cost a million rendered requests: the plan keeps ids and content
-    hashes (~0.2 KB a sample here) and renders the requests again as the engine takes them. Held before: ~2 KB
-    a sample at these 100-token prompts (token ids, messages, Work and Request objects), ~10 KB at R1's."""
+def test_a_run_keeps_ids_not_samples_and_refuses_an_input_changed_under_it(tiny_model_dir, tmp_path):
+    """A million planned samples must not cost a million rendered requests or written samples in memory: the plan
+    keeps ids and content hashes (~0.2 KB a sample here) and renders the requests again as the engine takes them
+    (held before: ~1.8 KB a sample at these 100-token prompts: token ids, messages, Work and Request objects); the
+    final check streams the written samples (4.1 KB a sample here when it held them)."""
     import random
     import tracemalloc
 
@@ -127,6 +128,41 @@ def test_a_plan_keeps_ids_not_requests_and_refuses_an_input_changed_under_it(tin
     assert held / (problems * n) < 500, f"the plan holds {held / (problems * n):.0f} bytes a sample"
     first = next(plan.requests())
     assert (first.sample_id, first.work.problem.id, len(first.prompt_ids) > 60) == ("p0/0", "p0", True)
+
+    # the completeness check and the manifest's counts read the written samples one at a time (before: all of
+    # them at once, ~4 KB a sample here, ~30 KB at R1's)
+    from pipeline.generate.commit import finish
+    from pipeline.records.write import ShardWriter
+
+    writer, text = ShardWriter(plan.out), "so the answer is " * 150
+    for start in range(0, problems * n, 1000):
+        writer.write(
+            {
+                "id": f"p{i // n}/{i % n}",
+                "problem_id": f"p{i // n}",
+                "sample_index": i % n,
+                "problem": "",
+                "answer": None,
+                "prompt": [],
+                "completion": text,
+                "finish_reason": "stop",
+                "num_prompt_tokens": 100,
+                "num_completion_tokens": 600,
+                "teacher": "t",
+                "sampling": {},
+            }  # fmt: skip
+            for i in range(start, min(start + 1000, problems * n))
+        )
+    tracemalloc.start()
+    try:
+        assert finish(cfg, plan, None) == 0
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak / (problems * n) < 1000, f"the check held {peak / (problems * n):.0f} bytes a sample"
+    counts = read_manifest(plan.out)["counts"]
+    assert (counts["samples"], counts["problems"], counts["completion_tokens"]) == (12000, 3000, 7_200_000)
+
     lines = path.read_text().splitlines(keepends=True)
     lines[1234] = lines[1234].replace('"problem": "', '"problem": "edited ')
     path.write_text("".join(lines))

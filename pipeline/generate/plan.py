@@ -93,18 +93,22 @@ class Plan:
     tokenizer: Any
 
     def work(self) -> Iterator[Work]:
-        """The samples still to make, in input order, read again from the input; an input changed since the
-        plan was made is an error (the fingerprint stored with the samples names what they were made from)."""
-        hashes = self.fingerprint["content"]
+        """The samples still to make, in input order, read again from the input. Records added since the plan
+        was made wait for the next run (as they did when the plan held the work); a planned record changed or
+        gone is an error: the fingerprint stored with the samples says what they were made from."""
+        hashes, left = self.fingerprint["content"], self.todo
         for w in iter_work(self.cfg, self.shard):
-            if w.id in self.done:
+            if w.id in self.done or w.id not in self.planned:
                 continue
-            if w.id not in self.planned or content_hash(w) != hashes.get(content_key(w)):
-                raise RecordError(
-                    f"{w.where}: changed while generate was running; every sample committed so far is kept",
-                    hint="rerun the same command: the run resumes from the input as it is now, or refuses it",
-                )
+            if content_hash(w) != hashes.get(content_key(w)):
+                raise changed_under(f"{w.where}: changed while generate was running")
+            left -= 1
             yield w
+        if left > 0:
+            source = self.cfg.samples if self.cfg.mode == "score" else self.cfg.problems.describe()
+            raise changed_under(
+                f"{source}: {left} planned samples' records were removed while generate was running"
+            )
 
     def requests(self, max_model_len: int | None = None) -> Iterator[Request]:
         """The requests of `work()`, rendered as the engine takes them, budgets fitted to `max_model_len`."""
@@ -151,6 +155,13 @@ def make_plan(cfg: GenerateConfig, tokenizer: Any, engine: Any, allow_incomplete
     if plan.todo:
         plan.check(limit)  # a prompt too long is refused
     return plan
+
+
+def changed_under(what: str) -> RecordError:
+    return RecordError(
+        f"{what}; every sample committed so far is kept",
+        hint="restore the input and rerun the same command to resume (an input changed for good needs a new output)",
+    )
 
 
 def content_key(w: Work) -> str:

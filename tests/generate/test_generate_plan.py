@@ -95,7 +95,7 @@ def test_samples_outside_the_plan_fail_the_completeness_check(teacher_dir, tmp_p
         run(cfg)
 
 
-def test_a_run_keeps_ids_not_samples_and_refuses_an_input_changed_under_it(tiny_model_dir, tmp_path):
+def test_a_run_keeps_ids_not_samples_and_refuses_a_planned_input_changed_under_it(tiny_model_dir, tmp_path):
     """A million planned samples must not cost a million rendered requests or written samples in memory: the plan
     keeps ids and content hashes (~0.2 KB a sample here) and renders the requests again as the engine takes them
     (held before: ~1.8 KB a sample at these 100-token prompts: token ids, messages, Work and Request objects); the
@@ -163,7 +163,17 @@ def test_a_run_keeps_ids_not_samples_and_refuses_an_input_changed_under_it(tiny_
     counts = read_manifest(plan.out)["counts"]
     assert (counts["samples"], counts["problems"], counts["completion_tokens"]) == (12000, 3000, 7_200_000)
 
+    # the input under a running plan: a record added waits for the next run; one changed or removed is refused
     lines = path.read_text().splitlines(keepends=True)
+    path.write_text(
+        "".join(lines) + json.dumps({"id": "new", "problem": "What is 1+1?", "answer": "2"}) + "\n"
+    )
+    assert sum(1 for _ in plan.requests()) == problems * n
+    path.write_text("".join(lines[:7] + lines[8:]))
+    with pytest.raises(
+        RecordError, match=r"4 planned samples' records were removed while generate was running"
+    ):
+        sum(1 for _ in plan.requests())
     lines[1234] = lines[1234].replace('"problem": "', '"problem": "edited ')
     path.write_text("".join(lines))
     with pytest.raises(RecordError, match=rf"{path}:1235: changed while generate was running"):

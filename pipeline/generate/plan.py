@@ -16,12 +16,14 @@ fingerprint) runs here, so a bad input stops the run before anything is started 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from pipeline import preflight
+from pipeline.errors import UserError, render
 from pipeline.generate.config import GenerateConfig, parse_shard
 from pipeline.generate.engine_api import Request
 from pipeline.generate.resume import check_fingerprint, done_ids, fingerprint
@@ -91,16 +93,21 @@ class Plan:
     """The context every request was checked against."""
     fingerprint: dict[str, Any]
     tokenizer: Any
+    records: dict[str, int]
+    """A digest of each planned input record, every field (`record_digest`), to tell one changed under the run."""
 
     def work(self) -> Iterator[Work]:
         """The samples still to make, in input order, read again from the input. Records added since the plan
-        was made wait for the next run (as they did when the plan held the work); a planned record changed or
-        gone is an error: the fingerprint stored with the samples says what they were made from."""
-        hashes, left = self.fingerprint["content"], self.todo
-        for w in iter_work(self.cfg, self.shard):
+        was made wait for the next run (as they did when the plan held the work); a planned record changed in
+        any field, or gone, is an error: the samples must be made from what was planned and checked."""
+        left, last = self.todo, ("", 0)
+        for w in self.reread():
             if w.id in self.done or w.id not in self.planned:
                 continue
-            if content_hash(w) != hashes.get(content_key(w)):
+            key = content_key(w)
+            if last[0] != key:
+                last = (key, record_digest(w))
+            if last[1] != self.records.get(key):
                 raise changed_under(f"{w.where}: changed while generate was running")
             left -= 1
             yield w
@@ -109,6 +116,28 @@ class Plan:
             raise changed_under(
                 f"{source}: {left} planned samples' records were removed while generate was running"
             )
+
+    def reread(self) -> Iterator[Work]:
+        """`iter_work` again: the input read cleanly when planned, so a record that no longer does (a file
+        rewritten in place, cut short) means it changed under the run; a read that fails (a Hub stream, a network
+        filesystem) is one line too."""
+        records = iter_work(self.cfg, self.shard)
+        while True:
+            try:
+                w = next(records)
+            except StopIteration:
+                return
+            except RecordError as e:
+                what = render(e.message, e.file, e.line, e.field, None)
+                raise changed_under(f"{what} (it read cleanly when the run was planned)") from None
+            except OSError as e:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                raise UserError(
+                    f"reading the input failed mid-run ({type(e).__name__}: {first}); every sample committed so "
+                    "far is kept",
+                    hint="rerun the same command to resume",
+                ) from None
+            yield w
 
     def requests(self, max_model_len: int | None = None) -> Iterator[Request]:
         """The requests of `work()`, rendered as the engine takes them, budgets fitted to `max_model_len`."""
@@ -132,9 +161,12 @@ def make_plan(cfg: GenerateConfig, tokenizer: Any, engine: Any, allow_incomplete
         require_complete(cfg.samples, "generate", allow_incomplete=allow_incomplete, field="samples")
     planned: set[str] = set()
     hashes: dict[str, str] = {}
+    records: dict[str, int] = {}
     for w in iter_work(cfg, shard):  # reads and validates every input record before the model loads
         planned.add(w.id)
-        hashes.setdefault(content_key(w), content_hash(w))
+        key = content_key(w)
+        if key not in records:
+            hashes[key], records[key] = content_hash(w), record_digest(w)
     if not planned:
         source = cfg.samples if cfg.mode == "score" else cfg.problems.describe()
         field = "samples" if cfg.mode == "score" else "problems"
@@ -151,7 +183,7 @@ def make_plan(cfg: GenerateConfig, tokenizer: Any, engine: Any, allow_incomplete
     check_fingerprint(out, fp)
     done = done_ids(out) & planned
     limit = getattr(engine, "max_model_len", None) if engine is not None else context_length(cfg)
-    plan = Plan(cfg, shard, out, planned, done, len(planned) - len(done), limit, fp, tokenizer)
+    plan = Plan(cfg, shard, out, planned, done, len(planned) - len(done), limit, fp, tokenizer, records)
     if plan.todo:
         plan.check(limit)  # a prompt too long is refused
     return plan
@@ -166,6 +198,13 @@ def changed_under(what: str) -> RecordError:
 
 def content_key(w: Work) -> str:
     return w.existing.id if w.existing else w.problem.id
+
+
+def record_digest(w: Work) -> int:
+    """8 bytes of a hash of the whole input record a sample is made from (the problem; score mode: the sample)."""
+    record = asdict(w.existing) if w.existing else asdict(w.problem)
+    text = json.dumps(record, sort_keys=True, ensure_ascii=False, default=str)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 
 
 def content_hash(w: Work) -> str:

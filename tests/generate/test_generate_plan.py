@@ -174,7 +174,18 @@ def test_a_run_keeps_ids_not_samples_and_refuses_a_planned_input_changed_under_i
         RecordError, match=r"4 planned samples' records were removed while generate was running"
     ):
         sum(1 for _ in plan.requests())
-    lines[1234] = lines[1234].replace('"problem": "', '"problem": "edited ')
-    path.write_text("".join(lines))
-    with pytest.raises(RecordError, match=rf"{path}:1235: changed while generate was running"):
+    edited = [*lines]
+    edited[1234] = lines[1234].replace('"problem": "', '"problem": "edited ')
+    edited[2000] = lines[2000].replace(
+        '"answer"', '"metadata": {"start": "so"}, "answer"'
+    )  # any field counts
+    for line in (1235, 2001):
+        path.write_text("".join(edited))
+        with pytest.raises(RecordError, match=rf"{path}:{line}: changed while generate was running"):
+            sum(1 for _ in plan.requests())
+        edited[line - 1] = lines[line - 1]
+    path.write_text("".join(lines[:5]) + '{"id": "p5", "prob')  # rewritten in place, cut short
+    with pytest.raises(
+        RecordError, match=rf"{path}:6: not valid JSON .*read cleanly when the run was planned"
+    ):
         sum(1 for _ in plan.requests())

@@ -6,8 +6,9 @@ and their rendered requests.
     plan.requests(max_model_len) (prompt ids, seeds, budgets: rendered as the engine takes them),
     plan.fingerprint (stored with the first commit), plan.tokenizer
 
-A plan keeps ids and counters, not the work: the input is read once to check it (every record, every prompt
-against the context) and again as the engine takes the requests, so a million planned samples cost their ids.
+A plan keeps ids, counters and a digest a record, not the work: the input is read once to check it (every record,
+every prompt against the context) and again as the engine takes the requests, so a million planned samples cost
+their ids.
 
 Every check that can fail on the user's input (paths, model, tokenizer, records, prompt lengths, the folder's
 fingerprint) runs here, so a bad input stops the run before anything is started or written.
@@ -77,8 +78,8 @@ class Work:
 
 @dataclass
 class Plan:
-    """A run's plan (see the module docstring): ids and counters only; the work itself is read again from the
-    input as the engine takes it (a run may plan a million samples of ~30 KB)."""
+    """A run's plan (see the module docstring): ids, counters and a digest a record; the work itself is read again
+    from the input as the engine takes it (a run may plan a million samples of ~30 KB)."""
 
     cfg: GenerateConfig
     shard: tuple[int, int] | None

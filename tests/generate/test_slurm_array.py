@@ -119,6 +119,12 @@ def cancelled_mid_shard(
         time.sleep(0.05)
     cluster.run("scancel", f"{job}_{task}")
     assert cluster.wait(job) == {f"{job}_{task}": "CANCELLED"}
+    # CANCELLED is set when the kill is sent; the task's processes may still be exiting (squeue lists it, CG) and a
+    # requeue released then failed at once without running the script (2 of ~7 CI runs): wait until it is gone
+    deadline = time.monotonic() + 120
+    while (r := cluster.run("squeue", "-h", "-j", job, check=False)).returncode == 0 and r.stdout.strip():
+        assert time.monotonic() < deadline, f"job {job} still completing: {r.stdout.strip()}"
+        time.sleep(0.2)
     return job, shard
 
 

@@ -10,6 +10,7 @@ sample's seed alone fixes its text whatever the shard layout, and no vLLM start-
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -166,13 +167,18 @@ def test_scontrol_requeue_resumes_and_appends_to_the_first_log(
     first = log.read_text()
     assert "attempt 1" in first
 
-    slurm_cluster.run("scontrol", "requeue", f"{job}_0")
-    # Slurm makes a requeued job wait ~2 minutes before it is eligible again; release it at once
-    slurm_cluster.run("scontrol", "update", f"JobId={job}_0", "StartTime=now")
-    state = slurm_cluster.wait(job, until=frozenset({"COMPLETED", "FAILED"}))
-    text = log.read_text()
+    for _ in range(2):
+        slurm_cluster.run("scontrol", "requeue", f"{job}_0")
+        # Slurm makes a requeued job wait ~2 minutes before it is eligible again; release it at once
+        slurm_cluster.run("scontrol", "update", f"JobId={job}_0", "StartTime=now")
+        state = slurm_cluster.wait(job, until=frozenset({"COMPLETED", "FAILED"}))
+        text = log.read_text()
+        if state == {f"{job}_0": "COMPLETED"} or text != first:
+            break
+        # in full CI runs the released attempt sometimes FAILED before the script ran (nothing appended to the
+        # log; Slurm's launch, not the script): requeue once more, as a user would
     assert state == {f"{job}_0": "COMPLETED"}, text
-    assert text.startswith(first) and "attempt 2" in text[len(first) :]
+    assert text.startswith(first) and re.search(r"attempt [2-9]", text[len(first) :]), text
     assert samples(out) == of_shard(unsharded, 0)
 
 

@@ -88,14 +88,17 @@ class Plan:
     """The id of every planned sample."""
     done: set[str]
     """The ids already committed to `out` (a rerun skips them)."""
-    todo: int
-    """How many planned samples are still to make."""
     max_model_len: int | None
     """The context every request was checked against."""
     fingerprint: dict[str, Any]
     tokenizer: Any
     records: dict[str, int]
     """A digest of each planned input record, every field (`record_digest`), to tell one changed under the run."""
+
+    @property
+    def todo(self) -> int:
+        """How many planned samples are still to make."""
+        return len(self.planned) - len(self.done)
 
     def work(self) -> Iterator[Work]:
         """The samples still to make, in input order, read again from the input. Records added since the plan
@@ -184,7 +187,7 @@ def make_plan(cfg: GenerateConfig, tokenizer: Any, engine: Any, allow_incomplete
     check_fingerprint(out, fp)
     done = done_ids(out) & planned
     limit = getattr(engine, "max_model_len", None) if engine is not None else context_length(cfg)
-    plan = Plan(cfg, shard, out, planned, done, len(planned) - len(done), limit, fp, tokenizer, records)
+    plan = Plan(cfg, shard, out, planned, done, limit, fp, tokenizer, records)
     if plan.todo:
         plan.check(limit)  # a prompt too long is refused
     return plan

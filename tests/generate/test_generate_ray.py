@@ -2,7 +2,7 @@
 
 One cluster for the module: a head (the drivers' side tasks) and a worker labelled `teacher`, where the engine
 replica is pinned, so removing that node removes the engine. Every run is a real `distill generate` process, and
-each fault test's run ends equal to a direct unsharded run (`reference`). Ray inside one `--shard` beside a shard run
+the fault test's run ends equal to a direct unsharded run (`reference`). Ray inside one `--shard` beside a shard run
 without Ray: tests/generate/test_slurm_ray.py, whose job is such a shard.
 """
 
@@ -31,11 +31,11 @@ NODE = {"num_cpus": 4, "resources": {"teacher": 1}}
 RAY = ["launch=ray", "ray.unit=4", "ray.bundle={CPU: 1, teacher: 1}"]
 FAULTS = [*RAY, "engine.max_num_seqs=1"]
 FAULT_PROBLEMS = 150
-"""The fault tests' runs: a replica running one sample at a time, and the driver-then-engine kill test on 150
-problems x 2, so a fault right after a rerun's first commit lands mid-generation: the first unit reaches the driver
-~10 s after the engine finished it (Ray Data starting its post-processing worker; the later ones follow within a
-second), and the 104 samples left of a 60-problem rerun took ~10 s of generation here: the engine had finished them
-all by the first commit (the kill then missed the work, and the restarted-engine assertion failed)."""
+"""The fault test's runs: a replica running one sample at a time on 150 problems x 2, so each fault, sent right
+after a commit, lands mid-generation: the first unit reaches the driver ~10 s after the engine finished it (Ray Data
+starting its post-processing worker; the later ones follow within a second), and the 104 samples left of a
+60-problem rerun took ~10 s of generation here: the engine had finished them all by the first commit (the kill then
+missed the work, and the restarted-engine assertion failed)."""
 
 
 @pytest.fixture(scope="module")
@@ -118,40 +118,14 @@ def wait_for_shards(out: Path, n: int, proc: subprocess.Popen, timeout: float = 
 
 
 @pytest.fixture(scope="module")
-def reference(teacher_engine, teacher_dir, tmp_path_factory):
-    """The fault tests' recipes run directly, unsharded, on the session's engine: `reference(problems)`."""
+def reference(teacher_engine, teacher_dir, tmp_path_factory) -> Path:
+    """The fault test's recipe run directly, unsharded, on the session's engine."""
     from pipeline.cli import load_stage_config
 
-    made: dict[int, Path] = {}
-
-    def direct(problems: int) -> Path:
-        if problems not in made:
-            tmp = tmp_path_factory.mktemp("ray-reference")
-            recipe = sums_recipe(tmp, teacher_dir, problems, "direct")
-            assert run(load_stage_config("generate", str(recipe), []), engine=teacher_engine) == 0
-            made[problems] = tmp / "direct"
-        return made[problems]
-
-    return direct
-
-
-def test_losing_the_engine_node_after_a_commit_redoes_its_units_once(
-    cluster, reference, teacher_dir, tmp_path
-):
-    recipe = sums_recipe(tmp_path, teacher_dir, 60, "lost")
-    out = tmp_path / "lost"
-    proc = start(recipe, cluster)
-    wait_for_shards(out, 1, proc)
-    before = snapshot(out)
-    engine_node = next(n for n in cluster.worker_nodes)
-    cluster.remove_node(engine_node)  # the node running the engine replica, mid-run
-    cluster.add_node(**NODE)  # a replacement; Ray restarts the replica there and reruns the lost units
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err[-3000:]
-    after = snapshot(out)
-    assert all(after[name] == data for name, data in before.items())  # committed files untouched
-    assert sorted(rows(out)) == sorted(f"q{i:03d}/{j}" for i in range(60) for j in range(2))  # no duplicate
-    assert_same_samples(reference(60), out)
+    tmp = tmp_path_factory.mktemp("ray-reference")
+    recipe = sums_recipe(tmp, teacher_dir, FAULT_PROBLEMS, "direct")
+    assert run(load_stage_config("generate", str(recipe), []), engine=teacher_engine) == 0
+    return tmp / "direct"
 
 
 def replica_engines() -> dict[int, str]:
@@ -170,15 +144,18 @@ def replica_engines() -> dict[int, str]:
     return found
 
 
-def test_a_killed_driver_reruns_and_a_killed_engine_restarts_to_exactly_the_planned_samples(
+def test_a_killed_driver_a_lost_engine_node_and_a_killed_engine_end_in_exactly_the_planned_samples(
     cluster, reference, teacher_dir, tmp_path
 ):
-    """Two faults on one output folder (a driver and a Ray Data LLM start-up fewer than two runs would pay): the
-    driver SIGKILLed mid-run; then, in its rerun, the replica's vLLM engine process SIGKILLed right after the rerun's
-    first commit (Ray Data LLM exits the actor, Ray restarts it and reruns its units). What was committed before
-    each fault stays byte for byte; the rerun ends by itself with exactly the planned samples, the direct run's."""
+    """Three faults on one output folder (each Ray Data LLM start-up costs ~35 s here; one test pays four, three
+    separate ones would pay six): the driver SIGKILLed mid-run; then, in its rerun, right after its first commit,
+    the node running the engine replica removed and a replacement added (Ray restarts the replica there and reruns
+    the lost units); then, right after the restarted replica's first commit, its vLLM engine process SIGKILLed (Ray
+    Data LLM exits the actor, Ray restarts it and reruns its units). What was committed before each fault stays
+    byte for byte; the rerun ends by itself with exactly the planned samples, the direct run's."""
     recipe = sums_recipe(tmp_path, teacher_dir, FAULT_PROBLEMS, "faults")
     out = tmp_path / "faults"
+    commits = lambda: len(list(out.glob("samples-*.jsonl")))  # noqa: E731
     proc = start(recipe, cluster)
     killed_jobs = set(wait_until(replica_engines, "engine for the first run", proc).values())
     wait_for_shards(out, 2, proc)
@@ -188,22 +165,33 @@ def test_a_killed_driver_reruns_and_a_killed_engine_restarts_to_exactly_the_plan
     assert 0 < len(rows(out)) < 2 * FAULT_PROBLEMS and read_manifest(out) is None
 
     proc = start(recipe, cluster)  # the rerun
-    mine = lambda: {pid: job for pid, job in replica_engines().items() if job not in killed_jobs}  # noqa: E731
-    engines = wait_until(mine, "engine for the rerun", proc)
-    wait_for_shards(out, len(list(out.glob("samples-*.jsonl"))) + 1, proc)
+    seen: set[int] = set()
+
+    def new_engine(what: str) -> int:
+        """The rerun's one engine process not seen before (a removed node's may outlive it a while)."""
+        mine = lambda: {p for p, job in replica_engines().items() if job not in killed_jobs} - seen  # noqa: E731
+        found = wait_until(mine, what, proc)
+        assert len(found) == 1, found
+        seen.update(found)
+        return next(iter(found))
+
+    new_engine("engine for the rerun")
+    wait_for_shards(out, commits() + 1, proc)
     committed.append(snapshot(out))
-    assert len(engines) == 1, engines
-    (pid,) = engines
-    os.kill(pid, signal.SIGKILL)  # the engine process, mid-run
-    restarted = wait_until(lambda: set(mine()) - {pid}, "restarted engine", proc)
+    cluster.remove_node(next(n for n in cluster.worker_nodes))  # the node running the engine replica
+    cluster.add_node(**NODE)  # a replacement
+    pid = new_engine("engine on the replacement node")
+    wait_for_shards(out, commits() + 1, proc)
+    committed.append(snapshot(out))
+    os.kill(pid, signal.SIGKILL)  # the restarted replica's engine process, mid-run
+    new_engine("engine restarted after the kill")
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
-    assert len(restarted) == 1, restarted
     after = snapshot(out)
     for before in committed:
         assert all(after[name] == data for name, data in before.items())  # committed files untouched
     # exactly the planned ids (rows() fails on a duplicate), with the direct run's samples
-    assert_same_samples(reference(FAULT_PROBLEMS), out)
+    assert_same_samples(reference, out)
 
 
 def test_no_cluster_at_the_address_is_one_line_and_writes_nothing(tiny_model_dir, tmp_path):

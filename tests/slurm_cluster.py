@@ -233,6 +233,21 @@ class SlurmCluster:
                 raise TimeoutError(f"job {job} still {states} after {timeout:.0f} s")
             time.sleep(0.5)
 
+    def daemon_logs(self, job: str, tail: int = 2000) -> str:
+        """slurmctld's and slurmd's log lines from `job`'s submission on (of their last `tail` lines): why a job
+        failed when its own log says nothing (a launch that failed before its script ran)."""
+        logs = {}
+        for name in ("slurmctld.log", "slurmd.log"):
+            try:
+                logs[name] = (self.folder / "log" / name).read_text(errors="replace").splitlines()[-tail:]
+            except OSError:
+                logs[name] = []
+        # lines start with [2026-12-07T21:41:54.582]: ISO stamps, in order as strings
+        since = next((line[:25] for line in logs["slurmctld.log"] if f"JobId={job} " in line), "")
+        return "\n".join(
+            f"{name}: {line}" for name, lines in logs.items() for line in lines if line[:25] >= since
+        )
+
     def stop(self) -> None:
         """End slurmd, slurmctld and munged by their pid files, then remove the folder."""
         for pidfile in ("slurmd.pid", "slurmctld.pid", "munge/munged.pid"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import socket
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 
 SUPPORTED = "2.60"
 """The Ray minor version this engine is built and tested against (Ray Data LLM's API moves between minors)."""
+CHUNK = 20_000
+"""Samples the driver turns into Ray Data blocks at a time (`RayEngine.dataset`): its memory for the input is
+one chunk's rows whatever the run's size."""
 INSTALL = "install ray==2.60.0 (requirements/*.lock) on the driver and every node of the cluster"
 
 
@@ -114,6 +118,7 @@ def compact(row: dict[str, Any]) -> dict[str, Any]:
 
     return {
         "sample_id": row["sample_id"],
+        "request": row["request"],
         "generated_tokens": list(row["generated_tokens"]),
         "generated_text": row["generated_text"],
         "logprobs": flat(row.get("logprobs")),
@@ -139,23 +144,13 @@ class RayEngine:
         self.config = processor_config(cfg)
 
     def run(self, cfg: GenerateConfig, requests: Iterable[Request]) -> Iterator[Completion]:
-        import ray
         from ray.data.llm import build_processor
 
         lost = _lost()  # the failures of the cluster, not of our code (ours keep their traceback)
-        by_id = {r.sample_id: r for r in requests}
-        rows = [
-            {
-                "sample_id": r.sample_id,
-                "tokenized_prompt": r.prompt_ids + r.completion_ids if r.completion_ids else r.prompt_ids,
-                "sampling_params": sampling_kwargs(cfg, r),
-            }
-            for r in by_id.values()
-        ]
-        units = max(1, -(-len(rows) // cfg.ray.unit))
+        dataset, samples, units = self.dataset(cfg, requests)
         log.info(
             "ray: %d samples in %d units on %d replica(s) at %s",
-            len(rows),
+            samples,
             units,
             cfg.ray.replicas,
             self.where,
@@ -168,12 +163,44 @@ class RayEngine:
         processor = build_processor(
             self.config, postprocess=compact, preprocess_map_kwargs=steps, postprocess_map_kwargs=steps
         )
-        dataset = processor(ray.data.from_items(rows, override_num_blocks=units))
         try:
-            for row in dataset.iter_rows():
-                yield self.convert(cfg, by_id[row["sample_id"]], row)
+            for row in processor(dataset).iter_rows():
+                yield self.convert(cfg, pickle.loads(row["request"]), row)
         except lost as e:  # what Ray could not recover from by restarting the replica and rerunning units
             raise engine_died(f"the Ray cluster at {self.where} (an engine replica or its node)", e) from None
+
+    @staticmethod
+    def dataset(cfg: GenerateConfig, requests: Iterable[Request]) -> tuple[Any, int, int]:
+        """The requests as a Ray Data dataset of `ray.unit`-sample blocks (with its sample and unit counts),
+        built `CHUNK` samples at a time: the driver holds one chunk's rows, never the whole run's, and the blocks
+        wait in the object store (which spills to disk when it fills). Each row carries its request (its planned
+        sample, messages, prefix) through the replica and back, so the driver keeps no map of them."""
+        import ray
+
+        chunk = max(1, CHUNK // cfg.ray.unit) * cfg.ray.unit  # whole units: a unit is one block
+        parts, rows, samples, units = [], [], 0, 0
+
+        def put() -> None:
+            nonlocal samples, units
+            blocks = -(-len(rows) // cfg.ray.unit)
+            parts.append(ray.data.from_items(rows, override_num_blocks=blocks))
+            samples, units = samples + len(rows), units + blocks
+            rows.clear()
+
+        for r in requests:
+            rows.append(
+                {
+                    "sample_id": r.sample_id,
+                    "tokenized_prompt": r.prompt_ids + r.completion_ids if r.completion_ids else r.prompt_ids,
+                    "sampling_params": sampling_kwargs(cfg, r),
+                    "request": pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL),
+                }
+            )
+            if len(rows) == chunk:
+                put()
+        if rows:
+            put()
+        return (parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]), samples, units
 
     def convert(self, cfg: GenerateConfig, request: Request, row: dict[str, Any]) -> Completion:
         gen_ids = [int(t) for t in row["generated_tokens"]]

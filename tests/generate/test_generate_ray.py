@@ -219,3 +219,53 @@ def test_an_unsupported_ray_version_is_refused_naming_what_to_install():
         message = str(e.value)
         assert f"Ray {version} is installed" in message and "10.0.0.1:6379" in message
         assert "install ray==2.60.0" in message
+
+
+def test_the_driver_holds_one_chunk_of_requests_not_the_whole_run(
+    cluster, tiny_model_dir, tmp_path, monkeypatch
+):
+    """`RayEngine.dataset` turns the requests into unit blocks `CHUNK` samples at a time: the driver's Python
+    memory peaks at one chunk's rows whatever the run's size (it held every request and row of the run before);
+    every request comes back whole from its block, which is what the driver commits from."""
+    import pickle
+    import tracemalloc
+
+    import ray
+
+    from pipeline.generate import engine_ray
+    from pipeline.generate.engine_api import Request
+
+    monkeypatch.setattr(engine_ray, "CHUNK", 400)
+    cfg = teacher_recipe(tiny_model_dir, tmp_path, launch="ray", ray__unit=10)
+
+    def request(i: int) -> Request:  # ~R1-sized prompt: 1.2 KB of messages, 300 token ids
+        text = f"Problem {i}: " + "find the sum of the digits of the number below. " * 24
+        messages = [{"role": "user", "content": text}]
+        return Request(f"p{i}/0", messages, seed=i, max_tokens=64, prompt_ids=[1000 + (i + t) % 30000 for t in range(300)],
+                       work={"problem": text, "index": i})  # fmt: skip
+
+    tracemalloc.start()
+    held = [request(i) for i in range(400)]  # one chunk's requests, held: what a chunk costs at least
+    chunk = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    del held
+    ray.init(address=cluster.address)
+    try:
+        engine_ray.RayEngine.dataset(cfg, (request(i) for i in range(20)))  # Ray Data's imports, not counted
+        peaks = {}
+        for n in (1_200, 4_800):
+            tracemalloc.start()
+            dataset, samples, units = engine_ray.RayEngine.dataset(cfg, (request(i) for i in range(n)))
+            peaks[n] = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            assert (samples, units) == (n, n // 10)
+        # 4x the samples, about the same peak: a chunk's requests and rows (all 4,800 held would be 12 chunks)
+        assert peaks[4_800] < 1.3 * peaks[1_200] and peaks[4_800] < 3 * chunk, (peaks, chunk)
+        back = {r["sample_id"]: pickle.loads(r["request"]) for r in dataset.take_all()}
+        assert sorted(back) == sorted(f"p{i}/0" for i in range(4_800))
+        assert all(
+            back[f"p{i}/0"] == request(i) and back[f"p{i}/0"].work == request(i).work for i in (0, 399, 4_799)
+        )
+        assert dataset.materialize().num_blocks() == 480  # one block a unit
+    finally:
+        ray.shutdown()

@@ -20,7 +20,7 @@ LAUNCH  := $(if $(ACCELERATE),launch.accelerate_config=$(ACCELERATE),)
 STUDENT_RECIPE = $(if $(filter demo,$(STUDENT)),recipes/demo/$(1).yaml,recipes/students/$(STUDENT)/$(2).yaml)
 
 .PHONY: help serve setup test test-fast lint format lock-cpu lock-gpu clean demo demo-quick generate filter sft kd eval \
-        opd push toy-data toy-teacher toy-teacher-train bench bench-generate bench-generate-ray bench-generate-plan bench-filter bench-filter-scale bench-sft \
+        opd push toy-data toy-teacher toy-teacher-train bench bench-generate bench-generate-ray bench-generate-ray-input bench-generate-plan bench-filter bench-filter-scale bench-sft \
         bench-kd bench-methods bench-controls
 
 help:  ## this list: each target and what it does
@@ -106,6 +106,9 @@ bench-generate: setup  ## distill generate's tok/s against raw vLLM
 
 bench-generate-ray: setup  ## generate on Ray (one replica) against the direct run, same recipe
 	$(PYTHON) bench/generate_ray.py
+
+bench-generate-ray-input: setup  ## generate on Ray: the driver's memory for its input at 10k vs 100k problems (~10 min)
+	$(PYTHON) bench/generate_ray_input.py
 
 bench-generate-plan: setup  ## generate's plan: memory a sample at 10k vs 100k problems, against the code before (~5 min)
 	$(PYTHON) bench/generate_plan.py

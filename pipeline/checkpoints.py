@@ -2,8 +2,9 @@
 
 transformers writes `checkpoint-N/` file by file (config, weights, optimizer, scheduler, RNG, trainer_state.json
 last), so a run killed while saving leaves a folder that `get_last_checkpoint` still picks and every resume then
-dies on. A checkpoint is complete when it holds `trainer_state.json` and model (or adapter) weights; newer
-incomplete ones are reported and removed, since training will write that step again.
+dies on; a kill while `trainer_state.json` itself is written leaves it empty or cut short, and the resume dies
+reading it. A checkpoint is complete when it holds a whole `trainer_state.json` (it parses) and model (or adapter)
+weights; newer incomplete ones are reported and removed, since training will write that step again.
 """
 
 from __future__ import annotations
@@ -21,8 +22,15 @@ WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.b
 
 
 def is_complete(checkpoint: Path) -> bool:
-    """trainer_state.json (written last) and weights present; a sharded save needs every shard its index lists."""
-    if not (checkpoint / "trainer_state.json").is_file():
+    """trainer_state.json (written last, in place: a kill while writing it leaves it empty or cut short) whole,
+    and weights present; a sharded save needs every shard its index lists."""
+    import json
+
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    if not isinstance(state, dict) or "global_step" not in state:
         return False
     present = [w for w in WEIGHTS if (checkpoint / w).is_file()]
     if not present:
@@ -30,8 +38,6 @@ def is_complete(checkpoint: Path) -> bool:
     index = next((checkpoint / w for w in present if w.endswith(".index.json")), None)
     if index is None:
         return True
-    import json
-
     shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
     return all((checkpoint / s).is_file() for s in shards)
 
@@ -54,7 +60,7 @@ def latest_complete_checkpoint(output: str | Path, remove_incomplete: bool = Tru
         if is_complete(path):
             return path
         log.warning(
-            "skipping %s: incomplete (no trainer_state.json or weights; the run was killed while saving it)%s",
+            "skipping %s: incomplete (no whole trainer_state.json, or no weights: the run was killed while saving it)%s",
             path,
             "; removing it" if remove_incomplete else "",
         )

@@ -148,6 +148,8 @@ class RayEngine:
 
         lost = _lost()  # the failures of the cluster, not of our code (ours keep their traceback)
         dataset, samples, units = self.dataset(cfg, requests)
+        if not samples:
+            return
         log.info(
             "ray: %d samples in %d units on %d replica(s) at %s",
             samples,
@@ -200,6 +202,8 @@ class RayEngine:
                 put()
         if rows:
             put()
+        if not parts:
+            return None, 0, 0
         return (parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]), samples, units
 
     def convert(self, cfg: GenerateConfig, request: Request, row: dict[str, Any]) -> Completion:

@@ -238,7 +238,7 @@ def test_the_driver_holds_one_chunk_of_requests_not_the_whole_run(
     monkeypatch.setattr(engine_ray, "CHUNK", 400)
     cfg = teacher_recipe(tiny_model_dir, tmp_path, launch="ray", ray__unit=10)
 
-    def request(i: int) -> Request:  # ~R1-sized prompt: 1.2 KB of messages, 300 token ids
+    def request(i: int) -> Request:  # a long math prompt: 1.2 KB of messages, 300 token ids
         text = f"Problem {i}: " + "find the sum of the digits of the number below. " * 24
         messages = [{"role": "user", "content": text}]
         return Request(f"p{i}/0", messages, seed=i, max_tokens=64, prompt_ids=[1000 + (i + t) % 30000 for t in range(300)],
@@ -252,6 +252,7 @@ def test_the_driver_holds_one_chunk_of_requests_not_the_whole_run(
     ray.init(address=cluster.address)
     try:
         engine_ray.RayEngine.dataset(cfg, (request(i) for i in range(20)))  # Ray Data's imports, not counted
+        assert engine_ray.RayEngine.dataset(cfg, iter(())) == (None, 0, 0)  # nothing to run: no dataset
         peaks = {}
         for n in (1_200, 4_800):
             tracemalloc.start()

@@ -155,18 +155,24 @@ def sft_recipe(model: Path, tmp_path: Path, *extra: str) -> Path:
     return recipe
 
 
-def test_a_kill_while_saving_a_checkpoint_resumes_from_the_last_complete_one(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("point", ["checkpoint:mid-save", "checkpoint:mid-state"])
+def test_a_kill_while_saving_a_checkpoint_resumes_from_the_last_complete_one(tiny_model_dir, tmp_path, point):
     from tests.conftest import distill_main, run_distill
 
     recipe = sft_recipe(tiny_model_dir, tmp_path)
     out = tmp_path / "out"
-    # SIGKILL inside the second weights save (checkpoint-6), after its config.json was written
-    killed = run_distill(
-        "sft", "--config", str(recipe), env={"DISTILL_TEST_KILL_AT": "checkpoint:mid-save@2"}
-    )
+    # SIGKILL inside the second checkpoint's save (checkpoint-6): in its weights write, after its config.json was
+    # written; or in the write of its trainer_state.json (the last file), half of it on disk
+    killed = run_distill("sft", "--config", str(recipe), env={"DISTILL_TEST_KILL_AT": f"{point}@2"})
     assert killed.returncode == -9, killed.stderr[-2000:]
-    assert (out / "checkpoint-6" / "config.json").exists()
-    assert not (out / "checkpoint-6" / "trainer_state.json").exists() and read_manifest(out) is None
+    assert (out / "checkpoint-6" / "config.json").exists() and read_manifest(out) is None
+    state = out / "checkpoint-6" / "trainer_state.json"
+    if point == "checkpoint:mid-save":
+        assert not state.exists()
+    else:  # weights whole, the state cut short: what a resume used to pick, then die reading
+        assert (out / "checkpoint-6" / "model.safetensors").exists() and state.stat().st_size > 0
+        with pytest.raises(ValueError):
+            json.loads(state.read_text())
     resumed = distill_main("sft", "--config", str(recipe))  # in this process: only the kill needs its own
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "skipping" in resumed.stderr and "checkpoint-6: incomplete" in resumed.stderr

@@ -188,8 +188,10 @@ def last_logged(history: list[dict[str, Any]], key: str) -> Any:
 
 
 def train_and_save(cfg: OPDStageConfig, trainer: Any, last: str | None, problems: int) -> int:
+    from pipeline.faults import arm_checkpoint_saves
     from pipeline.train.progress import attach_progress  # readable progress lines in a file or pipe (#20)
 
+    arm_checkpoint_saves()
     attach_progress(trainer, "opd")
     result = trainer.train(resume_from_checkpoint=last)
     trainer.save_model(cfg.output)

@@ -95,7 +95,7 @@ def supervised_tokens(dataset: Any) -> int:
 
 def train_and_save(cfg: SFTStageConfig, trainer: Any, dataset: Any, stage: str) -> int:
     """Check the template, train (resuming), save the student and, on the main process, write the manifest."""
-    from pipeline.faults import arm_weight_save
+    from pipeline.faults import arm_checkpoint_saves
     from pipeline.train.progress import attach_progress
     from pipeline.train.template_check import check_template, pick_example
 
@@ -105,7 +105,7 @@ def train_and_save(cfg: SFTStageConfig, trainer: Any, dataset: Any, stage: str) 
         log.info("the data is pre-tokenized (input_ids): no chat template to check")
     checked = check_template(trainer, pick_example(dataset)) if cfg.check_template and not tokenized else None
     last = claim_output(cfg, stage, trainer.is_world_process_zero())  # the first write to the output folder
-    arm_weight_save()
+    arm_checkpoint_saves()
     attach_progress(trainer, stage)  # readable progress lines when stderr is a file or pipe (#20)
     start_epoch = _resumed_epoch(last)
     result = trainer.train(resume_from_checkpoint=last)

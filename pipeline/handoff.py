@@ -126,7 +126,7 @@ def require_trained_model(path: str | Path, *, allow_incomplete: bool = False, f
     if _CHECKPOINT.match(path.name) and path.is_dir():
         if not (is_complete(path) or allow_incomplete):
             raise IncompleteInput(
-                "an incomplete checkpoint (no trainer_state.json or weights: the run was killed while saving it)",
+                "an incomplete checkpoint (no whole trainer_state.json, or no weights: the run was killed while saving it)",
                 file=path,
                 field=field,
                 hint="use an earlier checkpoint or the finished model folder",

@@ -28,7 +28,7 @@ def test_a_checkpoint_is_complete_only_with_its_whole_state_and_weights(tmp_path
         assert not is_complete(checkpoint(tmp_path, 100 + cut, STATE[:cut])), cut
     assert not is_complete(checkpoint(tmp_path, 4, None))  # killed before it
     assert not is_complete(checkpoint(tmp_path, 5, STATE, weights=()))
-    assert not is_complete(checkpoint(tmp_path, 6, "[1, 2]"))  # JSON, but not a trainer state
+    assert not is_complete(checkpoint(tmp_path, 6, "[1, 2]"))  # JSON, but not a trainer state (an object)
     index = json.dumps({"weight_map": {"a": "model-1.safetensors", "b": "model-2.safetensors"}})
     sharded = checkpoint(tmp_path, 7, STATE, weights=("model-1.safetensors",))
     (sharded / "model.safetensors.index.json").write_text(index)

@@ -19,6 +19,8 @@ log = logging.getLogger("distill.train")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
            "adapter_model.safetensors", "adapter_model.bin")  # fmt: skip
+INCOMPLETE = "no whole trainer_state.json, or no weights: the run was killed while saving it"
+"""Why a checkpoint is not complete, as the resume's warning and the handoff's error say it."""
 
 
 def is_complete(checkpoint: Path) -> bool:
@@ -60,8 +62,9 @@ def latest_complete_checkpoint(output: str | Path, remove_incomplete: bool = Tru
         if is_complete(path):
             return path
         log.warning(
-            "skipping %s: incomplete (no whole trainer_state.json, or no weights: the run was killed while saving it)%s",
+            "skipping %s: incomplete (%s)%s",
             path,
+            INCOMPLETE,
             "; removing it" if remove_incomplete else "",
         )
         if remove_incomplete:

@@ -120,13 +120,13 @@ TRAINED = ("sft", "kd", "opd")  # the stages whose output is a model
 def require_trained_model(path: str | Path, *, allow_incomplete: bool = False, field: str = "model") -> None:
     """A model folder to evaluate or train from: a training output must be finished, a `checkpoint-N` complete;
     other folders (a base model, a download) and Hub ids pass."""
-    from pipeline.checkpoints import is_complete
+    from pipeline.checkpoints import INCOMPLETE, is_complete
 
     path = Path(path)
     if _CHECKPOINT.match(path.name) and path.is_dir():
         if not (is_complete(path) or allow_incomplete):
             raise IncompleteInput(
-                "an incomplete checkpoint (no whole trainer_state.json, or no weights: the run was killed while saving it)",
+                f"an incomplete checkpoint ({INCOMPLETE})",
                 file=path,
                 field=field,
                 hint="use an earlier checkpoint or the finished model folder",

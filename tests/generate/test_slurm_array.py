@@ -121,8 +121,9 @@ def cancelled_mid_shard(
         time.sleep(0.05)
     cluster.run("scancel", f"{job}_{task}")
     assert cluster.wait(job) == {f"{job}_{task}": "CANCELLED"}
-    # CANCELLED is set when the kill is sent; the task's processes may still be exiting (squeue lists it, CG) and a
-    # requeue released then failed at once without running the script (2 of ~7 CI runs): wait until it is gone
+    # CANCELLED is set when the kill is sent; the task's processes may still be exiting (squeue lists it, CG): wait
+    # until it is gone before a requeue or a resubmission. (Not what made a released requeue fail at once: that is
+    # slurmd refusing a job id whose credential the cancel revoked; see the requeue test.)
     deadline = time.monotonic() + 120
     while (r := cluster.run("squeue", "-h", "-j", job, check=False)).returncode == 0 and r.stdout.strip():
         assert time.monotonic() < deadline, f"job {job} still completing: {r.stdout.strip()}"
@@ -176,8 +177,9 @@ def test_scontrol_requeue_resumes_and_appends_to_the_first_log(
         text = log.read_text()
         if state == {f"{job}_0": "COMPLETED"} or text != first:
             break
-        # in full CI runs the released attempt sometimes FAILED before the script ran (nothing appended to the
-        # log; Slurm's launch, not the script): requeue once more, as a user would, and say what the daemons saw
+        # released inside slurmd's revocation window of the cancelled attempt's credential (Slurm's cred_expire,
+        # what the ~2-minute wait is for), the attempt FAILED before its script ran ("Job credential revoked";
+        # nothing appended to the log): requeue once more, as a user would, and say what the daemons saw
         warnings.warn(
             f"requeued {job}_0 FAILED before its script ran; Slurm's daemons:\n{slurm_cluster.daemon_logs(job)}",
             stacklevel=1,

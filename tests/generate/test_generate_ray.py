@@ -270,3 +270,41 @@ def test_the_driver_holds_one_chunk_of_requests_not_the_whole_run(
         assert dataset.materialize().num_blocks() == 480  # one block a unit
     finally:
         ray.shutdown()
+
+
+def test_logprobs_leave_the_replica_as_one_bytes_value_and_come_back_exact():
+    """The replica's postprocess packs a sample's logprob dicts (what Ray Data LLM returns: {token id: {logprob,
+    rank, decoded_token}} a position, None where vLLM gave none) into one bytes value, an Arrow binary column
+    the driver reads back without converting nested lists; what comes back is vLLM's every entry, exactly."""
+    import pyarrow as pa
+    from ray.data.block import BlockAccessor
+
+    from pipeline.generate.engine_ray import Logprob, compact, entries
+
+    def position(i: int) -> dict[int, dict]:
+        return {151_000 + i: {"logprob": -0.1 * i - 1 / 3, "rank": 1, "decoded_token": "a"},
+                7 * i: {"logprob": float("-inf"), "rank": None, "decoded_token": None},
+                2**31 - 1 - i: {"logprob": -1e-9 * i, "rank": 2, "decoded_token": "b"}}  # fmt: skip
+
+    sample = [position(0), None, {}, position(3), {5: {"logprob": -2.5, "rank": 6, "decoded_token": "c"}}]
+    prompt = [None, position(1)]
+    rows = [
+        {"sample_id": f"p/{i}", "request": b"r", "generated_tokens": [1, 2], "generated_text": "x",
+         "logprobs": logprobs, "prompt_logprobs": prompt_logprobs, "params": "SamplingParams(...)"}
+        for i, (logprobs, prompt_logprobs) in enumerate([(sample, None), ([], prompt), (None, None)])
+    ]  # fmt: skip
+    out = [compact(r) for r in rows]
+    # Ray Data's own conversion of a batch into a block
+    block = BlockAccessor.batch_to_block({k: [r[k] for r in out] for k in out[0]})
+    assert isinstance(block, pa.Table) and pa.types.is_binary(block.schema.field("logprobs").type)
+    back = list(BlockAccessor.for_block(block).iter_rows(public_row_format=True))
+
+    def expected(positions):
+        return None if positions is None else [
+            {t: Logprob(d["logprob"], d["rank"]) for t, d in (p or {}).items()} for p in positions
+        ]  # fmt: skip
+
+    for row, got in zip(rows, back, strict=True):
+        for column in ("logprobs", "prompt_logprobs"):
+            assert entries(got[column]) == expected(row[column]), column
+    assert entries(back[0]["logprobs"])[0][151_000].logprob == -1 / 3  # float64 all the way: bit-exact

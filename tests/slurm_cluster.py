@@ -85,6 +85,13 @@ def _free_port() -> int:
 
 
 class SlurmCluster:
+    CRED_EXPIRE = 15
+    """Seconds a job credential lives (slurm.conf `AuthInfo=cred_expire`, 120 by default), which is also how long
+    Slurm holds a requeued job before it may start: slurmd refuses a launch whose credential is no newer than the
+    revocation of the job's last one ("Job credential revoked"), so a requeued job started at once can fail
+    before its script runs. Short here so a test waits it out rather than the default two minutes; a launch's
+    credential is checked within a second of being made, so 15 s still leaves it a wide margin."""
+
     def __init__(self, folder: Path, gpus: int = 8) -> None:
         self.folder, self.gpus = folder, gpus
         self.node = socket.gethostname().split(".")[0]
@@ -149,7 +156,7 @@ class SlurmCluster:
                 "SlurmUser=root",
                 "AuthType=auth/munge",
                 "CredType=cred/munge",
-                f"AuthInfo=socket={f}/munge/munge.socket",
+                f"AuthInfo=socket={f}/munge/munge.socket,cred_expire={self.CRED_EXPIRE}",
                 "ProctrackType=proctrack/linuxproc",
                 "TaskPlugin=task/none",
                 "SelectType=select/cons_tres",

@@ -13,7 +13,6 @@ import json
 import re
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -169,21 +168,14 @@ def test_scontrol_requeue_resumes_and_appends_to_the_first_log(
     first = log.read_text()
     assert "attempt 1" in first
 
-    for _ in range(2):
-        slurm_cluster.run("scontrol", "requeue", f"{job}_0")
-        # Slurm makes a requeued job wait ~2 minutes before it is eligible again; release it at once
-        slurm_cluster.run("scontrol", "update", f"JobId={job}_0", "StartTime=now")
-        state = slurm_cluster.wait(job, until=frozenset({"COMPLETED", "FAILED"}))
-        text = log.read_text()
-        if state == {f"{job}_0": "COMPLETED"} or text != first:
-            break
-        # released inside slurmd's revocation window of the cancelled attempt's credential (Slurm's cred_expire,
-        # what the ~2-minute wait is for), the attempt FAILED before its script ran ("Job credential revoked";
-        # nothing appended to the log): requeue once more, as a user would, and say what the daemons saw
-        warnings.warn(
-            f"requeued {job}_0 FAILED before its script ran; Slurm's daemons:\n{slurm_cluster.daemon_logs(job)}",
-            stacklevel=1,
-        )
+    slurm_cluster.run("scontrol", "requeue", f"{job}_0")
+    # Slurm holds a requeued job until the cancelled attempt's credential has expired (cred_expire, the test
+    # cluster's 15 s): started sooner, slurmd may take the new credential for the revoked one and fail the attempt
+    # before its script runs. Wait that out, then release it rather than wait for the scheduler's next pass.
+    time.sleep(slurm_cluster.CRED_EXPIRE + 1)
+    slurm_cluster.run("scontrol", "update", f"JobId={job}_0", "StartTime=now")
+    state = slurm_cluster.wait(job, until=frozenset({"COMPLETED", "FAILED"}))
+    text = log.read_text()
     assert state == {f"{job}_0": "COMPLETED"}, f"{text}\n{slurm_cluster.daemon_logs(job)}"
     assert text.startswith(first) and re.search(r"attempt [2-9]", text[len(first) :]), text
     assert samples(out) == of_shard(unsharded, 0)

@@ -165,6 +165,7 @@ class RayEngine:
         self.config = processor_config(cfg)
 
     def run(self, cfg: GenerateConfig, requests: Iterable[Request]) -> Iterator[Completion]:
+        from ray.data import TaskPoolStrategy
         from ray.data.llm import build_processor
 
         lost = _lost()  # the failures of the cluster, not of our code (ours keep their traceback)
@@ -182,7 +183,7 @@ class RayEngine:
         # replica: by default Ray Data runs them on every free CPU, each a Python worker started for the job (6-8 on
         # this 2-core machine, ~3 CPU-seconds of imports each, taken from the engine). bench/RESULTS.md: the
         # replica / direct ratio 0.68-0.76 -> 0.81-0.92.
-        steps = {"concurrency": cfg.ray.replicas}
+        steps = {"compute": TaskPoolStrategy(size=cfg.ray.replicas)}  # (`concurrency=` is deprecated)
         processor = build_processor(
             self.config, postprocess=compact, preprocess_map_kwargs=steps, postprocess_map_kwargs=steps
         )

@@ -5,6 +5,7 @@ can never delete another stage's files (a generate folder, a trained model, a us
     check_owned(cfg.output, "filter")            # before anything runs: UserError naming what the folder holds
     mark(cfg.output, "sft", {"model": ...})      # when the stage first writes there (settings it resumes with)
     changes(recorded(cfg.output), {...})          # ["model: 'a' -> 'b'"]: what a resume would mix
+    lock = FolderLock("generate"); lock.take(out)  # one writer at a time: a second run is refused, not mixed in
 
 Outputs written before the mark existed are still recognised by their files (generate's shards, a trainer's
 checkpoints), so an interrupted run of an older version can resume.
@@ -12,7 +13,11 @@ checkpoints), so an interrupted run of an older version can resume.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +25,12 @@ from pipeline.errors import UserError
 from pipeline.records.manifest import MANIFEST, read_manifest
 from pipeline.records.write import write_json
 
+log = logging.getLogger(__name__)
+
 MARK = ".distill-stage.json"
+LOCK = ".distill-lock"
+"""A hidden, empty file in an output folder that the run writing it holds locked (readers and push skip hidden
+files). Never removed: a run waiting to lock it must not lock a file another has just unlinked."""
 TRAINING = ("sft", "kd", "opd")
 # What an unmarked, unfinished output of a stage holds (outputs of versions before the mark).
 _SIGNS = {
@@ -42,7 +52,7 @@ def owner(folder: str | Path) -> str | None:
 
 
 def _contents(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name != MARK)
+    return sorted(p.name for p in folder.iterdir() if p.name not in (MARK, LOCK))
 
 
 def _holds_signs_of(folder: Path, stage: str) -> bool:
@@ -90,3 +100,50 @@ def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         for k in sorted(set(old) | set(new))
         if old.get(k) != new.get(k)
     ]
+
+
+class FolderLock:
+    """An exclusive lock on the output folder a run writes, so two runs of a stage started on the same folder (a
+    command launched twice, two jobs given the same shard) cannot both commit into it: the second is refused in
+    one line and writes nothing. An flock on `LOCK`, released by `release()` or by the kernel when the process
+    ends, killed or not, so a crash never leaves a stale lock. On a filesystem without locks (Lustre mounted
+    without `flock`) the run goes on with a warning."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self.fd: int | None = None
+        self.folder: Path | None = None
+
+    @property
+    def held(self) -> bool:
+        return self.folder is not None
+
+    def take(self, folder: str | Path, field: str = "output") -> None:
+        """Lock `folder` (which must exist), or raise a UserError naming it when another process holds it."""
+        folder = Path(folder)
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise UserError(
+                    f"{folder} is being written by another distill {self.stage} run (it holds {folder / LOCK})",
+                    file=folder,
+                    field=field,
+                    hint="let that run finish (or stop it), then rerun this command: it resumes from what that "
+                    "run committed; or choose another output folder",
+                ) from None
+            log.warning(
+                "%s: cannot lock this folder (%s); make sure no other run writes it at the same time",
+                folder,
+                e.strerror,
+            )
+            self.folder = folder
+            return
+        self.fd, self.folder = fd, folder
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the last descriptor releases the flock
+        self.fd = self.folder = None

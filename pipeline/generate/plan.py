@@ -29,6 +29,7 @@ from pipeline.generate.config import GenerateConfig, parse_shard
 from pipeline.generate.engine_api import Request
 from pipeline.generate.resume import check_fingerprint, done_ids, fingerprint
 from pipeline.handoff import require_complete
+from pipeline.outputs import FolderLock
 from pipeline.prompts import THINK_PREFIX, build_messages, load_prompt, prompt_ids, think_overlap
 from pipeline.records.read import iter_located_problems, iter_unique_samples
 from pipeline.records.schema import Problem, RecordError, Sample
@@ -154,13 +155,18 @@ class Plan:
             pass
 
 
-def make_plan(cfg: GenerateConfig, tokenizer: Any, engine: Any, allow_incomplete: bool) -> Plan:
-    """Read and check everything; load the tokenizer unless a caller (eval, tests) passes it with its engine."""
+def make_plan(
+    cfg: GenerateConfig, tokenizer: Any, engine: Any, allow_incomplete: bool, lock: FolderLock | None = None
+) -> Plan:
+    """Read and check everything; load the tokenizer unless a caller (eval, tests) passes it with its engine.
+    With `lock`, a folder that exists is locked before what it holds is read (a new one is locked when made)."""
     shard = parse_shard(cfg.shard) if cfg.shard else None
     out = output_folder(cfg, shard)
     preflight.check_output_folder(out, stage="generate")  # never another stage's folder or a user's files
     if shard:  # the folder the shards sit in must be generate's too
         preflight.check_output_folder(cfg.output, stage="generate")
+    if lock is not None and out.is_dir():
+        lock.take(out)  # another run writing it: refused here, before an engine starts
     if cfg.mode == "score":  # scoring another run's samples: that run must have finished
         require_complete(cfg.samples, "generate", allow_incomplete=allow_incomplete, field="samples")
     planned: set[str] = set()

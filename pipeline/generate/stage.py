@@ -14,19 +14,31 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pipeline.errors import UserError
 from pipeline.generate.commit import commit, finish
 from pipeline.generate.config import GenerateConfig
 from pipeline.generate.engine_api import Engine
 from pipeline.generate.engines import build_engine
 from pipeline.generate.plan import make_plan
 from pipeline.generate.progress import Stats
+from pipeline.generate.resume import done_ids
+from pipeline.outputs import FolderLock
 
 log = logging.getLogger("distill.generate")
 
 
 def run(cfg: GenerateConfig, args: Any = None, engine: Engine | None = None, tokenizer: Any = None) -> int:
-    """Run the stage; a caller that already holds the `engine` and its `tokenizer` (eval, tests) reuses them."""
-    plan = make_plan(cfg, tokenizer, engine, allow_incomplete=getattr(args, "allow_incomplete", False))
+    """Run the stage; a caller that already holds the `engine` and its `tokenizer` (eval, tests) reuses them.
+    The folder written is locked for the run (pipeline/outputs.py): a second run started on it is refused."""
+    lock = FolderLock("generate")
+    try:
+        return _run(cfg, args, engine, tokenizer, lock)
+    finally:
+        lock.release()
+
+
+def _run(cfg: GenerateConfig, args: Any, engine: Engine | None, tokenizer: Any, lock: FolderLock) -> int:
+    plan = make_plan(cfg, tokenizer, engine, getattr(args, "allow_incomplete", False), lock)
     log.info(
         "%s: %d samples planned, %d already written, %d to go",
         plan.out,
@@ -42,6 +54,16 @@ def run(cfg: GenerateConfig, args: Any = None, engine: Engine | None = None, tok
             limit = getattr(engine, "max_model_len", None) or plan.max_model_len
             if limit is not None and (plan.max_model_len is None or limit < plan.max_model_len):
                 plan.check(limit)  # the engine's context is shorter than the one planned: every prompt again
+            if not lock.held:  # a new folder: made and locked only now that the run is sure to write
+                plan.out.mkdir(parents=True, exist_ok=True)
+                lock.take(plan.out)
+                if done_ids(plan.out):  # written by another run since this one planned: refused, not mixed
+                    raise UserError(
+                        f"{plan.out} was written by another distill generate run while this one started",
+                        file=plan.out,
+                        field="output",
+                        hint="rerun this command once that run has ended: it resumes from what that run committed",
+                    )
             (plan.out / "manifest.json").unlink(missing_ok=True)  # the folder is incomplete until we finish
             run_stats = commit(cfg, plan, engine.run(cfg, plan.requests(limit)))
         finally:

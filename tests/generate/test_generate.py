@@ -16,6 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from pipeline.config import ConfigError
+from pipeline.errors import UserError
 from pipeline.generate.plan import in_shard
 from pipeline.generate.stage import run
 from pipeline.records.logprobs import Sidecar
@@ -200,15 +201,20 @@ def test_killed_generate_resumes_to_exactly_the_planned_samples(teacher_engine, 
     deadline = time.time() + 300
     while len(list(out.glob("samples-*.jsonl"))) < 3 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
+    from pipeline.cli import load_stage_config
+
+    # the same command started again while the first still writes (launched twice, two jobs on one shard): refused
+    # in one line before it reads anything, not a second writer committing the same samples
+    with pytest.raises(UserError, match="is being written by another distill generate run"):
+        run(load_stage_config("generate", str(recipe), []), engine=teacher_engine)
+    assert proc.poll() is None, "the first run must still be writing"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = rows(out)
     assert 0 < len(before) < 300, "the kill must land mid-run"
     assert read_manifest(out) is None
     # the rerun resumes in this process, on the session's engine (same recipe): the resume is decided from the
-    # folder alone (plan.py), and a second engine start would add ~20 s
-    from pipeline.cli import load_stage_config
-
+    # folder alone (plan.py), and a second engine start would add ~20 s; the killed run's lock went with it
     assert run(load_stage_config("generate", str(recipe), []), engine=teacher_engine) == 0
     after = rows(out)  # raises on any duplicate id
     assert sorted(after) == sorted(f"q{i:03d}/{j}" for i in range(150) for j in range(2))
@@ -227,6 +233,95 @@ def test_killed_generate_resumes_to_exactly_the_planned_samples(teacher_engine, 
     reference = rows(Path(ref.output))
     same = sum(reference[k]["completion"] == after[k]["completion"] for k in after)
     assert same == len(after)
+
+
+def test_a_new_folder_another_run_made_meanwhile_is_refused_at_the_first_commit(
+    teacher_engine, teacher_dir, tmp_path, monkeypatch
+):
+    """Two runs started on a folder that does not exist yet both plan (a new folder is made, and locked, only once a
+    run is sure to write). The other run made it first: at this run's first commit the folder is locked, or, that
+    run done already, holds samples this one did not plan around. Refused in one line both ways, nothing of its
+    own written; once the other has ended, the same command resumes from what it committed."""
+    from pipeline.generate import stage
+    from pipeline.outputs import LOCK, FolderLock
+
+    reference = teacher_recipe(teacher_dir, tmp_path / "reference", sampling__n=2)
+    assert run(reference, engine=teacher_engine) == 0
+    written = {p.name: p.read_bytes() for p in Path(reference.output).glob("samples-*.jsonl")}
+    assert len(written) == 1
+    cfg = teacher_recipe(teacher_dir, tmp_path / "race", sampling__n=2)
+    out = Path(cfg.output)
+    other = FolderLock(
+        "generate"
+    )  # the other run (another open file: flock refuses it in one process as well)
+    real = stage.make_plan
+
+    def and_meanwhile(finished: bool):
+        def plan(*args, **kwargs):
+            made = real(*args, **kwargs)
+            assert not out.exists() and made.done == set()
+            out.mkdir(parents=True)
+            other.take(out)
+            if finished:  # it committed its samples and ended
+                for name, data in written.items():
+                    (out / name).write_bytes(data)
+                other.release()
+            return made
+
+        return plan
+
+    monkeypatch.setattr(stage, "make_plan", and_meanwhile(finished=False))
+    with pytest.raises(UserError, match=f"{out} is being written by another distill generate run"):
+        run(cfg, engine=teacher_engine)
+    assert sorted(p.name for p in out.iterdir()) == [LOCK]
+    other.release()
+    (out / LOCK).unlink()
+    out.rmdir()  # as before: a folder neither run has made yet
+    monkeypatch.setattr(stage, "make_plan", and_meanwhile(finished=True))
+    with pytest.raises(
+        UserError, match=f"{out} was written by another distill generate run while this one started"
+    ):
+        run(cfg, engine=teacher_engine)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != LOCK} == written
+    monkeypatch.setattr(stage, "make_plan", real)
+    assert run(cfg, engine=teacher_engine) == 0  # resumes: the other run's samples are the planned ones
+    assert rows(out) == rows(Path(reference.output)) and read_manifest(out)["counts"]["samples"] == len(
+        rows(out)
+    )
+
+
+def test_the_lock_goes_with_a_killed_run_and_a_folder_that_cannot_be_locked_only_warns(
+    tmp_path, monkeypatch, caplog
+):
+    """The lock is the kernel's (flock), so a run killed while it held one leaves nothing stale behind; a
+    filesystem without locks (Lustre mounted without flock) lets the run go on with a warning."""
+    import errno
+    import fcntl
+
+    from pipeline.outputs import FolderLock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pipeline.outputs import FolderLock; "
+         f"FolderLock('generate').take({str(tmp_path)!r}); print('held', flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    lock = FolderLock("generate")
+    with pytest.raises(UserError, match="is being written by another distill generate run"):
+        lock.take(tmp_path)
+    os.killpg(holder.pid, signal.SIGKILL)
+    holder.wait()
+    lock.take(tmp_path)  # no stale lock: the killed holder's went with its process
+    assert lock.held
+    lock.release()
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    lock.take(tmp_path)
+    assert lock.held and "cannot lock this folder (No locks available)" in caplog.text
+    lock.release()
 
 
 def test_transformers_engine_generates_the_same_records(teacher_dir, tmp_path):

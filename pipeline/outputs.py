@@ -121,12 +121,20 @@ class FolderLock:
     def take(self, folder: str | Path, field: str = "output") -> None:
         """Lock `folder` (which must exist), or raise a UserError naming it when another process holds it."""
         folder = Path(folder)
-        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise UserError(
+                f"cannot write in {folder}: {e.strerror}",
+                file=folder,
+                field=field,
+                hint="choose an output folder you can write to",
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise UserError(
                     f"{folder} is being written by another distill {self.stage} run (it holds {folder / LOCK})",
                     file=folder,

@@ -143,6 +143,8 @@ def claim_output(cfg: StageConfig, stage: str, main_process: bool) -> str | None
     from pipeline.checkpoints import latest_complete_checkpoint
     from pipeline.outputs import mark
 
+    if main_process:  # before anything in the folder is read to resume from, removed or marked
+        hold_output(cfg.output, stage)
     last = resume_point(cfg, stage)
     if main_process:
         if cfg.resume:
@@ -152,6 +154,32 @@ def claim_output(cfg: StageConfig, stage: str, main_process: bool) -> str | None
     if last:
         log.info("resuming from %s", last)
     return last
+
+
+_held: dict[Path, Any] = {}
+"""The output folders this process holds locked (pipeline/outputs.FolderLock), by resolved path."""
+
+
+def hold_output(folder: str | Path, stage: str) -> None:
+    """Lock the output folder for this run's main process (the one that removes incomplete checkpoints and writes
+    the manifest): a second run started on it while this one trains is refused in one line, instead of deleting
+    the checkpoint this one is saving and training into the same folder. Released by `release_output` or when
+    the process ends, however it ends."""
+    from pipeline.outputs import FolderLock
+
+    path = Path(folder).resolve()
+    if path in _held:
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    lock = FolderLock(stage)
+    lock.take(path)
+    _held[path] = lock
+
+
+def release_output(folder: str | Path) -> None:
+    lock = _held.pop(Path(folder).resolve(), None)
+    if lock is not None:
+        lock.release()
 
 
 ARCHITECTURE = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",

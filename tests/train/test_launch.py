@@ -11,10 +11,10 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.errors import UserError
-from pipeline.outputs import MARK, mark
+from pipeline.outputs import MARK, FolderLock, mark
 from pipeline.records.manifest import write_manifest
 from pipeline.train.kd.config import KDStageConfig
-from pipeline.train.launch import claim_output, resume_point, resume_settings
+from pipeline.train.launch import claim_output, release_output, resume_point, resume_settings
 from pipeline.train.opd.config import OPDStageConfig
 from tests.conftest import REPO
 
@@ -81,9 +81,22 @@ def test_claiming_the_output_removes_half_saved_checkpoints_and_the_old_manifest
     assert (out / "checkpoint-4").exists() and (
         out / "manifest.json"
     ).exists()  # another rank touches nothing
+    # another run training into the folder (checkpoint-4 the one it is saving): the main process is refused in one
+    # line and removes nothing
+    other = FolderLock("kd")
+    other.take(out)
+    with pytest.raises(UserError, match=f"{out} is being written by another distill kd run"):
+        claim_output(cfg, "kd", main_process=True)
+    assert (out / "checkpoint-4").exists() and (out / "manifest.json").exists()
+    other.release()
     assert claim_output(cfg, "kd", main_process=True).endswith("checkpoint-2")
     assert not (out / "checkpoint-4").exists() and not (out / "manifest.json").exists()
     assert json.loads((out / MARK).read_text()) == {"stage": "kd", "settings": resume_settings(cfg)}
+    with pytest.raises(UserError, match="is being written by another distill kd run"):
+        other.take(out)  # this run holds it now, until it releases it (or ends)
+    release_output(out)
+    other.take(out)
+    other.release()
 
 
 def test_a_stage_refuses_another_stages_folder_before_anything(tmp_path):

@@ -157,6 +157,7 @@ def sft_recipe(model: Path, tmp_path: Path, *extra: str) -> Path:
 
 @pytest.mark.parametrize("point", ["checkpoint:mid-save", "checkpoint:mid-state"])
 def test_a_kill_while_saving_a_checkpoint_resumes_from_the_last_complete_one(tiny_model_dir, tmp_path, point):
+    from pipeline.outputs import FolderLock
     from tests.conftest import distill_main, run_distill
 
     recipe = sft_recipe(tiny_model_dir, tmp_path)
@@ -173,6 +174,16 @@ def test_a_kill_while_saving_a_checkpoint_resumes_from_the_last_complete_one(tin
         assert (out / "checkpoint-6" / "model.safetensors").exists() and state.stat().st_size > 0
         with pytest.raises(ValueError):
             json.loads(state.read_text())
+    # were that run still training (its lock held; here by this process, through another open file), the same
+    # command again is refused in one line, before it removes the checkpoint being saved or trains beside it
+    saving = {f.name: f.read_bytes() for f in (out / "checkpoint-6").iterdir()}
+    other = FolderLock("sft")
+    other.take(out)
+    refused = distill_main("sft", "--config", str(recipe))
+    other.release()
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
+    assert f"{out} is being written by another distill sft run" in refused.stderr
+    assert {f.name: f.read_bytes() for f in (out / "checkpoint-6").iterdir()} == saving
     resumed = distill_main("sft", "--config", str(recipe))  # in this process: only the kill needs its own
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "skipping" in resumed.stderr and "checkpoint-6: incomplete" in resumed.stderr

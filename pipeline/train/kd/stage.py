@@ -60,7 +60,7 @@ def load_teacher(cfg: KDStageConfig, student_tokenizer: Any) -> Any:
 
 def run(cfg: KDStageConfig, args: Any = None) -> int:
     from pipeline.preflight import load_tokenizer
-    from pipeline.train.launch import settled_elsewhere
+    from pipeline.train.launch import release_output, settled_elsewhere
     from pipeline.train.sft.stage import check_inputs, train_and_save
 
     check_inputs(cfg, args, "kd")
@@ -71,7 +71,10 @@ def run(cfg: KDStageConfig, args: Any = None) -> int:
     teacher = load_teacher(cfg, load_tokenizer(cfg)) if cfg.kd.teacher == "online" else None
     trainer, dataset = build_kd_trainer(cfg, teacher)
     refuse_sharded_heads(trainer)
-    return train_and_save(cfg, trainer, dataset, "kd")
+    try:
+        return train_and_save(cfg, trainer, dataset, "kd")
+    finally:
+        release_output(cfg.output)
 
 
 def check_own_models(cfg: KDStageConfig) -> None:

@@ -28,7 +28,7 @@ log = logging.getLogger("distill.opd")
 
 
 def run(cfg: OPDStageConfig, args: Any = None) -> int:
-    from pipeline.train.launch import claim_output, settled_elsewhere
+    from pipeline.train.launch import claim_output, release_output, settled_elsewhere
 
     check_inputs(cfg, args)
     if (status := settled_elsewhere(cfg, args, "opd")) is not None:
@@ -38,8 +38,12 @@ def run(cfg: OPDStageConfig, args: Any = None) -> int:
     check_references(cfg, problems)  # privileged teachers: every problem they see has its reference
     check_served_teachers(cfg, problems)  # every replica, before anything is written
     trainer = build_trainer(cfg, problems)  # teachers checked against the student: may still refuse
-    last = claim_output(cfg, "opd", trainer.is_world_process_zero())  # the first write to the output folder
-    return train_and_save(cfg, trainer, last, len(problems))
+    try:
+        # the first write to the output folder
+        last = claim_output(cfg, "opd", trainer.is_world_process_zero())
+        return train_and_save(cfg, trainer, last, len(problems))
+    finally:
+        release_output(cfg.output)
 
 
 def check_inputs(cfg: OPDStageConfig, args: Any = None) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from pipeline.config import to_dict
 from pipeline.records.manifest import write_manifest
-from pipeline.train.launch import claim_output, resume_point, settled_elsewhere
+from pipeline.train.launch import claim_output, release_output, resume_point, settled_elsewhere
 from pipeline.train.sft.config import SFTStageConfig
 
 log = logging.getLogger("distill.sft")
@@ -29,7 +29,10 @@ def run(cfg: SFTStageConfig, args: Any = None) -> int:
     if (status := settled_elsewhere(cfg, args, "sft")) is not None:
         return status
     trainer, dataset = build_trainer(cfg)
-    return train_and_save(cfg, trainer, dataset, "sft")
+    try:
+        return train_and_save(cfg, trainer, dataset, "sft")
+    finally:
+        release_output(cfg.output)
 
 
 def check_inputs(cfg: SFTStageConfig, args: Any = None, stage: str = "sft") -> None:

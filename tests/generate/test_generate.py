@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -251,9 +252,8 @@ def test_a_new_folder_another_run_made_meanwhile_is_refused_at_the_first_commit(
     assert len(written) == 1
     cfg = teacher_recipe(teacher_dir, tmp_path / "race", sampling__n=2)
     out = Path(cfg.output)
-    other = FolderLock(
-        "generate"
-    )  # the other run (another open file: flock refuses it in one process as well)
+    # the other run: another open file, which flock refuses in one process as well
+    other = FolderLock("generate")
     real = stage.make_plan
 
     def and_meanwhile(finished: bool):
@@ -271,23 +271,21 @@ def test_a_new_folder_another_run_made_meanwhile_is_refused_at_the_first_commit(
         return plan
 
     monkeypatch.setattr(stage, "make_plan", and_meanwhile(finished=False))
-    with pytest.raises(UserError, match=f"{out} is being written by another distill generate run"):
+    with pytest.raises(UserError, match=re.escape(f"{out} is being written by another distill generate run")):
         run(cfg, engine=teacher_engine)
     assert sorted(p.name for p in out.iterdir()) == [LOCK]
     other.release()
     (out / LOCK).unlink()
     out.rmdir()  # as before: a folder neither run has made yet
     monkeypatch.setattr(stage, "make_plan", and_meanwhile(finished=True))
-    with pytest.raises(
-        UserError, match=f"{out} was written by another distill generate run while this one started"
-    ):
+    refused = re.escape(f"{out} was written by another distill generate run while this one started")
+    with pytest.raises(UserError, match=refused):
         run(cfg, engine=teacher_engine)
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != LOCK} == written
     monkeypatch.setattr(stage, "make_plan", real)
     assert run(cfg, engine=teacher_engine) == 0  # resumes: the other run's samples are the planned ones
-    assert rows(out) == rows(Path(reference.output)) and read_manifest(out)["counts"]["samples"] == len(
-        rows(out)
-    )
+    resumed = rows(out)
+    assert resumed == rows(Path(reference.output)) and read_manifest(out)["counts"]["samples"] == len(resumed)
 
 
 def test_the_lock_goes_with_a_killed_run_and_a_folder_that_cannot_be_locked_only_warns(

@@ -5,6 +5,7 @@ claim the folder only when training starts."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -85,7 +86,7 @@ def test_claiming_the_output_removes_half_saved_checkpoints_and_the_old_manifest
     # line and removes nothing
     other = FolderLock("kd")
     other.take(out)
-    with pytest.raises(UserError, match=f"{out} is being written by another distill kd run"):
+    with pytest.raises(UserError, match=re.escape(f"{out} is being written by another distill kd run")):
         claim_output(cfg, "kd", main_process=True)
     assert (out / "checkpoint-4").exists() and (out / "manifest.json").exists()
     other.release()

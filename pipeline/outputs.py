@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 MARK = ".distill-stage.json"
 LOCK = ".distill-lock"
 """A hidden, empty file in an output folder that the run writing it holds locked (readers and push skip hidden
-files). Never removed: a run waiting to lock it must not lock a file another has just unlinked."""
+files), removed when the run ends."""
 TRAINING = ("sft", "kd", "opd")
 # What an unmarked, unfinished output of a stage holds (outputs of versions before the mark).
 _SIGNS = {
@@ -105,9 +105,10 @@ def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 class FolderLock:
     """An exclusive lock on the output folder a run writes, so two runs of a stage started on the same folder (a
     command launched twice, two jobs given the same shard) cannot both commit into it: the second is refused in
-    one line and writes nothing. An flock on `LOCK`, released by `release()` or by the kernel when the process
-    ends, killed or not, so a crash never leaves a stale lock. On a filesystem without locks (Lustre mounted
-    without `flock`) the run goes on with a warning."""
+    one line and writes nothing. An flock on `LOCK`, released by the kernel when the process ends, killed or not
+    (no stale lock; a killed run's empty file stays until the next run's release removes it), and removed by
+    `release()`, so a finished folder holds none. On a filesystem without locks (Lustre mounted without `flock`)
+    the run goes on with a warning."""
 
     def __init__(self, stage: str) -> None:
         self.stage = stage
@@ -121,37 +122,52 @@ class FolderLock:
     def take(self, folder: str | Path, field: str = "output") -> None:
         """Lock `folder` (which must exist), or raise a UserError naming it when another process holds it."""
         folder = Path(folder)
-        try:
-            fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as e:
-            raise UserError(
-                f"cannot write in {folder}: {e.strerror}",
-                file=folder,
-                field=field,
-                hint="choose an output folder you can write to",
-            ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+        path = folder / LOCK
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as e:
                 raise UserError(
-                    f"{folder} is being written by another distill {self.stage} run (it holds {folder / LOCK})",
+                    f"cannot write in {folder}: {e.strerror}",
                     file=folder,
                     field=field,
-                    hint="let that run finish (or stop it), then rerun this command: it resumes from what that "
-                    "run committed; or choose another output folder",
+                    hint="choose an output folder you can write to",
                 ) from None
-            log.warning(
-                "%s: cannot lock this folder (%s); make sure no other run writes it at the same time",
-                folder,
-                e.strerror,
-            )
-            self.folder = folder
-            return
-        self.fd, self.folder = fd, folder
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise UserError(
+                        f"{folder} is being written by another distill {self.stage} run (it holds {path})",
+                        file=folder,
+                        field=field,
+                        hint="let that run finish (or stop it), then rerun this command: it resumes from what that "
+                        "run committed; or choose another output folder",
+                    ) from None
+                log.warning(
+                    "%s: cannot lock this folder (%s); make sure no other run writes it at the same time",
+                    folder,
+                    e.strerror,
+                )
+                self.folder = folder
+                return
+            if _same_file(fd, path):
+                self.fd, self.folder = fd, folder
+                return
+            os.close(fd)  # locked a file the run before removed as it released it: lock the one there now
 
     def release(self) -> None:
-        if self.fd is not None:
+        if self.fd is not None and self.folder is not None:
+            Path(self.folder, LOCK).unlink(missing_ok=True)  # while still held: a waiter sees it gone (take)
             os.close(self.fd)  # closing the last descriptor releases the flock
         self.fd = self.folder = None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)

@@ -274,8 +274,7 @@ def test_a_new_folder_another_run_made_meanwhile_is_refused_at_the_first_commit(
     with pytest.raises(UserError, match=re.escape(f"{out} is being written by another distill generate run")):
         run(cfg, engine=teacher_engine)
     assert sorted(p.name for p in out.iterdir()) == [LOCK]
-    other.release()
-    (out / LOCK).unlink()
+    other.release()  # (removing its lock file)
     out.rmdir()  # as before: a folder neither run has made yet
     monkeypatch.setattr(stage, "make_plan", and_meanwhile(finished=True))
     refused = re.escape(f"{out} was written by another distill generate run while this one started")
@@ -286,6 +285,7 @@ def test_a_new_folder_another_run_made_meanwhile_is_refused_at_the_first_commit(
     assert run(cfg, engine=teacher_engine) == 0  # resumes: the other run's samples are the planned ones
     resumed = rows(out)
     assert resumed == rows(Path(reference.output)) and read_manifest(out)["counts"]["samples"] == len(resumed)
+    assert not (out / LOCK).exists()  # a finished folder holds no lock file
 
 
 def test_the_lock_goes_with_a_killed_run_and_a_folder_that_cannot_be_locked_only_warns(
@@ -296,7 +296,7 @@ def test_the_lock_goes_with_a_killed_run_and_a_folder_that_cannot_be_locked_only
     import errno
     import fcntl
 
-    from pipeline.outputs import FolderLock
+    from pipeline.outputs import LOCK, FolderLock
 
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pipeline.outputs import FolderLock; "
@@ -309,9 +309,11 @@ def test_the_lock_goes_with_a_killed_run_and_a_folder_that_cannot_be_locked_only
         lock.take(tmp_path)
     os.killpg(holder.pid, signal.SIGKILL)
     holder.wait()
+    assert (tmp_path / LOCK).exists()  # the killed run's empty file stays, but not its lock
     lock.take(tmp_path)  # no stale lock: the killed holder's went with its process
     assert lock.held
     lock.release()
+    assert not (tmp_path / LOCK).exists()
 
     def no_locks(fd, op):
         raise OSError(errno.ENOLCK, "No locks available")

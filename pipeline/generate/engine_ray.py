@@ -126,7 +126,7 @@ def pack(positions: Any) -> bytes | None:
     """Per-position logprob dicts ({token id: {logprob, rank, ...}}, None for a position without) as one bytes
     value: the number of positions, each one's entry count, then a (token id, rank or 0, logprob) float64 row per
     entry. Arrow cannot hold dicts keyed by token id, and nested lists of them cost the driver, the run's one
-    reader and writer, ~6 ms to read back for a 256-token sample against ~0.1 ms for bytes (bench/RESULTS.md)."""
+    reader and writer, ~6 ms to read back for a 256-token sample against ~0.03 ms for bytes (bench/RESULTS.md)."""
     if positions is None:
         return None
     counts, rows = [], []

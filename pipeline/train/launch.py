@@ -17,13 +17,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import to_dict
 from pipeline.errors import UserError
 from pipeline.records.manifest import MANIFEST, read_manifest
 from pipeline.train.opd.config import OPDStageConfig
 from pipeline.train.sft.config import SFTStageConfig
+
+if TYPE_CHECKING:
+    from pipeline.outputs import FolderLock
 
 log = logging.getLogger("distill.train")
 LAUNCHED = "DISTILL_LAUNCHED"
@@ -156,7 +159,7 @@ def claim_output(cfg: StageConfig, stage: str, main_process: bool) -> str | None
     return last
 
 
-_held: dict[Path, Any] = {}
+_held: dict[Path, FolderLock] = {}
 """The output folders this process holds locked (pipeline/outputs.FolderLock), by resolved path."""
 
 
